@@ -1,0 +1,166 @@
+//! OTLP receivers. gRPC (`grpc`) and HTTP (`http`) are thin transports over
+//! one path: decode → check the memory budget → convert to Arrow
+//! (`convert`) → durable append to the store → answer with
+//! `partial_success` when some records were rejected.
+
+pub mod convert;
+pub mod grpc;
+pub mod http;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use datafusion::arrow::error::ArrowError;
+use lumen_store::{Signal, Store};
+
+/// Everything that can go wrong with an export request, mapped to HTTP and
+/// gRPC codes in one place ([`Error::http_status`], [`Error::grpc_code`]).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// Over the memory budget: retryable.
+    #[error("{0}")]
+    Overloaded(String),
+    /// The store could not make the data durable: retryable.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<ArrowError> for Error {
+    fn from(e: ArrowError) -> Self {
+        Error::Internal(e.to_string())
+    }
+}
+
+impl From<lumen_store::Error> for Error {
+    fn from(e: lumen_store::Error) -> Self {
+        if e.is_retryable() { Error::Unavailable(e.to_string()) } else { Error::Internal(e.to_string()) }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How long a refused client should wait before retrying.
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+impl Error {
+    pub fn http_status(&self) -> ::http::StatusCode {
+        use ::http::StatusCode as S;
+        match self {
+            Error::InvalidArgument(_) => S::BAD_REQUEST,
+            Error::UnsupportedMediaType(_) => S::UNSUPPORTED_MEDIA_TYPE,
+            Error::PayloadTooLarge(_) => S::PAYLOAD_TOO_LARGE,
+            Error::Overloaded(_) => S::TOO_MANY_REQUESTS,
+            Error::Unavailable(_) => S::SERVICE_UNAVAILABLE,
+            Error::Internal(_) => S::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self {
+            Error::InvalidArgument(_) | Error::UnsupportedMediaType(_) => tonic::Code::InvalidArgument,
+            // Not retryable: the same payload will be too large next time too.
+            Error::PayloadTooLarge(_) => tonic::Code::ResourceExhausted,
+            Error::Overloaded(_) | Error::Unavailable(_) => tonic::Code::Unavailable,
+            Error::Internal(_) => tonic::Code::Internal,
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Overloaded(_) | Error::Unavailable(_))
+    }
+}
+
+/// Limits on what one export request may be.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body, checked before and after decompression.
+    pub max_request_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_request_bytes: 16 << 20 }
+    }
+}
+
+/// A decoded OTLP export request of any signal.
+pub enum Request {
+    Logs(opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest),
+    Traces(opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest),
+    Metrics(opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest),
+}
+
+/// What was accepted: the counts for `partial_success`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Accepted {
+    pub rejected: u64,
+    pub error_message: String,
+}
+
+/// The ingest path shared by both transports.
+pub struct Collector {
+    store: Arc<Store>,
+    limits: Limits,
+}
+
+/// Decoded protobuf and Arrow together take a few times the wire size.
+const DECODED_FACTOR: usize = 4;
+
+impl Collector {
+    pub fn new(store: Arc<Store>, limits: Limits) -> Arc<Self> {
+        Arc::new(Collector { store, limits })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Reserves memory for a request of `wire_bytes`, or refuses it (retryable).
+    pub fn reserve(&self, signal: Signal, wire_bytes: usize) -> Result<lumen_store::Reservation> {
+        let want = wire_bytes.saturating_mul(DECODED_FACTOR).max(4096);
+        self.store.budget().try_reserve(want).ok_or_else(|| {
+            self.store.metrics().requests_refused[signal.index()].fetch_add(1, Ordering::Relaxed);
+            Error::Overloaded(format!(
+                "Lumen is over its memory budget ({} MiB of unflushed data and requests); retry later",
+                self.store.budget().limit() >> 20
+            ))
+        })
+    }
+
+    /// Counts a malformed request.
+    pub fn invalid(&self, signal: Signal) {
+        self.store.metrics().requests_invalid[signal.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Converts and durably stores one decoded request.
+    pub async fn ingest(&self, req: &Request) -> Result<Accepted> {
+        let converted = match req {
+            Request::Logs(r) => convert::logs(r)?,
+            Request::Traces(r) => convert::spans(r)?,
+            Request::Metrics(r) => convert::metrics(r)?,
+        };
+        let signal = converted.signal;
+        let metrics = self.store.metrics();
+        if converted.rejected > 0 {
+            metrics.records_rejected[signal.index()].fetch_add(converted.rejected, Ordering::Relaxed);
+        }
+        if let Err(e) = self.store.append(signal, converted.batch).await {
+            metrics.requests_refused[signal.index()].fetch_add(1, Ordering::Relaxed);
+            return Err(e.into());
+        }
+        Ok(Accepted { rejected: converted.rejected, error_message: converted.error.unwrap_or_default() })
+    }
+}

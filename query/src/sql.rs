@@ -1,0 +1,138 @@
+//! `POST /api/v1/sql`: read-only SQL over the store with DataFusion, with a
+//! time limit, a row limit and a memory limit.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use futures::StreamExt;
+use lumen_store::{Signal, Store};
+
+use crate::json;
+use crate::table::SignalTable;
+use crate::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct SqlLimits {
+    /// A query running longer than this is cancelled.
+    pub timeout: Duration,
+    /// At most this many rows are returned; `truncated` says when there were more.
+    pub max_rows: usize,
+    /// Memory all running queries may use for sorts, joins and aggregations.
+    pub memory_bytes: usize,
+}
+
+impl Default for SqlLimits {
+    fn default() -> Self {
+        SqlLimits { timeout: Duration::from_secs(30), max_rows: 10_000, memory_bytes: 512 << 20 }
+    }
+}
+
+pub struct SqlEngine {
+    ctx: SessionContext,
+    limits: SqlLimits,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Column {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub data_type: String,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct SqlResult {
+    pub columns: Vec<Column>,
+    pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
+    pub truncated: bool,
+    pub elapsed_ms: u64,
+}
+
+impl SqlEngine {
+    pub fn new(store: Arc<Store>, limits: SqlLimits) -> Result<Self> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(limits.memory_bytes, 1.0)
+            .build_arc()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let config = SessionConfig::new().with_information_schema(true).with_default_catalog_and_schema("lumen", "public");
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        for signal in Signal::ALL {
+            ctx.register_table(signal.table(), Arc::new(SignalTable::new(Arc::clone(&store), signal)))
+                .map_err(|e| Error::Internal(e.to_string()))?;
+        }
+        Ok(SqlEngine { ctx, limits })
+    }
+
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Runs one read-only statement.
+    pub async fn run(&self, query: &str) -> Result<SqlResult> {
+        let started = Instant::now();
+        let run = async {
+            let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+            let df = self.ctx.sql_with_options(query, options).await.map_err(Error::from_datafusion)?;
+            let schema = df.schema().as_arrow().clone();
+            let mut stream = df.execute_stream().await.map_err(Error::from_datafusion)?;
+            let mut batches: Vec<RecordBatch> = Vec::new();
+            let mut rows = 0;
+            let mut truncated = false;
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(Error::from_datafusion)?;
+                let room = self.limits.max_rows - rows;
+                if batch.num_rows() > room {
+                    batches.push(batch.slice(0, room));
+                    truncated = true;
+                    break;
+                }
+                rows += batch.num_rows();
+                batches.push(batch);
+            }
+            Ok::<_, Error>((schema, batches, truncated))
+        };
+        let (schema, batches, truncated) = tokio::time::timeout(self.limits.timeout, run)
+            .await
+            .map_err(|_| Error::Timeout(format!("query exceeded the time limit of {:?}", self.limits.timeout)))??;
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| Column { name: f.name().clone(), data_type: type_name(f.data_type()) })
+            .collect();
+        let rows = json::rows(&batches)?;
+        Ok(SqlResult { columns, rows, truncated, elapsed_ms: started.elapsed().as_millis() as u64 })
+    }
+}
+
+/// A short, stable spelling of an Arrow type for clients.
+fn type_name(t: &DataType) -> String {
+    match t {
+        DataType::Timestamp(unit, tz) => {
+            let unit = match unit {
+                datafusion::arrow::datatypes::TimeUnit::Second => "s",
+                datafusion::arrow::datatypes::TimeUnit::Millisecond => "ms",
+                datafusion::arrow::datatypes::TimeUnit::Microsecond => "us",
+                datafusion::arrow::datatypes::TimeUnit::Nanosecond => "ns",
+            };
+            match tz {
+                Some(tz) => format!("Timestamp({unit}, {tz})"),
+                None => format!("Timestamp({unit})"),
+            }
+        }
+        DataType::List(f) | DataType::LargeList(f) => format!("List<{}>", type_name(f.data_type())),
+        DataType::Map(entries, _) => match entries.data_type() {
+            DataType::Struct(fields) if fields.len() == 2 => {
+                format!("Map<{}, {}>", type_name(fields[0].data_type()), type_name(fields[1].data_type()))
+            }
+            other => format!("Map<{other}>"),
+        },
+        DataType::Struct(fields) => format!(
+            "Struct<{}>",
+            fields.iter().map(|f| format!("{}: {}", f.name(), type_name(f.data_type()))).collect::<Vec<_>>().join(", ")
+        ),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,117 @@
+//! `logs`, `spans` and `metrics` as DataFusion tables over the store: the
+//! in-memory buffer and the Parquet segments of one consistent snapshot.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::Session;
+use datafusion::common::{DFSchema, Result};
+use datafusion::datasource::TableType;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::catalog::TableProvider;
+use lumen_store::{Signal, Store};
+
+pub struct SignalTable {
+    store: Arc<Store>,
+    signal: Signal,
+}
+
+impl std::fmt::Debug for SignalTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SignalTable({})", self.signal)
+    }
+}
+
+impl SignalTable {
+    pub fn new(store: Arc<Store>, signal: Signal) -> Self {
+        SignalTable { store, signal }
+    }
+}
+
+/// Spreads batches over `n` partitions so scans run on every core.
+fn partitions(batches: Vec<RecordBatch>, n: usize) -> Vec<Vec<RecordBatch>> {
+    let n = n.max(1).min(batches.len().max(1));
+    let mut parts = vec![Vec::new(); n];
+    for (i, b) in batches.into_iter().enumerate() {
+        parts[i % n].push(b);
+    }
+    parts
+}
+
+#[async_trait]
+impl TableProvider for SignalTable {
+
+    fn schema(&self) -> SchemaRef {
+        self.signal.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Filters are used to prune Parquet row groups; DataFusion still applies them.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = self.schema();
+        let snap = self.store.snapshot(self.signal);
+        let target = state.config().target_partitions();
+        let mut plans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        if !snap.batches.is_empty() {
+            plans.push(MemorySourceConfig::try_new_exec(&partitions(snap.batches, target), Arc::clone(&schema), projection.cloned())?);
+        }
+        if !snap.segments.is_empty() {
+            let mut source = ParquetSource::new(Arc::clone(&schema));
+            if let Some(pred) = conjunction(filters.iter().cloned()) {
+                let df_schema = DFSchema::try_from(Arc::clone(&schema))?;
+                if let Ok(p) = state.create_physical_expr(pred, &df_schema) {
+                    source = source.with_predicate(p);
+                }
+            }
+            let dir = self.store.data_dir();
+            let files: Vec<PartitionedFile> = snap
+                .segments
+                .iter()
+                .map(|s| PartitionedFile::new(dir.join(&s.path).to_string_lossy().into_owned(), s.bytes))
+                .collect();
+            let n = target.max(1).min(files.len());
+            let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); n];
+            for (i, f) in files.into_iter().enumerate() {
+                groups[i % n].push(f);
+            }
+            let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+                .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+                .with_projection_indices(projection.cloned())?
+                .with_limit(limit)
+                .build();
+            plans.push(DataSourceExec::from_data_source(config));
+        }
+        if plans.is_empty() {
+            let projected = match projection {
+                Some(p) => Arc::new(schema.project(p)?),
+                None => schema,
+            };
+            return Ok(Arc::new(EmptyExec::new(projected)));
+        }
+        UnionExec::try_new(plans)
+    }
+}

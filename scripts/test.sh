@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite: unit, integration (real server, Rust SDK), and the
+# Python SDK round trip. Installs what cargo does not (a Python virtualenv
+# with the OpenTelemetry SDK and pytest) when it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# One warm target directory outside the clone, shared by CI runs and sessions.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lumen-target}"
+export CARGO_TERM_COLOR=never
+
+VENV="${LUMEN_VENV:-$HOME/.cache/lumen-venv}"
+PY_REQS="opentelemetry-sdk==1.* opentelemetry-exporter-otlp-proto-grpc==1.* opentelemetry-exporter-otlp-proto-http==1.* pytest==8.*"
+if [ ! -x "$VENV/bin/pytest" ] || ! "$VENV/bin/python" -c "import opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http" 2>/dev/null; then
+  echo "== setting up the Python virtualenv in $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --upgrade pip
+  # shellcheck disable=SC2086
+  "$VENV/bin/pip" install --quiet $PY_REQS
+fi
+
+echo "== cargo test (unit + integration)"
+cargo test --workspace --all-targets
+
+echo "== Python SDK round trip"
+LUMEN_BIN="$CARGO_TARGET_DIR/debug/lumen" "$VENV/bin/pytest" -q tests/python

@@ -1,0 +1,205 @@
+//! Configuration: built-in defaults < TOML file (`--config`) < environment
+//! (`LUMEN_*`) < command-line flags. Every option has all three spellings.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde::Deserialize;
+
+/// Options of `lumen serve`. Flags win over `LUMEN_*` variables, which win
+/// over the `--config` file, which wins over the defaults shown.
+#[derive(Debug, Args, Default)]
+pub(crate) struct ServeArgs {
+    /// TOML file with any of the options below (keys as the flags, with `_` for `-`).
+    #[arg(long, env = "LUMEN_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// Where the WAL, segments and catalog live [default: ./lumen-data].
+    #[arg(long, env = "LUMEN_DATA_DIR", value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// OTLP/gRPC listen address [default: 0.0.0.0:4317].
+    #[arg(long, env = "LUMEN_OTLP_GRPC_ADDR", value_name = "HOST:PORT")]
+    pub(crate) otlp_grpc_addr: Option<String>,
+    /// OTLP/HTTP listen address [default: 0.0.0.0:4318].
+    #[arg(long, env = "LUMEN_OTLP_HTTP_ADDR", value_name = "HOST:PORT")]
+    pub(crate) otlp_http_addr: Option<String>,
+    /// Query API and dashboard listen address [default: 0.0.0.0:7070].
+    #[arg(long, env = "LUMEN_HTTP_ADDR", value_name = "HOST:PORT")]
+    pub(crate) http_addr: Option<String>,
+    /// Memory for unflushed data and in-flight requests; past it ingest is refused with retryable errors [default: 256MiB].
+    #[arg(long, env = "LUMEN_MEMORY_BUDGET", value_name = "SIZE")]
+    pub(crate) memory_budget: Option<String>,
+    /// Largest OTLP request body, before and after decompression [default: 16MiB].
+    #[arg(long, env = "LUMEN_MAX_REQUEST_SIZE", value_name = "SIZE")]
+    pub(crate) max_request_size: Option<String>,
+    /// Write a signal's buffer as a segment once it holds this much [default: 48MiB].
+    #[arg(long, env = "LUMEN_FLUSH_SIZE", value_name = "SIZE")]
+    pub(crate) flush_size: Option<String>,
+    /// Write a non-empty buffer as a segment at least this often [default: 30s].
+    #[arg(long, env = "LUMEN_FLUSH_INTERVAL", value_name = "DURATION")]
+    pub(crate) flush_interval: Option<String>,
+    /// Time limit of one SQL query [default: 30s].
+    #[arg(long, env = "LUMEN_SQL_TIMEOUT", value_name = "DURATION")]
+    pub(crate) sql_timeout: Option<String>,
+    /// Most rows one SQL query returns [default: 10000].
+    #[arg(long, env = "LUMEN_SQL_MAX_ROWS", value_name = "N")]
+    pub(crate) sql_max_rows: Option<usize>,
+    /// Memory all running SQL queries may use together [default: 512MiB].
+    #[arg(long, env = "LUMEN_SQL_MEMORY", value_name = "SIZE")]
+    pub(crate) sql_memory: Option<String>,
+    /// Log filter, in `RUST_LOG` syntax [default: info].
+    #[arg(long, env = "LUMEN_LOG", value_name = "FILTER")]
+    pub(crate) log: Option<String>,
+}
+
+/// The `--config` file. Unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) otlp_grpc_addr: Option<String>,
+    pub(crate) otlp_http_addr: Option<String>,
+    pub(crate) http_addr: Option<String>,
+    pub(crate) memory_budget: Option<String>,
+    pub(crate) max_request_size: Option<String>,
+    pub(crate) flush_size: Option<String>,
+    pub(crate) flush_interval: Option<String>,
+    pub(crate) sql_timeout: Option<String>,
+    pub(crate) sql_max_rows: Option<usize>,
+    pub(crate) sql_memory: Option<String>,
+    pub(crate) log: Option<String>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) data_dir: PathBuf,
+    pub(crate) otlp_grpc_addr: String,
+    pub(crate) otlp_http_addr: String,
+    pub(crate) http_addr: String,
+    pub(crate) memory_budget: usize,
+    pub(crate) max_request_size: usize,
+    pub(crate) flush_size: usize,
+    pub(crate) flush_interval: Duration,
+    pub(crate) sql_timeout: Duration,
+    pub(crate) sql_max_rows: usize,
+    pub(crate) sql_memory: usize,
+    pub(crate) log: String,
+}
+
+impl FileConfig {
+    pub(crate) fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("in config file {}", path.display()))
+    }
+}
+
+impl Config {
+    pub(crate) fn resolve(args: ServeArgs) -> Result<Config> {
+        let file = match &args.config {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        macro_rules! pick {
+            ($f:ident, $default:expr) => {
+                args.$f.or(file.$f).unwrap_or_else(|| $default.into())
+            };
+        }
+        let size = |name: &str, v: String| parse_size(&v).with_context(|| format!("invalid {name} {v:?}"));
+        let dur = |name: &str, v: String| parse_duration(&v).with_context(|| format!("invalid {name} {v:?}"));
+        let config = Config {
+            data_dir: pick!(data_dir, "lumen-data"),
+            otlp_grpc_addr: pick!(otlp_grpc_addr, "0.0.0.0:4317"),
+            otlp_http_addr: pick!(otlp_http_addr, "0.0.0.0:4318"),
+            http_addr: pick!(http_addr, "0.0.0.0:7070"),
+            memory_budget: size("memory-budget", pick!(memory_budget, "256MiB"))?,
+            max_request_size: size("max-request-size", pick!(max_request_size, "16MiB"))?,
+            flush_size: size("flush-size", pick!(flush_size, "48MiB"))?,
+            flush_interval: dur("flush-interval", pick!(flush_interval, "30s"))?,
+            sql_timeout: dur("sql-timeout", pick!(sql_timeout, "30s"))?,
+            sql_max_rows: args.sql_max_rows.or(file.sql_max_rows).unwrap_or(10_000),
+            sql_memory: size("sql-memory", pick!(sql_memory, "512MiB"))?,
+            log: pick!(log, "info"),
+        };
+        if config.memory_budget < 4 << 20 {
+            bail!("memory-budget must be at least 4MiB");
+        }
+        if config.max_request_size == 0 || config.sql_max_rows == 0 {
+            bail!("max-request-size and sql-max-rows must be positive");
+        }
+        Ok(config)
+    }
+}
+
+/// Parses `1048576`, `64KiB`, `16MiB`, `1GiB`, `10MB` (decimal units too).
+pub(crate) fn parse_size(s: &str) -> Result<usize> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num.parse().context("expected a number followed by an optional unit (KiB, MiB, GiB, KB, MB, GB)")?;
+    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        other => bail!("unknown size unit {other:?}: use KiB, MiB, GiB, KB, MB or GB"),
+    };
+    n.checked_mul(mult).context("size too large")
+}
+
+/// Parses `500ms`, `30s`, `5m`, `2h`, `7d`.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().context("expected a number followed by a unit (ms, s, m, h, d)")?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" | "" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        "d" => Duration::from_secs(n * 86400),
+        other => bail!("unknown duration unit {other:?}: use ms, s, m, h or d"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("256MiB").ok(), Some(256 << 20));
+        assert_eq!(parse_size("10MB").ok(), Some(10_000_000));
+        assert_eq!(parse_size("4096").ok(), Some(4096));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5 parsecs").is_err());
+        assert_eq!(parse_duration("500ms").ok(), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("7d").ok(), Some(Duration::from_secs(7 * 86400)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn example_config_parses_and_unknown_keys_fail() {
+        let example = include_str!("../lumen.example.toml");
+        let parsed: FileConfig = toml::from_str(example).expect("example config parses");
+        assert_eq!(parsed.memory_budget.as_deref(), Some("256MiB"));
+        assert!(toml::from_str::<FileConfig>("no_such_option = 1").is_err());
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("lumen.toml");
+        std::fs::write(&path, "http_addr = \"127.0.0.1:1\"\nsql_max_rows = 5\n").expect("write");
+        let args = ServeArgs { config: Some(path), http_addr: Some("127.0.0.1:2".into()), ..Default::default() };
+        let c = Config::resolve(args).expect("resolves");
+        assert_eq!(c.http_addr, "127.0.0.1:2");
+        assert_eq!(c.sql_max_rows, 5);
+        assert_eq!(c.memory_budget, 256 << 20);
+    }
+}

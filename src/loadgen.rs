@@ -1,0 +1,485 @@
+//! `lumen loadgen`: replays pre-encoded OTLP batches at a Lumen (or any OTLP
+//! server) over gRPC or HTTP and reports throughput and ack latency; with
+//! `--decode-only` it measures bare protobuf decoding (and Lumen's conversion
+//! to Arrow) of the same batches, so the whole ingest path can be read as a
+//! ratio to decoding.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use bytes::{Buf, BufMut, Bytes};
+use clap::{Args, ValueEnum};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
+use prost::Message;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Protocol {
+    Grpc,
+    Http,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq)]
+pub(crate) enum LoadSignal {
+    Logs,
+    Spans,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LoadgenArgs {
+    /// Transport to send over.
+    #[arg(long, value_enum, default_value = "grpc")]
+    pub(crate) protocol: Protocol,
+    /// What to send.
+    #[arg(long, value_enum, default_value = "logs")]
+    pub(crate) signal: LoadSignal,
+    /// Target: host:port of the OTLP gRPC or HTTP listener.
+    #[arg(long, default_value = "127.0.0.1:4317")]
+    pub(crate) endpoint: String,
+    /// Concurrent connections, each sending one request at a time.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) connections: usize,
+    /// Records per request.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) batch_size: usize,
+    /// How long to send, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub(crate) duration: u64,
+    /// Target records/s over all connections (default: as fast as acks allow).
+    #[arg(long)]
+    pub(crate) rate: Option<u64>,
+    /// Distinct pre-encoded batches to cycle through.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) batches: usize,
+    /// Sample this process's RSS (e.g. the server's pid) and report its peak.
+    #[arg(long)]
+    pub(crate) watch_pid: Option<u32>,
+    /// Don't send: decode the batches with prost (and convert them to Arrow) on this many threads.
+    #[arg(long)]
+    pub(crate) decode_only: bool,
+}
+
+/// A small deterministic generator, so runs are comparable.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[self.below(xs.len() as u64) as usize]
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+fn kv(key: &str, v: Value) -> KeyValue {
+    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(v) }), key_strindex: 0 }
+}
+
+fn s(v: impl Into<String>) -> Value {
+    Value::StringValue(v.into())
+}
+
+const SERVICES: &[&str] = &["checkout", "cart", "payments", "frontend", "inventory", "shipping", "auth", "search"];
+const METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE"];
+const ROUTES: &[&str] = &["/api/cart", "/api/checkout", "/api/items/{id}", "/api/users/{id}", "/healthz", "/api/search", "/api/orders"];
+const USERS: &[&str] = &["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"];
+
+fn message(rng: &mut Rng) -> (i32, &'static str, String) {
+    let id = rng.below(1_000_000);
+    let ms = rng.below(2500);
+    let user = rng.pick(USERS);
+    match rng.below(10) {
+        0 => (17, "ERROR", format!("failed to charge card for order {id}: gateway timeout after {ms}ms (attempt {})", rng.below(5) + 1)),
+        1 => (13, "WARN", format!("slow query on table orders took {ms}ms, rows={} user={user}", rng.below(10_000))),
+        2 => (9, "INFO", format!("user {user} logged in from 10.{}.{}.{} using session {:x}", rng.below(256), rng.below(256), rng.below(256), rng.next())),
+        3 => (5, "DEBUG", format!("cache miss for key item:{id}, fetching from upstream inventory service")),
+        4 => (9, "INFO", format!("{} {} completed with status {} in {ms}ms", rng.pick(METHODS), rng.pick(ROUTES), [200, 201, 204, 404, 500][rng.below(5) as usize])),
+        5 => (9, "INFO", format!("order {id} shipped to {user} via carrier {} tracking {:X}", rng.pick(&["ups", "dhl", "fedex"]), rng.next() >> 16)),
+        6 => (13, "WARN", format!("retrying request to payments (attempt {} of 5) after connection reset", rng.below(5) + 1)),
+        7 => (9, "INFO", format!("background job reindex-{id} processed {} documents in {ms}ms", rng.below(100_000))),
+        8 => (17, "ERROR", format!("panic recovered in handler {}: index out of range [{}] with length {}", rng.pick(ROUTES), rng.below(64), rng.below(64))),
+        _ => (9, "INFO", format!("inventory level for sku-{id} is now {} units (reserved {})", rng.below(500), rng.below(50))),
+    }
+}
+
+fn resource(rng: &mut Rng) -> Resource {
+    let service = rng.pick(SERVICES);
+    Resource {
+        attributes: vec![
+            kv("service.name", s(service)),
+            kv("service.version", s(format!("1.{}.{}", rng.below(20), rng.below(10)))),
+            kv("host.name", s(format!("{service}-{:x}", rng.below(0xffff)))),
+            kv("deployment.environment", s("production")),
+        ],
+        dropped_attributes_count: 0,
+        entity_refs: vec![],
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn logs_batch(rng: &mut Rng, n: usize) -> ExportLogsServiceRequest {
+    let now = now_ns();
+    let records = (0..n)
+        .map(|i| {
+            let (sev, text, body) = message(rng);
+            LogRecord {
+                time_unix_nano: now - (n - i) as u64 * 1000,
+                observed_time_unix_nano: now,
+                severity_number: sev,
+                severity_text: text.into(),
+                body: Some(AnyValue { value: Some(s(body)) }),
+                attributes: vec![
+                    kv("http.method", s(rng.pick(METHODS))),
+                    kv("http.route", s(rng.pick(ROUTES))),
+                    kv("http.status_code", Value::IntValue([200, 201, 404, 500][rng.below(4) as usize])),
+                    kv("user.id", s(rng.pick(USERS))),
+                ],
+                dropped_attributes_count: 0,
+                flags: 1,
+                trace_id: rng.bytes(16),
+                span_id: rng.bytes(8),
+                event_name: String::new(),
+            }
+        })
+        .collect();
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(resource(rng)),
+            scope_logs: vec![ScopeLogs {
+                scope: Some(InstrumentationScope { name: "lumen-loadgen".into(), version: "1".into(), ..Default::default() }),
+                log_records: records,
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
+fn spans_batch(rng: &mut Rng, n: usize) -> ExportTraceServiceRequest {
+    let now = now_ns();
+    let mut spans = Vec::with_capacity(n);
+    let mut trace = rng.bytes(16);
+    let mut parent: Vec<u8> = Vec::new();
+    for i in 0..n {
+        if i % 8 == 0 {
+            trace = rng.bytes(16);
+            parent.clear();
+        }
+        let id = rng.bytes(8);
+        let dur = rng.below(500_000_000);
+        let error = rng.below(20) == 0;
+        spans.push(Span {
+            trace_id: trace.clone(),
+            span_id: id.clone(),
+            parent_span_id: parent.clone(),
+            name: format!("{} {}", rng.pick(METHODS), rng.pick(ROUTES)),
+            kind: if parent.is_empty() { 2 } else { 3 },
+            start_time_unix_nano: now - dur - 1_000_000,
+            end_time_unix_nano: now - 1_000_000,
+            attributes: vec![
+                kv("http.request.method", s(rng.pick(METHODS))),
+                kv("http.route", s(rng.pick(ROUTES))),
+                kv("http.response.status_code", Value::IntValue(if error { 500 } else { 200 })),
+                kv("user.id", s(rng.pick(USERS))),
+            ],
+            events: if rng.below(4) == 0 {
+                vec![span::Event { time_unix_nano: now - dur / 2, name: "cache.miss".into(), attributes: vec![kv("key", s(format!("item:{}", rng.below(100000))))], dropped_attributes_count: 0 }]
+            } else {
+                vec![]
+            },
+            status: Some(Status { message: if error { "upstream failed".into() } else { String::new() }, code: if error { 2 } else { 0 } }),
+            ..Default::default()
+        });
+        parent = id;
+    }
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(resource(rng)),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope { name: "lumen-loadgen".into(), version: "1".into(), ..Default::default() }),
+                spans,
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
+/// Pre-encodes `count` distinct batches.
+pub(crate) fn encoded_batches(signal: LoadSignal, count: usize, batch_size: usize) -> Vec<Bytes> {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    (0..count.max(1))
+        .map(|_| match signal {
+            LoadSignal::Logs => Bytes::from(logs_batch(&mut rng, batch_size).encode_to_vec()),
+            LoadSignal::Spans => Bytes::from(spans_batch(&mut rng, batch_size).encode_to_vec()),
+        })
+        .collect()
+}
+
+/// A codec that sends pre-encoded bytes and ignores the answer's contents.
+#[derive(Clone, Copy)]
+struct RawCodec;
+struct RawEnc;
+struct RawDec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = ();
+    type Encoder = RawEnc;
+    type Decoder = RawDec;
+    fn encoder(&mut self) -> RawEnc {
+        RawEnc
+    }
+    fn decoder(&mut self) -> RawDec {
+        RawDec
+    }
+}
+
+impl tonic::codec::Encoder for RawEnc {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawDec {
+    type Item = ();
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<()>, tonic::Status> {
+        let n = src.remaining();
+        src.advance(n);
+        Ok(Some(()))
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    sent_records: AtomicU64,
+    sent_bytes: AtomicU64,
+    refused: AtomicU64,
+    failed: AtomicU64,
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+#[allow(clippy::print_stdout)]
+pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
+    let batches = Arc::new(encoded_batches(args.signal, args.batches, args.batch_size));
+    let avg_bytes = batches.iter().map(Bytes::len).sum::<usize>() / batches.len();
+    println!(
+        "loadgen: {:?} x{} records/batch, {} distinct batches, {} bytes/batch ({} bytes/record)",
+        args.signal,
+        args.batch_size,
+        batches.len(),
+        avg_bytes,
+        avg_bytes / args.batch_size.max(1)
+    );
+    if args.decode_only {
+        return decode_only(&args, &batches);
+    }
+    let path = match (args.protocol, args.signal) {
+        (Protocol::Grpc, LoadSignal::Logs) => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+        (Protocol::Grpc, LoadSignal::Spans) => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        (Protocol::Http, LoadSignal::Logs) => "/v1/logs",
+        (Protocol::Http, LoadSignal::Spans) => "/v1/traces",
+    };
+    let tally = Arc::new(Tally::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let deadline = Instant::now() + Duration::from_secs(args.duration);
+    // Per-connection pacing: one batch every `interval` when a rate is set.
+    let interval = args.rate.map(|r| Duration::from_secs_f64(args.batch_size as f64 * args.connections as f64 / r.max(1) as f64));
+    let mut workers = Vec::new();
+    for w in 0..args.connections {
+        let batches = Arc::clone(&batches);
+        let tally = Arc::clone(&tally);
+        let stop = Arc::clone(&stop);
+        let endpoint = args.endpoint.clone();
+        let batch_size = args.batch_size as u64;
+        let protocol = args.protocol;
+        workers.push(tokio::spawn(async move {
+            let mut latencies: Vec<u64> = Vec::with_capacity(1 << 16);
+            let mut grpc = None;
+            let mut http = None;
+            match protocol {
+                Protocol::Grpc => {
+                    let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))?.tcp_nodelay(true).connect().await?;
+                    grpc = Some(tonic::client::Grpc::new(channel));
+                }
+                Protocol::Http => http = Some(reqwest::Client::builder().pool_max_idle_per_host(1).build()?),
+            }
+            let url = format!("http://{endpoint}{path}");
+            let mut i = w;
+            let mut next = Instant::now();
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                if let Some(iv) = interval {
+                    let now = Instant::now();
+                    if next > now {
+                        tokio::time::sleep(next - now).await;
+                    }
+                    next += iv;
+                }
+                let body = batches[i % batches.len()].clone();
+                i += 1;
+                let len = body.len() as u64;
+                let started = Instant::now();
+                let outcome = if let Some(g) = grpc.as_mut() {
+                    g.ready().await?;
+                    match g.unary(tonic::Request::new(body), tonic::codegen::http::uri::PathAndQuery::from_static(path), RawCodec).await {
+                        Ok(_) => Ok(()),
+                        Err(s) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::ResourceExhausted) => Err(true),
+                        Err(_) => Err(false),
+                    }
+                } else if let Some(h) = http.as_ref() {
+                    match h.post(&url).header("content-type", "application/x-protobuf").body(body).send().await {
+                        Ok(r) if r.status().is_success() => {
+                            let _ = r.bytes().await;
+                            Ok(())
+                        }
+                        Ok(r) if r.status().as_u16() == 429 || r.status().as_u16() == 503 => Err(true),
+                        _ => Err(false),
+                    }
+                } else {
+                    Err(false)
+                };
+                match outcome {
+                    Ok(()) => {
+                        latencies.push(started.elapsed().as_micros() as u64);
+                        tally.sent_records.fetch_add(batch_size, Ordering::Relaxed);
+                        tally.sent_bytes.fetch_add(len, Ordering::Relaxed);
+                    }
+                    Err(true) => {
+                        tally.refused.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(false) => {
+                        tally.failed.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let started = Instant::now();
+    let mut peak_rss = 0;
+    let mut last = (Instant::now(), 0u64);
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now()))).await;
+        let rss = args.watch_pid.and_then(rss_kib).unwrap_or(0);
+        peak_rss = peak_rss.max(rss);
+        let now = tally.sent_records.load(Ordering::Relaxed);
+        let rate = (now - last.1) as f64 / last.0.elapsed().as_secs_f64();
+        last = (Instant::now(), now);
+        println!(
+            "  t={:>4.0}s  {:>9.0} records/s  refused={} failed={}{}",
+            started.elapsed().as_secs_f64(),
+            rate,
+            tally.refused.load(Ordering::Relaxed),
+            tally.failed.load(Ordering::Relaxed),
+            if rss > 0 { format!("  rss={} MiB", rss / 1024) } else { String::new() }
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    for w in workers {
+        latencies.extend(w.await.context("worker panicked")??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let records = tally.sent_records.load(Ordering::Relaxed);
+    let bytes = tally.sent_bytes.load(Ordering::Relaxed);
+    println!(
+        "result: protocol={:?} signal={:?} connections={} records={} elapsed={:.1}s records/s={:.0} MB/s={:.2} ack_p50_ms={:.2} ack_p99_ms={:.2} ack_max_ms={:.2} refused={} failed={}{}",
+        args.protocol,
+        args.signal,
+        args.connections,
+        records,
+        elapsed,
+        records as f64 / elapsed,
+        bytes as f64 / elapsed / 1e6,
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 1.0),
+        tally.refused.load(Ordering::Relaxed),
+        tally.failed.load(Ordering::Relaxed),
+        if peak_rss > 0 { format!(" peak_rss_mib={}", peak_rss / 1024) } else { String::new() }
+    );
+    if records == 0 {
+        bail!("no request succeeded: is Lumen listening on {}?", args.endpoint);
+    }
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+fn decode_only(args: &LoadgenArgs, batches: &Arc<Vec<Bytes>>) -> Result<()> {
+    let threads = args.connections.max(1);
+    for mode in ["decode", "decode+convert"] {
+        let deadline = Instant::now() + Duration::from_secs(args.duration);
+        let started = Instant::now();
+        let records = AtomicU64::new(0);
+        let bytes = AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            for t in 0..threads {
+                let (records, bytes) = (&records, &bytes);
+                scope.spawn(move || {
+                    let mut i = t;
+                    while Instant::now() < deadline {
+                        let b = &batches[i % batches.len()];
+                        i += 1;
+                        let ok = match args.signal {
+                            LoadSignal::Logs => ExportLogsServiceRequest::decode(&b[..]).ok().is_some_and(|r| {
+                                mode == "decode" || lumen_collector::convert::logs(&r).is_ok()
+                            }),
+                            LoadSignal::Spans => ExportTraceServiceRequest::decode(&b[..]).ok().is_some_and(|r| {
+                                mode == "decode" || lumen_collector::convert::spans(&r).is_ok()
+                            }),
+                        };
+                        if ok {
+                            records.fetch_add(args.batch_size as u64, Ordering::Relaxed);
+                            bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        let elapsed = started.elapsed().as_secs_f64();
+        println!(
+            "result: mode={mode} signal={:?} threads={threads} records/s={:.0} MB/s={:.1}",
+            args.signal,
+            records.load(Ordering::Relaxed) as f64 / elapsed,
+            bytes.load(Ordering::Relaxed) as f64 / elapsed / 1e6
+        );
+    }
+    Ok(())
+}

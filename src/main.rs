@@ -1,0 +1,47 @@
+//! The `lumen` binary: `lumen serve` runs the store; `lumen loadgen` measures it.
+
+mod config;
+mod loadgen;
+mod serve;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Lumen: an OpenTelemetry store in one binary. OTLP in (gRPC :4317, HTTP :4318);
+/// SQL, search, Jaeger and Prometheus APIs and a dashboard out (:7070).
+#[derive(Parser)]
+#[command(name = "lumen", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run Lumen: receive OTLP, store it durably, serve queries and the dashboard.
+    Serve(config::ServeArgs),
+    /// Send pre-encoded OTLP batches at a server and report throughput and ack latency.
+    Loadgen(loadgen::LoadgenArgs),
+}
+
+fn init_logging(filter: &str) {
+    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(filter));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = config::Config::resolve(args)?;
+            init_logging(&config.log);
+            serve::run(config).await
+        }
+        Command::Loadgen(args) => {
+            init_logging("warn");
+            loadgen::run(args).await
+        }
+    }
+}

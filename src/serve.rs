@@ -1,0 +1,116 @@
+//! `lumen serve`: wires store → collector (gRPC, HTTP) → query API, and shuts
+//! down cleanly: stop accepting, finish in-flight requests, flush, exit 0.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use lumen_collector::grpc::{Logs, Metrics, OtlpGrpc, Traces};
+use lumen_collector::{Collector, Limits};
+use lumen_query::{AppState, SqlEngine, SqlLimits};
+use lumen_store::{Store, StoreConfig};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+
+async fn bind(addr: &str, what: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("binding the {what} address {addr}"))
+}
+
+/// Resolves when SIGTERM or Ctrl-C arrives.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+pub(crate) async fn run(config: Config) -> Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&config.data_dir)?;
+    let store_config = StoreConfig {
+        memory_budget: config.memory_budget,
+        flush_bytes: config.flush_size,
+        flush_interval: config.flush_interval,
+        ..StoreConfig::new(&data_dir)
+    };
+    let store = tokio::task::spawn_blocking(move || Store::open(store_config))
+        .await?
+        .context("opening the store")?;
+
+    let collector = Collector::new(Arc::clone(&store), Limits { max_request_bytes: config.max_request_size });
+    let sql = SqlEngine::new(
+        Arc::clone(&store),
+        SqlLimits { timeout: config.sql_timeout, max_rows: config.sql_max_rows, memory_bytes: config.sql_memory },
+    )?;
+    let state = Arc::new(AppState { store: Arc::clone(&store), sql });
+
+    let grpc_listener = bind(&config.otlp_grpc_addr, "OTLP/gRPC").await?;
+    let otlp_http_listener = bind(&config.otlp_http_addr, "OTLP/HTTP").await?;
+    let http_listener = bind(&config.http_addr, "HTTP API").await?;
+    let addrs: [SocketAddr; 3] = [grpc_listener.local_addr()?, otlp_http_listener.local_addr()?, http_listener.local_addr()?];
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+
+    let grpc = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(OtlpGrpc::<Logs>::new(Arc::clone(&collector)))
+        .add_service(OtlpGrpc::<Traces>::new(Arc::clone(&collector)))
+        .add_service(OtlpGrpc::<Metrics>::new(Arc::clone(&collector)))
+        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(grpc_listener), stopped(stop_rx.clone()));
+    let otlp_http = axum::serve(otlp_http_listener, lumen_collector::http::router(Arc::clone(&collector)))
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let api = axum::serve(http_listener, lumen_query::router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
+
+    let grpc = tokio::spawn(async move { grpc.await.context("OTLP/gRPC server") });
+    let otlp_http = tokio::spawn(async move { otlp_http.await.context("OTLP/HTTP server") });
+    let api = tokio::spawn(async move { api.await.context("HTTP API server") });
+
+    tracing::info!(otlp_grpc = %addrs[0], otlp_http = %addrs[1], http = %addrs[2], data_dir = %data_dir.display(), "lumen is ready");
+    // One machine-readable line for scripts and tests that start Lumen on port 0.
+    #[allow(clippy::print_stdout)]
+    {
+        println!("lumen ready otlp_grpc={} otlp_http={} http={}", addrs[0], addrs[1], addrs[2]);
+    }
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    let _ = stop_tx.send(true);
+    // Long-lived connections (live tail, idle keep-alives) must not hold shutdown hostage.
+    let drain = async {
+        let (a, b, c) = tokio::join!(grpc, otlp_http, api);
+        for r in [a, b, c] {
+            if let Ok(Err(e)) = r {
+                tracing::warn!(error = %e, "server ended with an error");
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
+        tracing::warn!("some connections did not close within 10s; closing anyway");
+    }
+    tracing::info!("flushing buffers");
+    tokio::task::spawn_blocking(move || store.close()).await?.context("flushing the store")?;
+    tracing::info!("bye");
+    Ok(())
+}

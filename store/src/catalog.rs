@@ -1,0 +1,62 @@
+//! The catalog: the one file that says which segments exist.
+//!
+//! `catalog.json` is replaced atomically (temp, fsync, rename, fsync dir), so
+//! after a crash it names either the old or the new set of segments, never a
+//! mix. A segment file not named by it is garbage from an interrupted flush.
+//! `flushed_lsn` says which WAL records are already in segments, so replay
+//! skips them and nothing is applied twice.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::schema::Signal;
+use crate::{Error, Result};
+
+/// One immutable Parquet segment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SegmentMeta {
+    pub signal: Signal,
+    /// Path relative to the data directory.
+    pub path: String,
+    pub rows: u64,
+    pub bytes: u64,
+    /// Time range of the signal's time column, ns since the epoch, inclusive.
+    pub min_time: i64,
+    pub max_time: i64,
+    /// WAL records `min_lsn..=max_lsn` (of this signal) are in this segment.
+    pub min_lsn: u64,
+    pub max_lsn: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Catalog {
+    pub(crate) version: u32,
+    /// Highest LSN per signal (by `Signal::index`) that is in a committed segment.
+    pub(crate) flushed_lsn: [u64; 3],
+    pub(crate) segments: Vec<SegmentMeta>,
+}
+
+const FILE: &str = "catalog.json";
+
+impl Catalog {
+    pub(crate) fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join(FILE)
+    }
+
+    pub(crate) fn load(data_dir: &Path) -> Result<Catalog> {
+        let path = Self::path(data_dir);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Corrupt(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Catalog { version: 1, ..Default::default() }),
+            Err(e) => Err(Error::io("reading", &path, e)),
+        }
+    }
+
+    pub(crate) fn store(&self, data_dir: &Path) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::Corrupt(e.to_string()))?;
+        crate::fsutil::write_atomic(&Self::path(data_dir), &bytes)
+    }
+}

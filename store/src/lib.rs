@@ -1,0 +1,455 @@
+//! Lumen's storage engine: WAL → in-memory Arrow buffers → Parquet segments.
+//!
+//! [`Store::append`] returns only once the batch is in an fsync'd WAL frame
+//! and in the buffer, so an acknowledged record is both durable and visible.
+//! A flusher thread turns buffers into immutable segments, commits them to
+//! the catalog and trims the WAL. [`Store::snapshot`] gives queries a
+//! consistent view of buffers and segments: a record is in exactly one of
+//! them at any instant.
+
+pub mod budget;
+pub mod catalog;
+mod fsutil;
+pub mod metrics;
+pub mod schema;
+mod segment;
+pub mod wal;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::parquet::errors::ParquetError;
+use tokio::sync::oneshot;
+
+pub use budget::{Budget, Reservation};
+pub use catalog::SegmentMeta;
+pub use metrics::Metrics;
+pub use schema::Signal;
+
+use catalog::Catalog;
+use wal::{Command, WalFile};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{action} {}: {source}", path.display())]
+    Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("arrow: {0}")]
+    Arrow(#[from] ArrowError),
+    #[error("parquet: {0}")]
+    Parquet(#[from] ParquetError),
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    #[error("write-ahead log write failed: {0}")]
+    WalWrite(String),
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+impl Error {
+    pub(crate) fn io(action: &'static str, path: &Path, source: std::io::Error) -> Self {
+        Error::Io { action, path: path.to_owned(), source }
+    }
+
+    /// True when the same request may succeed later (the client should retry).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::WalWrite(_) | Error::Closed | Error::Io { .. })
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How the store behaves; the binary fills it from its configuration.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+    /// Global budget for unflushed data and in-flight requests, in bytes.
+    pub memory_budget: usize,
+    /// Flush a signal's buffer once it holds this many bytes.
+    pub flush_bytes: usize,
+    /// Flush a non-empty buffer at least this often.
+    pub flush_interval: Duration,
+    /// Start a new WAL file past this size.
+    pub wal_file_bytes: u64,
+}
+
+impl StoreConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        StoreConfig {
+            data_dir: data_dir.into(),
+            memory_budget: 256 << 20,
+            flush_bytes: 48 << 20,
+            flush_interval: Duration::from_secs(30),
+            wal_file_bytes: 64 << 20,
+        }
+    }
+}
+
+/// The records of one signal a query should read: buffered batches and segments.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub batches: Vec<RecordBatch>,
+    pub segments: Vec<Arc<SegmentMeta>>,
+}
+
+#[derive(Default)]
+struct SignalBuffer {
+    batches: Vec<RecordBatch>,
+    min_lsn: Option<u64>,
+    max_lsn: u64,
+    bytes: usize,
+    since: Option<Instant>,
+    /// Batches being written as a segment: still visible until it commits.
+    flushing: Vec<RecordBatch>,
+}
+
+#[derive(Default)]
+struct State {
+    buffers: [SignalBuffer; 3],
+    segments: [Vec<Arc<SegmentMeta>>; 3],
+}
+
+/// What the WAL thread, the flusher and the handle share.
+struct Shared {
+    config: StoreConfig,
+    state: Mutex<State>,
+    budget: Arc<Budget>,
+    metrics: Metrics,
+    catalog: Mutex<Catalog>,
+    /// Closed WAL files, oldest first, waiting to be trimmed.
+    wal_files: Mutex<Vec<WalFile>>,
+    stop: AtomicBool,
+    wake: Condvar,
+    wake_lock: Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a lock must not wedge the whole store.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl wal::Sink for Arc<Shared> {
+    fn committed(&self, records: Vec<(u64, Signal, RecordBatch)>, fsync_seconds: f64) {
+        self.metrics.wal_fsync_seconds.observe(fsync_seconds);
+        let mut charged = 0;
+        let mut state = lock(&self.state);
+        for (lsn, signal, batch) in records {
+            let bytes = batch.get_array_memory_size();
+            charged += bytes;
+            let buf = &mut state.buffers[signal.index()];
+            buf.min_lsn.get_or_insert(lsn);
+            buf.max_lsn = lsn;
+            buf.bytes += bytes;
+            buf.since.get_or_insert_with(Instant::now);
+            buf.batches.push(batch);
+        }
+        drop(state);
+        self.budget.charge(charged);
+    }
+
+    fn file_closed(&self, file: WalFile) {
+        lock(&self.wal_files).push(file);
+    }
+}
+
+pub struct Store {
+    shared: Arc<Shared>,
+    wal_tx: Mutex<Option<mpsc::Sender<Command>>>,
+    wal_thread: Mutex<Option<JoinHandle<()>>>,
+    flusher: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `config.data_dir`, replaying the WAL.
+    pub fn open(config: StoreConfig) -> Result<Arc<Store>> {
+        let dir = config.data_dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating data directory", &dir, e))?;
+        let catalog = Catalog::load(&dir)?;
+        remove_orphans(&dir, &catalog)?;
+        let budget = Budget::new(config.memory_budget);
+        let mut state = State::default();
+        for seg in &catalog.segments {
+            state.segments[seg.signal.index()].push(Arc::new(seg.clone()));
+        }
+        let flushed = catalog.flushed_lsn;
+        let mut replayed = 0usize;
+        let wal_dir = dir.join("wal");
+        let (files, next_lsn) = wal::replay(&wal_dir, |r| {
+            if r.lsn <= flushed[r.signal.index()] {
+                return;
+            }
+            replayed += r.batch.num_rows();
+            let bytes = r.batch.get_array_memory_size();
+            budget.charge(bytes);
+            let buf = &mut state.buffers[r.signal.index()];
+            buf.min_lsn.get_or_insert(r.lsn);
+            buf.max_lsn = r.lsn;
+            buf.bytes += bytes;
+            buf.since.get_or_insert_with(Instant::now);
+            buf.batches.push(r.batch);
+        })?;
+        let next_lsn = next_lsn.max(flushed.iter().copied().max().unwrap_or(0) + 1);
+        tracing::info!(records = replayed, wal_files = files.len(), segments = catalog.segments.len(), "store opened");
+
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            state: Mutex::new(state),
+            budget,
+            metrics: Metrics::default(),
+            catalog: Mutex::new(catalog),
+            wal_files: Mutex::new(files),
+            stop: AtomicBool::new(false),
+            wake: Condvar::new(),
+            wake_lock: Mutex::new(()),
+        });
+        trim_wal(&shared);
+
+        let writer = wal::Writer::create(&wal_dir, next_lsn, config.wal_file_bytes)?;
+        let (tx, rx) = mpsc::channel();
+        let sink: Box<dyn wal::Sink> = Box::new(Arc::clone(&shared));
+        let wal_thread = std::thread::Builder::new()
+            .name("lumen-wal".into())
+            .spawn(move || writer.run(rx, sink))
+            .map_err(|e| Error::io("spawning WAL thread", &wal_dir, e))?;
+        let store = Arc::new(Store {
+            shared: Arc::clone(&shared),
+            wal_tx: Mutex::new(Some(tx.clone())),
+            wal_thread: Mutex::new(Some(wal_thread)),
+            flusher: Mutex::new(None),
+        });
+        let flusher = std::thread::Builder::new()
+            .name("lumen-flush".into())
+            .spawn(move || flush_loop(shared, tx))
+            .map_err(|e| Error::io("spawning flush thread", &dir, e))?;
+        *lock(&store.flusher) = Some(flusher);
+        Ok(store)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.shared.config.data_dir
+    }
+
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.shared.budget
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Appends a batch durably: returns once it is fsync'd in the WAL and
+    /// visible to queries. Concurrent appends share one fsync.
+    pub async fn append(&self, signal: Signal, batch: RecordBatch) -> Result<()> {
+        let rows = batch.num_rows();
+        if rows == 0 {
+            return Ok(());
+        }
+        let payload = wal::encode_batch(&batch)?;
+        let len = payload.len();
+        let (done, rx) = oneshot::channel();
+        {
+            let tx = lock(&self.wal_tx);
+            let tx = tx.as_ref().ok_or(Error::Closed)?;
+            tx.send(Command::Append(wal::Append { signal, batch, payload, done })).map_err(|_| Error::Closed)?;
+        }
+        rx.await.map_err(|_| Error::Closed)??;
+        let m = &self.shared.metrics;
+        m.records_received[signal.index()].fetch_add(rows as u64, Ordering::Relaxed);
+        m.wal_bytes.fetch_add(len as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// A consistent view of one signal for a query.
+    pub fn snapshot(&self, signal: Signal) -> Snapshot {
+        let state = lock(&self.shared.state);
+        let buf = &state.buffers[signal.index()];
+        let mut batches = Vec::with_capacity(buf.flushing.len() + buf.batches.len());
+        batches.extend(buf.flushing.iter().cloned());
+        batches.extend(buf.batches.iter().cloned());
+        Snapshot { batches, segments: state.segments[signal.index()].clone() }
+    }
+
+    /// Point-in-time gauges for `/metrics`.
+    pub fn gauges(&self) -> Vec<(&'static str, &'static str, f64)> {
+        let state = lock(&self.shared.state);
+        let buffered: usize = state.buffers.iter().map(|b| b.bytes).sum();
+        let segments: usize = state.segments.iter().map(Vec::len).sum();
+        let segment_bytes: u64 = state.segments.iter().flatten().map(|s| s.bytes).sum();
+        drop(state);
+        vec![
+            ("lumen_buffer_bytes", "Bytes of acknowledged records not yet in segments.", buffered as f64),
+            ("lumen_memory_budget_used_bytes", "Bytes held against the memory budget (buffers + in-flight requests).", self.shared.budget.used() as f64),
+            ("lumen_memory_budget_bytes", "The memory budget.", self.shared.budget.limit() as f64),
+            ("lumen_segments", "Parquet segments in the catalog.", segments as f64),
+            ("lumen_segment_bytes", "Bytes of Parquet segments in the catalog.", segment_bytes as f64),
+        ]
+    }
+
+    /// Writes every buffer out now (used by tests and shutdown).
+    pub fn flush_all(&self) -> Result<()> {
+        let tx = lock(&self.wal_tx).clone();
+        for s in Signal::ALL {
+            flush_signal(&self.shared, s)?;
+        }
+        if let Some(tx) = tx {
+            let _ = tx.send(Command::Rotate);
+        }
+        Ok(())
+    }
+
+    /// Flushes everything and stops the background threads. Appends after
+    /// this fail with [`Error::Closed`].
+    pub fn close(&self) -> Result<()> {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.wake.notify_all();
+        if let Some(h) = lock(&self.flusher).take() {
+            let _ = h.join();
+        }
+        let result = self.flush_all();
+        // Dropping the last sender ends the WAL thread after it drains its queue.
+        lock(&self.wal_tx).take();
+        if let Some(h) = lock(&self.wal_thread).take() {
+            let _ = h.join();
+        }
+        trim_wal(&self.shared);
+        result
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.wake.notify_all();
+    }
+}
+
+/// Deletes segment files the catalog does not name: leftovers of a flush
+/// that crashed before its commit.
+fn remove_orphans(dir: &Path, catalog: &Catalog) -> Result<()> {
+    let known: std::collections::HashSet<&str> = catalog.segments.iter().map(|s| s.path.as_str()).collect();
+    for signal in Signal::ALL {
+        let sdir = dir.join("segments").join(signal.table());
+        let Ok(entries) = std::fs::read_dir(&sdir) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let rel = format!("segments/{}/{}", signal.table(), name.to_string_lossy());
+            if !known.contains(rel.as_str()) {
+                tracing::info!(file = %rel, "removing uncommitted segment file");
+                std::fs::remove_file(entry.path()).map_err(|e| Error::io("removing", &entry.path(), e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn flush_loop(shared: Arc<Shared>, wal_tx: mpsc::Sender<Command>) {
+    let tick = Duration::from_millis(200);
+    while !shared.stop.load(Ordering::SeqCst) {
+        {
+            let guard = lock(&shared.wake_lock);
+            let _ = shared.wake.wait_timeout(guard, tick);
+        }
+        let due: Vec<Signal> = {
+            let state = lock(&shared.state);
+            let pressure = shared.budget.pressure() > 0.5;
+            let largest = Signal::ALL.into_iter().max_by_key(|s| state.buffers[s.index()].bytes);
+            Signal::ALL
+                .into_iter()
+                .filter(|s| {
+                    let b = &state.buffers[s.index()];
+                    !b.batches.is_empty()
+                        && (b.bytes >= shared.config.flush_bytes
+                            || b.since.is_some_and(|t| t.elapsed() >= shared.config.flush_interval)
+                            || (pressure && Some(*s) == largest))
+                })
+                .collect()
+        };
+        if due.is_empty() {
+            continue;
+        }
+        for s in due {
+            if let Err(e) = flush_signal(&shared, s) {
+                tracing::error!(signal = %s, error = %e, "flush failed; will retry");
+            }
+        }
+        let _ = wal_tx.send(Command::Rotate);
+    }
+}
+
+/// Writes one signal's buffer as a segment and commits it.
+fn flush_signal(shared: &Arc<Shared>, signal: Signal) -> Result<()> {
+    let i = signal.index();
+    let (batches, min_lsn, max_lsn, bytes) = {
+        let mut state = lock(&shared.state);
+        let buf = &mut state.buffers[i];
+        if buf.batches.is_empty() || !buf.flushing.is_empty() {
+            return Ok(());
+        }
+        let batches = std::mem::take(&mut buf.batches);
+        buf.flushing = batches.clone();
+        let min_lsn = buf.min_lsn.take().unwrap_or(buf.max_lsn);
+        let bytes = std::mem::take(&mut buf.bytes);
+        buf.since = None;
+        (batches, min_lsn, buf.max_lsn, bytes)
+    };
+    let started = Instant::now();
+    let result = segment::write(&shared.config.data_dir, signal, &batches, min_lsn, max_lsn).and_then(|meta| {
+        let mut catalog = lock(&shared.catalog);
+        let mut next = catalog.clone();
+        next.segments.push(meta.clone());
+        next.flushed_lsn[i] = max_lsn;
+        if let Err(e) = next.store(&shared.config.data_dir) {
+            let _ = std::fs::remove_file(shared.config.data_dir.join(&meta.path));
+            return Err(e);
+        }
+        *catalog = next;
+        Ok(meta)
+    });
+    let mut state = lock(&shared.state);
+    let buf = &mut state.buffers[i];
+    match result {
+        Ok(meta) => {
+            buf.flushing.clear();
+            state.segments[i].push(Arc::new(meta));
+            drop(state);
+            shared.budget.release(bytes);
+            shared.metrics.segments_written.fetch_add(1, Ordering::Relaxed);
+            shared.metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
+            trim_wal(shared);
+            Ok(())
+        }
+        Err(e) => {
+            // Put the batches back in front, in LSN order, to retry later.
+            let mut restored = std::mem::take(&mut buf.flushing);
+            restored.append(&mut buf.batches);
+            buf.batches = restored;
+            buf.min_lsn = Some(min_lsn);
+            buf.bytes += bytes;
+            buf.since.get_or_insert_with(Instant::now);
+            Err(e)
+        }
+    }
+}
+
+/// Deletes closed WAL files whose every record is in a committed segment.
+fn trim_wal(shared: &Shared) {
+    let flushed = lock(&shared.catalog).flushed_lsn;
+    let mut files = lock(&shared.wal_files);
+    files.retain(|f| {
+        if !f.fully_flushed(&flushed) {
+            return true;
+        }
+        match std::fs::remove_file(&f.path) {
+            Ok(()) => false,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => {
+                tracing::warn!(file = %f.path.display(), error = %e, "could not trim WAL file");
+                true
+            }
+        }
+    });
+}

@@ -1,0 +1,331 @@
+//! The write-ahead log: where an export becomes durable.
+//!
+//! Files are `wal/<first lsn, 20 digits>.wal`, each a sequence of frames:
+//!
+//! ```text
+//! u32 payload length | u32 crc32(lsn ‖ signal ‖ payload) | u64 lsn | u8 signal | payload
+//! ```
+//!
+//! The payload is one Arrow IPC stream holding one record batch. One writer
+//! thread owns the open file and does group commit: it takes every request
+//! that queued while the previous fsync ran, writes them with one `write`,
+//! fsyncs once, hands the batches to the in-memory buffer (in LSN order, so the
+//! buffer always holds a prefix of the log) and only then acknowledges.
+//! Replay stops at the first frame whose length or checksum does not match: a
+//! torn tail is cut off, never half-applied.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::arrow::record_batch::RecordBatch;
+use tokio::sync::oneshot;
+
+use crate::schema::Signal;
+use crate::{Error, Result};
+
+const HEADER: usize = 4 + 4 + 8 + 1;
+/// Largest frame replay accepts; anything bigger is a corrupt length field.
+const MAX_FRAME: usize = 1 << 30;
+/// Stop draining the queue into one group past this many bytes, so one fsync
+/// never waits on an unbounded write.
+const MAX_GROUP_BYTES: usize = 32 << 20;
+
+/// Encodes a batch as the payload of one WAL frame.
+pub fn encode_batch(batch: &RecordBatch) -> Result<Vec<u8>> {
+    let mut w = StreamWriter::try_new(Vec::with_capacity(batch.get_array_memory_size() / 2), &batch.schema())?;
+    w.write(batch)?;
+    w.finish()?;
+    Ok(w.into_inner()?)
+}
+
+fn decode_batch(payload: &[u8]) -> Result<RecordBatch> {
+    let mut reader = StreamReader::try_new(payload, None)?;
+    match reader.next() {
+        Some(batch) => Ok(batch?),
+        None => Err(Error::Corrupt("WAL frame holds no record batch".into())),
+    }
+}
+
+fn checksum(lsn: u64, signal: u8, payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&lsn.to_le_bytes());
+    h.update(&[signal]);
+    h.update(payload);
+    h.finalize()
+}
+
+fn file_name(first_lsn: u64) -> String {
+    format!("{first_lsn:020}.wal")
+}
+
+/// What the log knows about one of its files, for trimming.
+#[derive(Debug, Clone)]
+pub(crate) struct WalFile {
+    pub(crate) path: PathBuf,
+    /// Highest LSN of each signal in this file (index: `Signal::index`).
+    pub(crate) max_lsn: [Option<u64>; 3],
+}
+
+impl WalFile {
+    /// True when every frame in the file is already in a committed segment.
+    pub(crate) fn fully_flushed(&self, flushed: &[u64; 3]) -> bool {
+        self.max_lsn.iter().zip(flushed).all(|(max, flushed)| max.is_none_or(|m| m <= *flushed))
+    }
+}
+
+/// One record found during replay.
+pub(crate) struct Replayed {
+    pub(crate) lsn: u64,
+    pub(crate) signal: Signal,
+    pub(crate) batch: RecordBatch,
+}
+
+/// Reads every WAL file in order. A bad frame ends its file: the last file is
+/// truncated there (a torn write); in an older file the rest is reported lost.
+pub(crate) fn replay(dir: &Path, mut on_record: impl FnMut(Replayed)) -> Result<(Vec<WalFile>, u64)> {
+    fs::create_dir_all(dir).map_err(|e| Error::io("creating WAL directory", dir, e))?;
+    let mut paths: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(|e| Error::io("listing WAL directory", dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    paths.sort();
+    let mut files = Vec::with_capacity(paths.len());
+    let mut next_lsn = 1;
+    let count = paths.len();
+    for (i, path) in paths.into_iter().enumerate() {
+        let is_last = i + 1 == count;
+        let mut info = WalFile { path: path.clone(), max_lsn: [None; 3] };
+        let file = File::open(&path).map_err(|e| Error::io("opening WAL file", &path, e))?;
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let mut good_offset = 0u64;
+        let mut header = [0u8; HEADER];
+        let mut payload = Vec::new();
+        let bad = loop {
+            match read_full(&mut reader, &mut header) {
+                Ok(false) => break None,
+                Ok(true) => {}
+                Err(e) => break Some(format!("read error: {e}")),
+            }
+            let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+            let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+            let mut lsn_bytes = [0u8; 8];
+            lsn_bytes.copy_from_slice(&header[8..16]);
+            let lsn = u64::from_le_bytes(lsn_bytes);
+            let tag = header[16];
+            if len > MAX_FRAME {
+                break Some(format!("frame length {len} is implausible"));
+            }
+            payload.resize(len, 0);
+            match read_full(&mut reader, &mut payload) {
+                Ok(true) => {}
+                Ok(false) => break Some("frame cut short".into()),
+                Err(e) => break Some(format!("read error: {e}")),
+            }
+            if checksum(lsn, tag, &payload) != crc {
+                break Some(format!("checksum mismatch at LSN {lsn}"));
+            }
+            let Some(signal) = Signal::from_tag(tag) else {
+                break Some(format!("unknown signal tag {tag}"));
+            };
+            let batch = match decode_batch(&payload) {
+                Ok(b) => b,
+                Err(e) => break Some(format!("undecodable batch at LSN {lsn}: {e}")),
+            };
+            good_offset += (HEADER + len) as u64;
+            next_lsn = next_lsn.max(lsn + 1);
+            let slot = &mut info.max_lsn[signal.index()];
+            *slot = Some(slot.map_or(lsn, |m| m.max(lsn)));
+            on_record(Replayed { lsn, signal, batch });
+        };
+        if let Some(reason) = bad {
+            if is_last {
+                tracing::warn!(file = %path.display(), offset = good_offset, %reason, "cutting torn WAL tail");
+                let f = OpenOptions::new().write(true).open(&path).map_err(|e| Error::io("opening WAL file", &path, e))?;
+                f.set_len(good_offset).map_err(|e| Error::io("truncating WAL file", &path, e))?;
+                f.sync_all().map_err(|e| Error::io("syncing WAL file", &path, e))?;
+            } else {
+                tracing::error!(file = %path.display(), offset = good_offset, %reason, "corrupt frame inside an older WAL file; the rest of this file is skipped");
+            }
+        }
+        if good_offset == 0 {
+            // Nothing usable in it: remove it so a new file of the same name starts clean.
+            fs::remove_file(&path).map_err(|e| Error::io("removing empty WAL file", &path, e))?;
+            continue;
+        }
+        files.push(info);
+    }
+    Ok((files, next_lsn))
+}
+
+/// Fills `buf` completely. `Ok(false)` when the stream ended before the first byte.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) if filled == 0 => return Ok(false),
+            Ok(0) => return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "short frame")),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// An append waiting for its group's fsync.
+pub(crate) struct Append {
+    pub(crate) signal: Signal,
+    pub(crate) batch: RecordBatch,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) done: oneshot::Sender<Result<()>>,
+}
+
+pub(crate) enum Command {
+    Append(Append),
+    /// Close the current file and start a new one (after a flush, so the
+    /// flushed file can be trimmed).
+    Rotate,
+}
+
+/// Called by the writer thread after each durable group, before acknowledging.
+pub(crate) trait Sink: Send + 'static {
+    fn committed(&self, records: Vec<(u64, Signal, RecordBatch)>, fsync_seconds: f64);
+    fn file_closed(&self, file: WalFile);
+}
+
+pub(crate) struct Writer {
+    dir: PathBuf,
+    file: File,
+    current: WalFile,
+    offset: u64,
+    next_lsn: u64,
+    segment_bytes: u64,
+}
+
+impl Writer {
+    pub(crate) fn create(dir: &Path, next_lsn: u64, segment_bytes: u64) -> Result<Self> {
+        let (file, current) = Self::new_file(dir, next_lsn)?;
+        Ok(Writer { dir: dir.to_owned(), file, current, offset: 0, next_lsn, segment_bytes })
+    }
+
+    fn new_file(dir: &Path, first_lsn: u64) -> Result<(File, WalFile)> {
+        let path = dir.join(file_name(first_lsn));
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io("creating WAL file", &path, e))?;
+        crate::fsutil::sync_dir(dir)?;
+        Ok((file, WalFile { path, max_lsn: [None; 3] }))
+    }
+
+    fn rotate(&mut self, sink: &dyn Sink) -> Result<()> {
+        if self.offset == 0 {
+            return Ok(());
+        }
+        let (file, info) = Self::new_file(&self.dir, self.next_lsn)?;
+        self.file = file;
+        self.offset = 0;
+        let old = std::mem::replace(&mut self.current, info);
+        sink.file_closed(old);
+        Ok(())
+    }
+
+    /// The writer thread's loop; returns when every sender is gone.
+    pub(crate) fn run(mut self, rx: mpsc::Receiver<Command>, sink: Box<dyn Sink>) {
+        let mut buf = Vec::with_capacity(4 << 20);
+        let mut group: Vec<Append> = Vec::new();
+        while let Ok(cmd) = rx.recv() {
+            let mut rotate = false;
+            let mut group_bytes = 0;
+            let mut next = Some(cmd);
+            while let Some(cmd) = next.take() {
+                match cmd {
+                    Command::Append(a) => {
+                        group_bytes += a.payload.len();
+                        group.push(a);
+                    }
+                    Command::Rotate => rotate = true,
+                }
+                if group_bytes < MAX_GROUP_BYTES {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !group.is_empty() {
+                self.commit_group(&mut group, &mut buf, sink.as_ref());
+            }
+            if rotate || self.offset >= self.segment_bytes {
+                if let Err(e) = self.rotate(sink.as_ref()) {
+                    tracing::error!(error = %e, "WAL rotation failed; continuing in the current file");
+                }
+            }
+        }
+        if let Err(e) = self.file.sync_all() {
+            tracing::error!(error = %e, "final WAL sync failed");
+        }
+    }
+
+    fn commit_group(&mut self, group: &mut Vec<Append>, buf: &mut Vec<u8>, sink: &dyn Sink) {
+        buf.clear();
+        let first_lsn = self.next_lsn;
+        for (i, a) in group.iter().enumerate() {
+            let lsn = first_lsn + i as u64;
+            let tag = a.signal.tag();
+            buf.extend_from_slice(&(a.payload.len() as u32).to_le_bytes());
+            buf.extend_from_slice(&checksum(lsn, tag, &a.payload).to_le_bytes());
+            buf.extend_from_slice(&lsn.to_le_bytes());
+            buf.push(tag);
+            buf.extend_from_slice(&a.payload);
+        }
+        let started = Instant::now();
+        let result = self.file.write_all(buf).and_then(|()| self.file.sync_data());
+        let fsync_seconds = started.elapsed().as_secs_f64();
+        match result {
+            Ok(()) => {
+                self.offset += buf.len() as u64;
+                self.next_lsn += group.len() as u64;
+                let mut records = Vec::with_capacity(group.len());
+                let mut acks = Vec::with_capacity(group.len());
+                for (i, a) in group.drain(..).enumerate() {
+                    let lsn = first_lsn + i as u64;
+                    let slot = &mut self.current.max_lsn[a.signal.index()];
+                    *slot = Some(lsn);
+                    records.push((lsn, a.signal, a.batch));
+                    acks.push(a.done);
+                }
+                sink.committed(records, fsync_seconds);
+                for ack in acks {
+                    // The requester may have gone away (client disconnect); the data is durable anyway.
+                    let _ = ack.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, file = %self.current.path.display(), "WAL write failed; refusing this group");
+                // Drop whatever part of the group reached the file so replay never sees it.
+                let restored = self
+                    .file
+                    .set_len(self.offset)
+                    .and_then(|()| self.file.seek(SeekFrom::Start(self.offset)).map(|_| ()))
+                    .and_then(|()| self.file.sync_all());
+                if let Err(e2) = restored {
+                    tracing::error!(error = %e2, "could not cut the failed write from the WAL; starting a new file");
+                    // A fresh file at a higher LSN; the partial frames in the old one fail their checksum or length.
+                    self.next_lsn += group.len() as u64;
+                    if let Err(e3) = self.rotate(sink) {
+                        tracing::error!(error = %e3, "WAL rotation after a failed write failed");
+                    }
+                }
+                let msg = e.to_string();
+                for a in group.drain(..) {
+                    let _ = a.done.send(Err(Error::WalWrite(msg.clone())));
+                }
+            }
+        }
+    }
+}

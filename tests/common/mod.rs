@@ -1,0 +1,178 @@
+//! Test harness: starts the real `lumen serve` binary on ephemeral ports with
+//! a temporary data directory and talks to it over real sockets.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub struct TestServer {
+    child: Option<Child>,
+    pub grpc_addr: String,
+    pub otlp_http_addr: String,
+    pub http_addr: String,
+    data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    extra_args: Vec<String>,
+    http: reqwest::blocking::Client,
+}
+
+impl TestServer {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(args: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let mut s = Self::start_in(&dir, args);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts (or restarts) a server on an existing data directory.
+    pub fn start_in(dir: &Path, args: &[&str]) -> Self {
+        let extra_args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lumen"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args(&extra_args)
+            .env("LUMEN_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("lumen binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let line = loop {
+            match lines.next() {
+                Some(Ok(l)) if l.starts_with("lumen ready") => break l,
+                Some(Ok(_)) => continue,
+                other => panic!("lumen exited before it was ready: {other:?}"),
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let field = |k: &str| {
+            line.split_whitespace()
+                .find_map(|p| p.strip_prefix(&format!("{k}=")))
+                .unwrap()
+                .to_owned()
+        };
+        TestServer {
+            grpc_addr: field("otlp_grpc"),
+            otlp_http_addr: field("otlp_http"),
+            http_addr: field("http"),
+            child: Some(child),
+            data_dir: dir.to_owned(),
+            _tmp: None,
+            extra_args,
+            http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn grpc_endpoint(&self) -> String {
+        format!("http://{}", self.grpc_addr)
+    }
+
+    pub fn otlp_http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.otlp_http_addr)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http_addr)
+    }
+
+    pub fn client(&self) -> &reqwest::blocking::Client {
+        &self.http
+    }
+
+    /// Runs SQL; panics unless it answers 200.
+    pub fn sql(&self, query: &str) -> Value {
+        let (status, body) = self.sql_raw(query);
+        assert_eq!(status, 200, "SQL failed: {query}\n{body}");
+        body
+    }
+
+    pub fn sql_rows(&self, query: &str) -> Vec<Value> {
+        self.sql(query)["rows"].as_array().unwrap().clone()
+    }
+
+    pub fn sql_raw(&self, query: &str) -> (u16, Value) {
+        let res = self.http.post(self.url("/api/v1/sql")).json(&serde_json::json!({ "query": query })).send().unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().unwrap_or(Value::Null))
+    }
+
+    pub fn count(&self, table: &str) -> i64 {
+        self.sql_rows(&format!("SELECT count(*) AS n FROM {table}"))[0]["n"].as_i64().unwrap()
+    }
+
+    /// Polls `check` until it holds or `timeout` passes.
+    pub fn eventually(&self, timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            if check() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        check()
+    }
+
+    pub fn healthy(&self) -> bool {
+        self.http.get(self.url("/health")).send().is_ok_and(|r| r.status().is_success())
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills and starts again on the same data directory.
+    pub fn restart_after_kill9(mut self) -> Self {
+        self.kill9();
+        let args: Vec<&str> = self.extra_args.iter().map(String::as_str).collect();
+        let mut next = Self::start_in(&self.data_dir, &args);
+        next._tmp = self._tmp.take();
+        next
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
