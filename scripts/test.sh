@@ -10,7 +10,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lumen-target}"
 export CARGO_TERM_COLOR=never
 
 VENV="${LUMEN_VENV:-$HOME/.cache/lumen-venv}"
-PY_REQS="opentelemetry-sdk==1.* opentelemetry-exporter-otlp-proto-grpc==1.* opentelemetry-exporter-otlp-proto-http==1.* pytest==8.*"
+PY_REQS="opentelemetry-sdk==1.45.* opentelemetry-exporter-otlp-proto-grpc==1.45.* opentelemetry-exporter-otlp-proto-http==1.45.* pytest==8.*"
 if [ ! -x "$VENV/bin/pytest" ] || ! "$VENV/bin/python" -c "import opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http" 2>/dev/null; then
   echo "== setting up the Python virtualenv in $VENV"
   python3 -m venv "$VENV"

@@ -30,6 +30,8 @@ use crate::{Accepted, Collector, Error, Request};
 pub trait Kind: Send + Sync + 'static {
     const SERVICE: &'static str;
     const SIGNAL: Signal;
+    /// The `partial_success` count field in OTLP/JSON.
+    const REJECTED_JSON: &'static str;
     type Req: prost::Message + Default + Send + 'static;
     type Resp: prost::Message + Send + 'static;
     fn wrap(req: Self::Req) -> Request;
@@ -43,6 +45,7 @@ pub struct Metrics;
 impl Kind for Logs {
     const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
     const SIGNAL: Signal = Signal::Logs;
+    const REJECTED_JSON: &'static str = "rejectedLogRecords";
     type Req = ExportLogsServiceRequest;
     type Resp = ExportLogsServiceResponse;
     fn wrap(req: Self::Req) -> Request {
@@ -59,6 +62,7 @@ impl Kind for Logs {
 impl Kind for Traces {
     const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
     const SIGNAL: Signal = Signal::Spans;
+    const REJECTED_JSON: &'static str = "rejectedSpans";
     type Req = ExportTraceServiceRequest;
     type Resp = ExportTraceServiceResponse;
     fn wrap(req: Self::Req) -> Request {
@@ -75,6 +79,7 @@ impl Kind for Traces {
 impl Kind for Metrics {
     const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
     const SIGNAL: Signal = Signal::Metrics;
+    const REJECTED_JSON: &'static str = "rejectedDataPoints";
     type Req = ExportMetricsServiceRequest;
     type Resp = ExportMetricsServiceResponse;
     fn wrap(req: Self::Req) -> Request {

@@ -67,26 +67,41 @@ fn media_type(headers: &HeaderMap) -> Result<Encoding> {
     }
 }
 
+/// Past this, an oversized body is no longer drained before answering 413.
+const DRAIN_LIMIT: u64 = 64 << 20;
+
 /// Reads the body, refusing it past `max` bytes on the wire or once decompressed.
 async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Vec<u8>> {
     let too_large = |what: &str| Error::PayloadTooLarge(format!("{what} exceeds the limit of {max} bytes"));
-    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
-        if len > max as u64 {
-            return Err(too_large("request body"));
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let mut body = body;
+    let mut raw = Vec::with_capacity(declared.map_or(64 << 10, |l| l.min(max as u64) as usize));
+    let mut over = declared.is_some_and(|l| l > max as u64);
+    let mut seen: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Error::InvalidArgument(format!("could not read request body: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        seen += data.len() as u64;
+        if over || raw.len() + data.len() > max {
+            over = true;
+            raw = Vec::new();
+            // Drain a bounded amount so the client gets to read the 413 instead of a reset.
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+            continue;
         }
+        raw.extend_from_slice(&data);
     }
-    let limited = http_body_util::Limited::new(body, max);
-    let raw = match limited.collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large("request body")),
-        Err(e) => return Err(Error::InvalidArgument(format!("could not read request body: {e}"))),
-    };
+    if over {
+        return Err(too_large("request body"));
+    }
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
         .unwrap_or_default();
     let decoder: Box<dyn Read + '_> = match encoding.as_str() {
-        "" | "identity" => return Ok(raw.to_vec()),
+        "" | "identity" => return Ok(raw),
         "gzip" | "x-gzip" => Box::new(flate2::read::MultiGzDecoder::new(&raw[..])),
         // HTTP's "deflate" is zlib-wrapped; some clients send raw deflate.
         "deflate" if raw.first().is_some_and(|b| b & 0x0f == 8) => Box::new(flate2::read::ZlibDecoder::new(&raw[..])),
@@ -141,7 +156,6 @@ fn error_response(enc: Encoding, e: &Error) -> Response {
 async fn export<K: Kind>(State(collector): State<Arc<Collector>>, headers: HeaderMap, body: Body) -> Response
 where
     K::Req: serde::de::DeserializeOwned,
-    K::Resp: serde::Serialize,
 {
     let signal: Signal = K::SIGNAL;
     // Answer in the request's encoding; when that is what's wrong, in JSON.
@@ -165,7 +179,21 @@ where
     }
     .await;
     match result {
-        Ok(accepted) => encode(enc, StatusCode::OK, &K::respond(accepted)),
+        Ok(accepted) if enc == Encoding::Json => {
+            // By hand: the JSON mapping spells int64 as a string, prost-serde as a number.
+            let body = if accepted.rejected > 0 {
+                serde_json::json!({ "partialSuccess": {
+                    K::REJECTED_JSON: accepted.rejected.to_string(),
+                    "errorMessage": accepted.error_message,
+                }})
+            } else {
+                serde_json::json!({})
+            };
+            (StatusCode::OK, [(header::CONTENT_TYPE, enc.content_type())], body.to_string()).into_response()
+        }
+        Ok(accepted) => {
+            (StatusCode::OK, [(header::CONTENT_TYPE, enc.content_type())], K::respond(accepted).encode_to_vec()).into_response()
+        }
         Err(e) => {
             if !e.is_retryable() {
                 collector.invalid(signal);

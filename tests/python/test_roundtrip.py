@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
-from opentelemetry.sdk._logs import LoggerProvider, LogRecord
+from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
@@ -84,8 +84,8 @@ def test_python_sdk_roundtrip(lumen, kind):
     loggers = LoggerProvider(resource=resource)
     loggers.add_log_record_processor(SimpleLogRecordProcessor(log_exp))
     logger = loggers.get_logger("py-logger")
-    logger.emit(LogRecord(body=f"hello from python over {kind}", severity_number=SeverityNumber.WARN,
-                          severity_text="WARN", attributes={"user": "ada", "n": 7, "tags": ["x", "y"]}))
+    logger.emit(body=f"hello from python over {kind}", severity_number=SeverityNumber.WARN,
+                severity_text="WARN", attributes={"user": "ada", "n": 7, "tags": ["x", "y"]})
 
     meters = MeterProvider(resource=resource, metric_readers=[PeriodicExportingMetricReader(metric_exp)])
     meter = meters.get_meter("py-meter")
