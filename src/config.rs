@@ -90,7 +90,8 @@ pub(crate) struct Config {
 
 impl FileConfig {
     pub(crate) fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("in config file {}", path.display()))
     }
 }
@@ -106,8 +107,11 @@ impl Config {
                 args.$f.or(file.$f).unwrap_or_else(|| $default.into())
             };
         }
-        let size = |name: &str, v: String| parse_size(&v).with_context(|| format!("invalid {name} {v:?}"));
-        let dur = |name: &str, v: String| parse_duration(&v).with_context(|| format!("invalid {name} {v:?}"));
+        let size =
+            |name: &str, v: String| parse_size(&v).with_context(|| format!("invalid {name} {v:?}"));
+        let dur = |name: &str, v: String| {
+            parse_duration(&v).with_context(|| format!("invalid {name} {v:?}"))
+        };
         let config = Config {
             data_dir: pick!(data_dir, "lumen-data"),
             otlp_grpc_addr: pick!(otlp_grpc_addr, "0.0.0.0:4317"),
@@ -137,7 +141,9 @@ pub(crate) fn parse_size(s: &str) -> Result<usize> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: usize = num.parse().context("expected a number followed by an optional unit (KiB, MiB, GiB, KB, MB, GB)")?;
+    let n: usize = num
+        .parse()
+        .context("expected a number followed by an optional unit (KiB, MiB, GiB, KB, MB, GB)")?;
     let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kib" => 1 << 10,
@@ -156,7 +162,9 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().context("expected a number followed by a unit (ms, s, m, h, d)")?;
+    let n: u64 = num
+        .parse()
+        .context("expected a number followed by a unit (ms, s, m, h, d)")?;
     Ok(match unit {
         "ms" => Duration::from_millis(n),
         "s" | "" => Duration::from_secs(n),
@@ -178,8 +186,14 @@ mod tests {
         assert_eq!(parse_size("4096").ok(), Some(4096));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("5 parsecs").is_err());
-        assert_eq!(parse_duration("500ms").ok(), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("7d").ok(), Some(Duration::from_secs(7 * 86400)));
+        assert_eq!(
+            parse_duration("500ms").ok(),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(
+            parse_duration("7d").ok(),
+            Some(Duration::from_secs(7 * 86400))
+        );
         assert!(parse_duration("soon").is_err());
     }
 
@@ -196,7 +210,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("lumen.toml");
         std::fs::write(&path, "http_addr = \"127.0.0.1:1\"\nsql_max_rows = 5\n").expect("write");
-        let args = ServeArgs { config: Some(path), http_addr: Some("127.0.0.1:2".into()), ..Default::default() };
+        let args = ServeArgs {
+            config: Some(path),
+            http_addr: Some("127.0.0.1:2".into()),
+            ..Default::default()
+        };
         let c = Config::resolve(args).expect("resolves");
         assert_eq!(c.http_addr, "127.0.0.1:2");
         assert_eq!(c.sql_max_rows, 5);

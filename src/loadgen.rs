@@ -13,7 +13,9 @@ use bytes::{Buf, BufMut, Bytes};
 use clap::{Args, ValueEnum};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, InstrumentationScope, KeyValue, any_value::Value,
+};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
@@ -87,33 +89,132 @@ impl Rng {
 }
 
 fn kv(key: &str, v: Value) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(v) }), key_strindex: 0 }
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        key_strindex: 0,
+    }
 }
 
 fn s(v: impl Into<String>) -> Value {
     Value::StringValue(v.into())
 }
 
-const SERVICES: &[&str] = &["checkout", "cart", "payments", "frontend", "inventory", "shipping", "auth", "search"];
+const SERVICES: &[&str] = &[
+    "checkout",
+    "cart",
+    "payments",
+    "frontend",
+    "inventory",
+    "shipping",
+    "auth",
+    "search",
+];
 const METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE"];
-const ROUTES: &[&str] = &["/api/cart", "/api/checkout", "/api/items/{id}", "/api/users/{id}", "/healthz", "/api/search", "/api/orders"];
-const USERS: &[&str] = &["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"];
+const ROUTES: &[&str] = &[
+    "/api/cart",
+    "/api/checkout",
+    "/api/items/{id}",
+    "/api/users/{id}",
+    "/healthz",
+    "/api/search",
+    "/api/orders",
+];
+const USERS: &[&str] = &[
+    "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi",
+];
 
 fn message(rng: &mut Rng) -> (i32, &'static str, String) {
     let id = rng.below(1_000_000);
     let ms = rng.below(2500);
     let user = rng.pick(USERS);
     match rng.below(10) {
-        0 => (17, "ERROR", format!("failed to charge card for order {id}: gateway timeout after {ms}ms (attempt {})", rng.below(5) + 1)),
-        1 => (13, "WARN", format!("slow query on table orders took {ms}ms, rows={} user={user}", rng.below(10_000))),
-        2 => (9, "INFO", format!("user {user} logged in from 10.{}.{}.{} using session {:x}", rng.below(256), rng.below(256), rng.below(256), rng.next())),
-        3 => (5, "DEBUG", format!("cache miss for key item:{id}, fetching from upstream inventory service")),
-        4 => (9, "INFO", format!("{} {} completed with status {} in {ms}ms", rng.pick(METHODS), rng.pick(ROUTES), [200, 201, 204, 404, 500][rng.below(5) as usize])),
-        5 => (9, "INFO", format!("order {id} shipped to {user} via carrier {} tracking {:X}", rng.pick(&["ups", "dhl", "fedex"]), rng.next() >> 16)),
-        6 => (13, "WARN", format!("retrying request to payments (attempt {} of 5) after connection reset", rng.below(5) + 1)),
-        7 => (9, "INFO", format!("background job reindex-{id} processed {} documents in {ms}ms", rng.below(100_000))),
-        8 => (17, "ERROR", format!("panic recovered in handler {}: index out of range [{}] with length {}", rng.pick(ROUTES), rng.below(64), rng.below(64))),
-        _ => (9, "INFO", format!("inventory level for sku-{id} is now {} units (reserved {})", rng.below(500), rng.below(50))),
+        0 => (
+            17,
+            "ERROR",
+            format!(
+                "failed to charge card for order {id}: gateway timeout after {ms}ms (attempt {})",
+                rng.below(5) + 1
+            ),
+        ),
+        1 => (
+            13,
+            "WARN",
+            format!(
+                "slow query on table orders took {ms}ms, rows={} user={user}",
+                rng.below(10_000)
+            ),
+        ),
+        2 => (
+            9,
+            "INFO",
+            format!(
+                "user {user} logged in from 10.{}.{}.{} using session {:x}",
+                rng.below(256),
+                rng.below(256),
+                rng.below(256),
+                rng.next()
+            ),
+        ),
+        3 => (
+            5,
+            "DEBUG",
+            format!("cache miss for key item:{id}, fetching from upstream inventory service"),
+        ),
+        4 => (
+            9,
+            "INFO",
+            format!(
+                "{} {} completed with status {} in {ms}ms",
+                rng.pick(METHODS),
+                rng.pick(ROUTES),
+                [200, 201, 204, 404, 500][rng.below(5) as usize]
+            ),
+        ),
+        5 => (
+            9,
+            "INFO",
+            format!(
+                "order {id} shipped to {user} via carrier {} tracking {:X}",
+                rng.pick(&["ups", "dhl", "fedex"]),
+                rng.next() >> 16
+            ),
+        ),
+        6 => (
+            13,
+            "WARN",
+            format!(
+                "retrying request to payments (attempt {} of 5) after connection reset",
+                rng.below(5) + 1
+            ),
+        ),
+        7 => (
+            9,
+            "INFO",
+            format!(
+                "background job reindex-{id} processed {} documents in {ms}ms",
+                rng.below(100_000)
+            ),
+        ),
+        8 => (
+            17,
+            "ERROR",
+            format!(
+                "panic recovered in handler {}: index out of range [{}] with length {}",
+                rng.pick(ROUTES),
+                rng.below(64),
+                rng.below(64)
+            ),
+        ),
+        _ => (
+            9,
+            "INFO",
+            format!(
+                "inventory level for sku-{id} is now {} units (reserved {})",
+                rng.below(500),
+                rng.below(50)
+            ),
+        ),
     }
 }
 
@@ -122,7 +223,10 @@ fn resource(rng: &mut Rng) -> Resource {
     Resource {
         attributes: vec![
             kv("service.name", s(service)),
-            kv("service.version", s(format!("1.{}.{}", rng.below(20), rng.below(10)))),
+            kv(
+                "service.version",
+                s(format!("1.{}.{}", rng.below(20), rng.below(10))),
+            ),
             kv("host.name", s(format!("{service}-{:x}", rng.below(0xffff)))),
             kv("deployment.environment", s("production")),
         ],
@@ -132,7 +236,9 @@ fn resource(rng: &mut Rng) -> Resource {
 }
 
 fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn logs_batch(rng: &mut Rng, n: usize) -> ExportLogsServiceRequest {
@@ -145,12 +251,22 @@ fn logs_batch(rng: &mut Rng, n: usize) -> ExportLogsServiceRequest {
                 observed_time_unix_nano: now,
                 severity_number: sev,
                 severity_text: text.into(),
-                body: Some(AnyValue { value: Some(s(body)) }),
+                body: Some(AnyValue {
+                    value: Some(s(body)),
+                }),
                 attributes: vec![
                     kv("http.method", s(rng.pick(METHODS))),
                     kv("http.route", s(rng.pick(ROUTES))),
-                    kv("http.status_code", Value::IntValue([200, 201, 404, 500][rng.below(4) as usize])),
+                    kv(
+                        "http.status_code",
+                        Value::IntValue([200, 201, 404, 500][rng.below(4) as usize]),
+                    ),
                     kv("user.id", s(rng.pick(USERS))),
+                    kv("session.id", s(format!("{:016x}", rng.next()))),
+                    kv(
+                        "net.peer.port",
+                        Value::IntValue(1024 + rng.below(60000) as i64),
+                    ),
                 ],
                 dropped_attributes_count: 0,
                 flags: 1,
@@ -164,7 +280,11 @@ fn logs_batch(rng: &mut Rng, n: usize) -> ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
             resource: Some(resource(rng)),
             scope_logs: vec![ScopeLogs {
-                scope: Some(InstrumentationScope { name: "lumen-loadgen".into(), version: "1".into(), ..Default::default() }),
+                scope: Some(InstrumentationScope {
+                    name: "lumen-loadgen".into(),
+                    version: "1".into(),
+                    ..Default::default()
+                }),
                 log_records: records,
                 schema_url: String::new(),
             }],
@@ -197,15 +317,30 @@ fn spans_batch(rng: &mut Rng, n: usize) -> ExportTraceServiceRequest {
             attributes: vec![
                 kv("http.request.method", s(rng.pick(METHODS))),
                 kv("http.route", s(rng.pick(ROUTES))),
-                kv("http.response.status_code", Value::IntValue(if error { 500 } else { 200 })),
+                kv(
+                    "http.response.status_code",
+                    Value::IntValue(if error { 500 } else { 200 }),
+                ),
                 kv("user.id", s(rng.pick(USERS))),
             ],
             events: if rng.below(4) == 0 {
-                vec![span::Event { time_unix_nano: now - dur / 2, name: "cache.miss".into(), attributes: vec![kv("key", s(format!("item:{}", rng.below(100000))))], dropped_attributes_count: 0 }]
+                vec![span::Event {
+                    time_unix_nano: now - dur / 2,
+                    name: "cache.miss".into(),
+                    attributes: vec![kv("key", s(format!("item:{}", rng.below(100000))))],
+                    dropped_attributes_count: 0,
+                }]
             } else {
                 vec![]
             },
-            status: Some(Status { message: if error { "upstream failed".into() } else { String::new() }, code: if error { 2 } else { 0 } }),
+            status: Some(Status {
+                message: if error {
+                    "upstream failed".into()
+                } else {
+                    String::new()
+                },
+                code: if error { 2 } else { 0 },
+            }),
             ..Default::default()
         });
         parent = id;
@@ -214,7 +349,11 @@ fn spans_batch(rng: &mut Rng, n: usize) -> ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(resource(rng)),
             scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope { name: "lumen-loadgen".into(), version: "1".into(), ..Default::default() }),
+                scope: Some(InstrumentationScope {
+                    name: "lumen-loadgen".into(),
+                    version: "1".into(),
+                    ..Default::default()
+                }),
                 spans,
                 schema_url: String::new(),
             }],
@@ -256,7 +395,11 @@ impl tonic::codec::Codec for RawCodec {
 impl tonic::codec::Encoder for RawEnc {
     type Item = Bytes;
     type Error = tonic::Status;
-    fn encode(&mut self, item: Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+    fn encode(
+        &mut self,
+        item: Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
         dst.put(item);
         Ok(())
     }
@@ -265,7 +408,10 @@ impl tonic::codec::Encoder for RawEnc {
 impl tonic::codec::Decoder for RawDec {
     type Item = ();
     type Error = tonic::Status;
-    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<()>, tonic::Status> {
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<()>, tonic::Status> {
         let n = src.remaining();
         src.advance(n);
         Ok(Some(()))
@@ -282,7 +428,13 @@ struct Tally {
 
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -309,8 +461,12 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
         return decode_only(&args, &batches);
     }
     let path = match (args.protocol, args.signal) {
-        (Protocol::Grpc, LoadSignal::Logs) => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
-        (Protocol::Grpc, LoadSignal::Spans) => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        (Protocol::Grpc, LoadSignal::Logs) => {
+            "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+        }
+        (Protocol::Grpc, LoadSignal::Spans) => {
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+        }
         (Protocol::Http, LoadSignal::Logs) => "/v1/logs",
         (Protocol::Http, LoadSignal::Spans) => "/v1/traces",
     };
@@ -318,7 +474,9 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let deadline = Instant::now() + Duration::from_secs(args.duration);
     // Per-connection pacing: one batch every `interval` when a rate is set.
-    let interval = args.rate.map(|r| Duration::from_secs_f64(args.batch_size as f64 * args.connections as f64 / r.max(1) as f64));
+    let interval = args.rate.map(|r| {
+        Duration::from_secs_f64(args.batch_size as f64 * args.connections as f64 / r.max(1) as f64)
+    });
     let mut workers = Vec::new();
     for w in 0..args.connections {
         let batches = Arc::clone(&batches);
@@ -333,10 +491,20 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
             let mut http = None;
             match protocol {
                 Protocol::Grpc => {
-                    let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))?.tcp_nodelay(true).connect().await?;
+                    let channel =
+                        tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))?
+                            .tcp_nodelay(true)
+                            .connect()
+                            .await?;
                     grpc = Some(tonic::client::Grpc::new(channel));
                 }
-                Protocol::Http => http = Some(reqwest::Client::builder().pool_max_idle_per_host(1).build()?),
+                Protocol::Http => {
+                    http = Some(
+                        reqwest::Client::builder()
+                            .pool_max_idle_per_host(1)
+                            .build()?,
+                    )
+                }
             }
             let url = format!("http://{endpoint}{path}");
             let mut i = w;
@@ -355,18 +523,40 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
                 let started = Instant::now();
                 let outcome = if let Some(g) = grpc.as_mut() {
                     g.ready().await?;
-                    match g.unary(tonic::Request::new(body), tonic::codegen::http::uri::PathAndQuery::from_static(path), RawCodec).await {
+                    match g
+                        .unary(
+                            tonic::Request::new(body),
+                            tonic::codegen::http::uri::PathAndQuery::from_static(path),
+                            RawCodec,
+                        )
+                        .await
+                    {
                         Ok(_) => Ok(()),
-                        Err(s) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::ResourceExhausted) => Err(true),
+                        Err(s)
+                            if matches!(
+                                s.code(),
+                                tonic::Code::Unavailable | tonic::Code::ResourceExhausted
+                            ) =>
+                        {
+                            Err(true)
+                        }
                         Err(_) => Err(false),
                     }
                 } else if let Some(h) = http.as_ref() {
-                    match h.post(&url).header("content-type", "application/x-protobuf").body(body).send().await {
+                    match h
+                        .post(&url)
+                        .header("content-type", "application/x-protobuf")
+                        .body(body)
+                        .send()
+                        .await
+                    {
                         Ok(r) if r.status().is_success() => {
                             let _ = r.bytes().await;
                             Ok(())
                         }
-                        Ok(r) if r.status().as_u16() == 429 || r.status().as_u16() == 503 => Err(true),
+                        Ok(r) if r.status().as_u16() == 429 || r.status().as_u16() == 503 => {
+                            Err(true)
+                        }
                         _ => Err(false),
                     }
                 } else {
@@ -395,7 +585,10 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
     let mut peak_rss = 0;
     let mut last = (Instant::now(), 0u64);
     while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now()))).await;
+        tokio::time::sleep(
+            Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now())),
+        )
+        .await;
         let rss = args.watch_pid.and_then(rss_kib).unwrap_or(0);
         peak_rss = peak_rss.max(rss);
         let now = tally.sent_records.load(Ordering::Relaxed);
@@ -407,7 +600,11 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
             rate,
             tally.refused.load(Ordering::Relaxed),
             tally.failed.load(Ordering::Relaxed),
-            if rss > 0 { format!("  rss={} MiB", rss / 1024) } else { String::new() }
+            if rss > 0 {
+                format!("  rss={} MiB", rss / 1024)
+            } else {
+                String::new()
+            }
         );
     }
     stop.store(true, Ordering::Relaxed);
@@ -433,10 +630,17 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
         percentile(&latencies, 1.0),
         tally.refused.load(Ordering::Relaxed),
         tally.failed.load(Ordering::Relaxed),
-        if peak_rss > 0 { format!(" peak_rss_mib={}", peak_rss / 1024) } else { String::new() }
+        if peak_rss > 0 {
+            format!(" peak_rss_mib={}", peak_rss / 1024)
+        } else {
+            String::new()
+        }
     );
     if records == 0 {
-        bail!("no request succeeded: is Lumen listening on {}?", args.endpoint);
+        bail!(
+            "no request succeeded: is Lumen listening on {}?",
+            args.endpoint
+        );
     }
     Ok(())
 }
@@ -458,12 +662,16 @@ fn decode_only(args: &LoadgenArgs, batches: &Arc<Vec<Bytes>>) -> Result<()> {
                         let b = &batches[i % batches.len()];
                         i += 1;
                         let ok = match args.signal {
-                            LoadSignal::Logs => ExportLogsServiceRequest::decode(&b[..]).ok().is_some_and(|r| {
-                                mode == "decode" || lumen_collector::convert::logs(&r).is_ok()
-                            }),
-                            LoadSignal::Spans => ExportTraceServiceRequest::decode(&b[..]).ok().is_some_and(|r| {
-                                mode == "decode" || lumen_collector::convert::spans(&r).is_ok()
-                            }),
+                            LoadSignal::Logs => ExportLogsServiceRequest::decode(&b[..])
+                                .ok()
+                                .is_some_and(|r| {
+                                    mode == "decode" || lumen_collector::convert::logs(&r).is_ok()
+                                }),
+                            LoadSignal::Spans => ExportTraceServiceRequest::decode(&b[..])
+                                .ok()
+                                .is_some_and(|r| {
+                                    mode == "decode" || lumen_collector::convert::spans(&r).is_ok()
+                                }),
                         };
                         if ok {
                             records.fetch_add(args.batch_size as u64, Ordering::Relaxed);

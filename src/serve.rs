@@ -16,7 +16,9 @@ use tokio::sync::watch;
 use crate::config::Config;
 
 async fn bind(addr: &str, what: &str) -> Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("binding the {what} address {addr}"))
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} address {addr}"))
 }
 
 /// Resolves when SIGTERM or Ctrl-C arrives.
@@ -55,17 +57,33 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         .await?
         .context("opening the store")?;
 
-    let collector = Collector::new(Arc::clone(&store), Limits { max_request_bytes: config.max_request_size });
+    let collector = Collector::new(
+        Arc::clone(&store),
+        Limits {
+            max_request_bytes: config.max_request_size,
+        },
+    );
     let sql = SqlEngine::new(
         Arc::clone(&store),
-        SqlLimits { timeout: config.sql_timeout, max_rows: config.sql_max_rows, memory_bytes: config.sql_memory },
+        SqlLimits {
+            timeout: config.sql_timeout,
+            max_rows: config.sql_max_rows,
+            memory_bytes: config.sql_memory,
+        },
     )?;
-    let state = Arc::new(AppState { store: Arc::clone(&store), sql });
+    let state = Arc::new(AppState {
+        store: Arc::clone(&store),
+        sql,
+    });
 
     let grpc_listener = bind(&config.otlp_grpc_addr, "OTLP/gRPC").await?;
     let otlp_http_listener = bind(&config.otlp_http_addr, "OTLP/HTTP").await?;
     let http_listener = bind(&config.http_addr, "HTTP API").await?;
-    let addrs: [SocketAddr; 3] = [grpc_listener.local_addr()?, otlp_http_listener.local_addr()?, http_listener.local_addr()?];
+    let addrs: [SocketAddr; 3] = [
+        grpc_listener.local_addr()?,
+        otlp_http_listener.local_addr()?,
+        http_listener.local_addr()?,
+    ];
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -78,10 +96,17 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         .add_service(OtlpGrpc::<Logs>::new(Arc::clone(&collector)))
         .add_service(OtlpGrpc::<Traces>::new(Arc::clone(&collector)))
         .add_service(OtlpGrpc::<Metrics>::new(Arc::clone(&collector)))
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(grpc_listener), stopped(stop_rx.clone()));
-    let otlp_http = axum::serve(otlp_http_listener, lumen_collector::http::router(Arc::clone(&collector)))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(grpc_listener),
+            stopped(stop_rx.clone()),
+        );
+    let otlp_http = axum::serve(
+        otlp_http_listener,
+        lumen_collector::http::router(Arc::clone(&collector)),
+    )
+    .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let api = axum::serve(http_listener, lumen_query::router(state))
         .with_graceful_shutdown(stopped(stop_rx.clone()));
-    let api = axum::serve(http_listener, lumen_query::router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
 
     let grpc = tokio::spawn(async move { grpc.await.context("OTLP/gRPC server") });
     let otlp_http = tokio::spawn(async move { otlp_http.await.context("OTLP/HTTP server") });
@@ -91,7 +116,10 @@ pub(crate) async fn run(config: Config) -> Result<()> {
     // One machine-readable line for scripts and tests that start Lumen on port 0.
     #[allow(clippy::print_stdout)]
     {
-        println!("lumen ready otlp_grpc={} otlp_http={} http={}", addrs[0], addrs[1], addrs[2]);
+        println!(
+            "lumen ready otlp_grpc={} otlp_http={} http={}",
+            addrs[0], addrs[1], addrs[2]
+        );
     }
 
     shutdown_signal().await;
@@ -106,11 +134,16 @@ pub(crate) async fn run(config: Config) -> Result<()> {
             }
         }
     };
-    if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(10), drain)
+        .await
+        .is_err()
+    {
         tracing::warn!("some connections did not close within 10s; closing anyway");
     }
     tracing::info!("flushing buffers");
-    tokio::task::spawn_blocking(move || store.close()).await?.context("flushing the store")?;
+    tokio::task::spawn_blocking(move || store.close())
+        .await?
+        .context("flushing the store")?;
     tracing::info!("bye");
     Ok(())
 }

@@ -21,7 +21,11 @@ fn batch(prefix: &str, n: usize) -> Vec<u8> {
     let records = (0..n)
         .map(|i| LogRecord {
             time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
-            body: Some(AnyValue { value: Some(Value::StringValue(format!("{prefix}-{i} some padding to make the record a realistic size"))) }),
+            body: Some(AnyValue {
+                value: Some(Value::StringValue(format!(
+                    "{prefix}-{i} some padding to make the record a realistic size"
+                ))),
+            }),
             ..Default::default()
         })
         .collect();
@@ -30,12 +34,17 @@ fn batch(prefix: &str, n: usize) -> Vec<u8> {
             resource: Some(Resource {
                 attributes: vec![KeyValue {
                     key: "service.name".into(),
-                    value: Some(AnyValue { value: Some(Value::StringValue("crash".into())) }),
+                    value: Some(AnyValue {
+                        value: Some(Value::StringValue("crash".into())),
+                    }),
                     key_strindex: 0,
                 }],
                 ..Default::default()
             }),
-            scope_logs: vec![ScopeLogs { log_records: records, ..Default::default() }],
+            scope_logs: vec![ScopeLogs {
+                log_records: records,
+                ..Default::default()
+            }],
             ..Default::default()
         }],
     }
@@ -43,20 +52,31 @@ fn batch(prefix: &str, n: usize) -> Vec<u8> {
 }
 
 /// Sends batches from several threads until `stop`; returns the bodies acknowledged.
-fn ingest_until(server: &TestServer, cycle: usize, stop: Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<Vec<String>>> {
+fn ingest_until(
+    server: &TestServer,
+    cycle: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<Vec<String>>> {
     (0..3)
         .map(|t| {
             let url = server.otlp_http_url("/v1/logs");
             let stop = Arc::clone(&stop);
             std::thread::spawn(move || {
-                let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(5))
+                    .build()
+                    .unwrap();
                 let mut acked = Vec::new();
                 let mut req = 0;
                 while !stop.load(Ordering::Relaxed) {
                     let prefix = format!("c{cycle}-t{t}-r{req}");
                     req += 1;
                     let n = 20;
-                    let res = client.post(&url).header("content-type", "application/x-protobuf").body(batch(&prefix, n)).send();
+                    let res = client
+                        .post(&url)
+                        .header("content-type", "application/x-protobuf")
+                        .body(batch(&prefix, n))
+                        .send();
                     if let Ok(r) = res {
                         if r.status().is_success() {
                             acked.extend((0..n).map(|i| format!("{prefix}-{i}")));
@@ -72,7 +92,14 @@ fn ingest_until(server: &TestServer, cycle: usize, stop: Arc<AtomicBool>) -> Vec
 #[test]
 fn sigkill_under_ingest_loses_and_duplicates_nothing_acknowledged() {
     // Small flushes so kills also land during segment writes and WAL trims.
-    let mut server = TestServer::start_with(&["--flush-size", "64KiB", "--flush-interval", "1s", "--sql-max-rows", "10000000"]);
+    let mut server = TestServer::start_with(&[
+        "--flush-size",
+        "64KiB",
+        "--flush-interval",
+        "1s",
+        "--sql-max-rows",
+        "10000000",
+    ]);
     let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let cycles = 8;
@@ -98,13 +125,26 @@ fn sigkill_under_ingest_loses_and_duplicates_nothing_acknowledged() {
             .iter()
             .map(|r| {
                 let b = r["body"].as_str().unwrap();
-                b.trim_end_matches(" some padding to make the record a realistic size").to_owned()
+                b.trim_end_matches(" some padding to make the record a realistic size")
+                    .to_owned()
             })
             .collect();
         let unique: HashSet<&String> = bodies.iter().collect();
-        assert_eq!(unique.len(), bodies.len(), "cycle {cycle}: duplicate records after restart");
-        let missing: Vec<&String> = expected.iter().filter(|b| !unique.contains(b)).take(5).collect();
-        assert!(missing.is_empty(), "cycle {cycle}: {} acknowledged records missing, e.g. {missing:?}", expected.len() - unique.len().min(expected.len()));
+        assert_eq!(
+            unique.len(),
+            bodies.len(),
+            "cycle {cycle}: duplicate records after restart"
+        );
+        let missing: Vec<&String> = expected
+            .iter()
+            .filter(|b| !unique.contains(b))
+            .take(5)
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "cycle {cycle}: {} acknowledged records missing, e.g. {missing:?}",
+            expected.len() - unique.len().min(expected.len())
+        );
         eprintln!(
             "cycle {cycle}: killed after {wait:?}; {} acknowledged so far, {} stored; checked in {:?}",
             expected.len(),
@@ -112,7 +152,10 @@ fn sigkill_under_ingest_loses_and_duplicates_nothing_acknowledged() {
             started.elapsed()
         );
     }
-    assert!(acked.lock().unwrap().len() > 1000, "the test should have acknowledged plenty of records");
+    assert!(
+        acked.lock().unwrap().len() > 1000,
+        "the test should have acknowledged plenty of records"
+    );
     // A clean shutdown exits 0.
     assert_eq!(server.terminate(), Some(0));
 }

@@ -11,7 +11,10 @@ use common::TestServer;
 use opentelemetry::KeyValue;
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
 use opentelemetry::metrics::MeterProvider as _;
-use opentelemetry::trace::{Link, Span as _, SpanContext, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::{
+    Link, Span as _, SpanContext, SpanKind, Status, TraceContextExt, Tracer as _,
+    TracerProvider as _,
+};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
@@ -61,31 +64,55 @@ fn export_everything(server: &TestServer, transport: Transport, service: &str) {
     }
     .unwrap();
     let span_exporter = match transport {
-        Transport::Grpc => opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(server.grpc_endpoint()).build(),
+        Transport::Grpc => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(server.grpc_endpoint())
+            .build(),
         _ => {
             let (proto, path) = http_proto("/v1/traces");
-            opentelemetry_otlp::SpanExporter::builder().with_http().with_protocol(proto).with_endpoint(server.otlp_http_url(path)).build()
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(proto)
+                .with_endpoint(server.otlp_http_url(path))
+                .build()
         }
     }
     .unwrap();
     let metric_exporter = match transport {
-        Transport::Grpc => opentelemetry_otlp::MetricExporter::builder().with_tonic().with_endpoint(server.grpc_endpoint()).build(),
+        Transport::Grpc => opentelemetry_otlp::MetricExporter::builder()
+            .with_tonic()
+            .with_endpoint(server.grpc_endpoint())
+            .build(),
         _ => {
             let (proto, path) = http_proto("/v1/metrics");
-            opentelemetry_otlp::MetricExporter::builder().with_http().with_protocol(proto).with_endpoint(server.otlp_http_url(path)).build()
+            opentelemetry_otlp::MetricExporter::builder()
+                .with_http()
+                .with_protocol(proto)
+                .with_endpoint(server.otlp_http_url(path))
+                .build()
         }
     }
     .unwrap();
 
-    let loggers = SdkLoggerProvider::builder().with_resource(resource(service)).with_simple_exporter(log_exporter).build();
-    let tracers = SdkTracerProvider::builder().with_resource(resource(service)).with_simple_exporter(span_exporter).build();
+    let loggers = SdkLoggerProvider::builder()
+        .with_resource(resource(service))
+        .with_simple_exporter(log_exporter)
+        .build();
+    let tracers = SdkTracerProvider::builder()
+        .with_resource(resource(service))
+        .with_simple_exporter(span_exporter)
+        .build();
     let meters = SdkMeterProvider::builder()
         .with_resource(resource(service))
         .with_periodic_exporter(metric_exporter)
         .with_view(|i: &Instrument| {
             (i.name() == "test.exp_histogram").then(|| {
                 Stream::builder()
-                    .with_aggregation(Aggregation::Base2ExponentialHistogram { max_size: 160, max_scale: 20, record_min_max: true })
+                    .with_aggregation(Aggregation::Base2ExponentialHistogram {
+                        max_size: 160,
+                        max_scale: 20,
+                        record_min_max: true,
+                    })
                     .build()
                     .unwrap()
             })
@@ -102,7 +129,10 @@ fn export_everything(server: &TestServer, transport: Transport, service: &str) {
         Default::default(),
     );
     let (trace_id, parent_id, child_id) = {
-        let parent = tracer.span_builder("GET /checkout").with_kind(SpanKind::Server).start(&tracer);
+        let parent = tracer
+            .span_builder("GET /checkout")
+            .with_kind(SpanKind::Server)
+            .start(&tracer);
         let cx = opentelemetry::Context::current_with_span(parent);
         let mut child = tracer
             .span_builder("charge card")
@@ -111,7 +141,16 @@ fn export_everything(server: &TestServer, transport: Transport, service: &str) {
                 KeyValue::new("http.status_code", 502i64),
                 KeyValue::new("retry", true),
                 KeyValue::new("amount", 12.5),
-                KeyValue::new("tags", opentelemetry::Value::Array(vec![opentelemetry::StringValue::from("a"), opentelemetry::StringValue::from("b")].into())),
+                KeyValue::new(
+                    "tags",
+                    opentelemetry::Value::Array(
+                        vec![
+                            opentelemetry::StringValue::from("a"),
+                            opentelemetry::StringValue::from("b"),
+                        ]
+                        .into(),
+                    ),
+                ),
             ])
             .with_links(vec![Link::with_context(linked.clone())])
             .start_with_context(&tracer, &cx);
@@ -132,11 +171,16 @@ fn export_everything(server: &TestServer, transport: Transport, service: &str) {
     let mut rec = logger.create_log_record();
     rec.set_severity_number(Severity::Error);
     rec.set_severity_text("ERROR");
-    rec.set_body(AnyValue::from(format!("payment failed for order 42 via {transport:?}")));
+    rec.set_body(AnyValue::from(format!(
+        "payment failed for order 42 via {transport:?}"
+    )));
     rec.add_attribute("order.id", 42i64);
     rec.add_attribute("ratio", 3.25);
     rec.add_attribute("ok", false);
-    rec.add_attribute("items", AnyValue::ListAny(Box::new(vec![AnyValue::from("a"), AnyValue::Int(1)])));
+    rec.add_attribute(
+        "items",
+        AnyValue::ListAny(Box::new(vec![AnyValue::from("a"), AnyValue::Int(1)])),
+    );
     let mut inner = std::collections::HashMap::new();
     inner.insert(opentelemetry::Key::from("inner"), AnyValue::from("x"));
     rec.add_attribute("nested", AnyValue::Map(Box::new(inner)));
@@ -150,7 +194,11 @@ fn export_everything(server: &TestServer, transport: Transport, service: &str) {
 
     // Metrics: every kind the SDK produces.
     let meter = meters.meter("roundtrip-meter");
-    let counter = meter.u64_counter("test.requests").with_unit("{request}").with_description("Requests served").build();
+    let counter = meter
+        .u64_counter("test.requests")
+        .with_unit("{request}")
+        .with_description("Requests served")
+        .build();
     counter.add(3, &[KeyValue::new("route", "/checkout")]);
     counter.add(4, &[KeyValue::new("route", "/checkout")]);
     let updown = meter.i64_up_down_counter("test.queue_depth").build();
@@ -158,7 +206,11 @@ fn export_everything(server: &TestServer, transport: Transport, service: &str) {
     updown.add(-3, &[]);
     let gauge = meter.f64_gauge("test.temperature").with_unit("Cel").build();
     gauge.record(21.5, &[KeyValue::new("room", "lab")]);
-    let hist = meter.f64_histogram("test.latency").with_unit("ms").with_boundaries(vec![10.0, 100.0, 1000.0]).build();
+    let hist = meter
+        .f64_histogram("test.latency")
+        .with_unit("ms")
+        .with_boundaries(vec![10.0, 100.0, 1000.0])
+        .build();
     for v in [5.0, 50.0, 500.0, 5000.0, 7.0] {
         hist.record(v, &[]);
     }
@@ -171,21 +223,33 @@ fn export_everything(server: &TestServer, transport: Transport, service: &str) {
     tracers.shutdown().unwrap();
     meters.shutdown().unwrap();
     let ids = json!({ "trace_id": trace_id, "parent": parent_id, "child": child_id });
-    std::fs::write(server.data_dir().join(format!("{service}.ids.json")), ids.to_string()).unwrap();
+    std::fs::write(
+        server.data_dir().join(format!("{service}.ids.json")),
+        ids.to_string(),
+    )
+    .unwrap();
 }
 
 fn check_roundtrip(server: &TestServer, transport: Transport) {
     let service = format!("sdk-{transport:?}").to_lowercase();
     export_everything(server, transport, &service);
-    let ids: Value = serde_json::from_str(&std::fs::read_to_string(server.data_dir().join(format!("{service}.ids.json"))).unwrap()).unwrap();
+    let ids: Value = serde_json::from_str(
+        &std::fs::read_to_string(server.data_dir().join(format!("{service}.ids.json"))).unwrap(),
+    )
+    .unwrap();
 
     // Logs, field by field.
-    let logs = server.sql_rows(&format!("SELECT * FROM logs WHERE service_name = '{service}'"));
+    let logs = server.sql_rows(&format!(
+        "SELECT * FROM logs WHERE service_name = '{service}'"
+    ));
     assert_eq!(logs.len(), 1, "{logs:?}");
     let log = &logs[0];
     assert_eq!(log["severity_number"], 17);
     assert_eq!(log["severity_text"], "ERROR");
-    assert_eq!(log["body"], format!("payment failed for order 42 via {transport:?}"));
+    assert_eq!(
+        log["body"],
+        format!("payment failed for order 42 via {transport:?}")
+    );
     assert_eq!(log["trace_id"], ids["trace_id"]);
     assert_eq!(log["span_id"], ids["child"]);
     assert_eq!(log["scope_name"], "roundtrip-logger");
@@ -203,12 +267,21 @@ fn check_roundtrip(server: &TestServer, transport: Transport) {
     assert_eq!(log["resource_attributes"]["service.name"], service.as_str());
     assert_eq!(log["resource_attributes"]["host.cpus"], "8");
     assert_eq!(log["resource_attribute_types"]["host.cpus"], "int");
-    assert!(log["timestamp"].as_str().unwrap().ends_with('Z'), "{}", log["timestamp"]);
+    assert!(
+        log["timestamp"].as_str().unwrap().ends_with('Z'),
+        "{}",
+        log["timestamp"]
+    );
 
     // Spans: parent/child, kinds, status, attributes, events, links.
-    let spans = server.sql_rows(&format!("SELECT * FROM spans WHERE service_name = '{service}' ORDER BY start_time"));
+    let spans = server.sql_rows(&format!(
+        "SELECT * FROM spans WHERE service_name = '{service}' ORDER BY start_time"
+    ));
     assert_eq!(spans.len(), 2, "{spans:?}");
-    let parent = spans.iter().find(|s| s["span_id"] == ids["parent"]).unwrap();
+    let parent = spans
+        .iter()
+        .find(|s| s["span_id"] == ids["parent"])
+        .unwrap();
     let child = spans.iter().find(|s| s["span_id"] == ids["child"]).unwrap();
     assert_eq!(parent["trace_id"], ids["trace_id"]);
     assert_eq!(parent["parent_span_id"], Value::Null);
@@ -235,12 +308,19 @@ fn check_roundtrip(server: &TestServer, transport: Transport) {
     assert_eq!(links[0]["span_id"], "b7ad6b7169203331");
 
     // Metrics: all kinds the SDK makes.
-    let q = |name: &str| server.sql_rows(&format!("SELECT * FROM metrics WHERE service_name = '{service}' AND metric_name = '{name}'"));
+    let q = |name: &str| {
+        server.sql_rows(&format!(
+            "SELECT * FROM metrics WHERE service_name = '{service}' AND metric_name = '{name}'"
+        ))
+    };
     let counter = q("test.requests");
     assert_eq!(counter.len(), 1, "{counter:?}");
     assert_eq!(counter[0]["metric_type"], "sum");
     assert_eq!(counter[0]["is_monotonic"], true);
-    assert_eq!(counter[0]["aggregation_temporality"], "AGGREGATION_TEMPORALITY_CUMULATIVE");
+    assert_eq!(
+        counter[0]["aggregation_temporality"],
+        "AGGREGATION_TEMPORALITY_CUMULATIVE"
+    );
     assert_eq!(counter[0]["value"], 7.0);
     assert_eq!(counter[0]["value_int"], 7);
     assert_eq!(counter[0]["unit"], "{request}");
@@ -268,7 +348,12 @@ fn check_roundtrip(server: &TestServer, transport: Transport) {
     assert_eq!(exp[0]["count"], 4);
     assert_eq!(exp[0]["sum"], 15.0);
     assert!(exp[0]["scale"].is_i64());
-    let buckets: u64 = exp[0]["positive_bucket_counts"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum();
+    let buckets: u64 = exp[0]["positive_bucket_counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
     assert_eq!(buckets + exp[0]["zero_count"].as_u64().unwrap(), 4);
 }
 

@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use datafusion::arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListArray, ListBuilder, MapBuilder,
-    RecordBatch, StringBuilder, StructArray, TimestampNanosecondBuilder, UInt32Builder, UInt64Builder,
+    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListArray, ListBuilder,
+    MapBuilder, RecordBatch, StringBuilder, StructArray, TimestampNanosecondBuilder, UInt32Builder,
+    UInt64Builder,
 };
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::{DataType, Field};
@@ -18,7 +19,9 @@ use lumen_store::schema::{self, Signal};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, InstrumentationScope, KeyValue, any_value::Value,
+};
 use opentelemetry_proto::tonic::metrics::v1::{
     Exemplar, exemplar, metric::Data, number_data_point, summary_data_point::ValueAtQuantile,
 };
@@ -71,7 +74,9 @@ fn to_json(v: &AnyValue) -> serde_json::Value {
         Some(Value::StringValue(s)) => J::String(s.clone()),
         Some(Value::BoolValue(b)) => J::Bool(*b),
         Some(Value::IntValue(i)) => J::from(*i),
-        Some(Value::DoubleValue(d)) => serde_json::Number::from_f64(*d).map_or_else(|| J::String(d.to_string()), J::Number),
+        Some(Value::DoubleValue(d)) => {
+            serde_json::Number::from_f64(*d).map_or_else(|| J::String(d.to_string()), J::Number)
+        }
         Some(Value::BytesValue(b)) => J::String(b64(b)),
         Some(Value::ArrayValue(a)) => J::Array(a.values.iter().map(to_json).collect()),
         Some(Value::KvlistValue(kv)) => J::Object(
@@ -106,7 +111,10 @@ struct Rendered {
 
 impl Rendered {
     fn new(attrs: &[KeyValue]) -> Self {
-        let mut r = Rendered { pairs: Vec::with_capacity(attrs.len()), types: Vec::new() };
+        let mut r = Rendered {
+            pairs: Vec::with_capacity(attrs.len()),
+            types: Vec::new(),
+        };
         for kv in attrs {
             let value = kv.value.as_ref();
             r.pairs.push((kv.key.clone(), value.and_then(render)));
@@ -140,7 +148,10 @@ struct AttrCols {
 
 impl AttrCols {
     fn new(with_types: bool) -> Self {
-        AttrCols { values: str_map(), types: with_types.then(str_map) }
+        AttrCols {
+            values: str_map(),
+            types: with_types.then(str_map),
+        }
     }
 
     fn append(&mut self, attrs: &[KeyValue]) {
@@ -149,7 +160,10 @@ impl AttrCols {
             let value = kv.value.as_ref();
             self.values.keys().append_value(&kv.key);
             self.values.values().append_option(value.and_then(render));
-            if let (Some(types), Some(t)) = (self.types.as_mut(), value.and_then(|v| v.value.as_ref()).and_then(type_name)) {
+            if let (Some(types), Some(t)) = (
+                self.types.as_mut(),
+                value.and_then(|v| v.value.as_ref()).and_then(type_name),
+            ) {
                 types.keys().append_value(&kv.key);
                 types.values().append_value(t);
                 any_typed = true;
@@ -264,16 +278,21 @@ impl Origin {
         self.service.append_value(&cx.service);
         self.resource.append_rendered(&cx.resource);
         self.resource_dropped.append_value(cx.resource_dropped);
-        self.resource_schema_url.append_option(non_empty(cx.resource_schema_url));
-        self.scope_name.append_option(cx.scope.and_then(|s| non_empty(&s.name)));
-        self.scope_version.append_option(cx.scope.and_then(|s| non_empty(&s.version)));
+        self.resource_schema_url
+            .append_option(non_empty(cx.resource_schema_url));
+        self.scope_name
+            .append_option(cx.scope.and_then(|s| non_empty(&s.name)));
+        self.scope_version
+            .append_option(cx.scope.and_then(|s| non_empty(&s.version)));
         if cx.scope.is_some_and(|s| !s.attributes.is_empty()) {
             self.scope_attrs.append_rendered(&cx.scope_attrs);
         } else {
             self.scope_attrs.append_null();
         }
-        self.scope_dropped.append_value(cx.scope.map_or(0, |s| s.dropped_attributes_count));
-        self.scope_schema_url.append_option(non_empty(cx.scope_schema_url));
+        self.scope_dropped
+            .append_value(cx.scope.map_or(0, |s| s.dropped_attributes_count));
+        self.scope_schema_url
+            .append_option(non_empty(cx.scope_schema_url));
         self.attrs.append(attrs);
         self.dropped.append_value(dropped);
     }
@@ -318,7 +337,8 @@ fn id_hex(bytes: &[u8], len: usize, what: &str) -> Result<Option<String>, String
 
 /// A u64 nanosecond timestamp as the i64 Arrow stores; past 2262-04-11 it does not fit.
 fn ts(ns: u64, what: &str) -> Result<i64, String> {
-    i64::try_from(ns).map_err(|_| format!("{what} {ns} is beyond 2262-04-11, the latest time Lumen can store"))
+    i64::try_from(ns)
+        .map_err(|_| format!("{what} {ns} is beyond 2262-04-11, the latest time Lumen can store"))
 }
 
 fn now_ns() -> i64 {
@@ -330,7 +350,12 @@ fn now_ns() -> i64 {
 // ---------------------------------------------------------------- logs
 
 pub fn logs(req: &ExportLogsServiceRequest) -> Result<Converted> {
-    let n: usize = req.resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum();
+    let n: usize = req
+        .resource_logs
+        .iter()
+        .flat_map(|r| &r.scope_logs)
+        .map(|s| s.log_records.len())
+        .sum();
     let mut timestamp = ts_builder(n);
     let mut observed = ts_builder(n);
     let mut severity_number = Int32Builder::with_capacity(n);
@@ -342,7 +367,12 @@ pub fn logs(req: &ExportLogsServiceRequest) -> Result<Converted> {
     let mut flags = UInt32Builder::with_capacity(n);
     let mut event_name = StringBuilder::new();
     let mut origin = Origin::new();
-    let mut out = Converted { signal: Signal::Logs, batch: RecordBatch::new_empty(Signal::Logs.schema()), rejected: 0, error: None };
+    let mut out = Converted {
+        signal: Signal::Logs,
+        batch: RecordBatch::new_empty(Signal::Logs.schema()),
+        rejected: 0,
+        error: None,
+    };
     let received = now_ns();
 
     for rl in &req.resource_logs {
@@ -365,7 +395,13 @@ pub fn logs(req: &ExportLogsServiceRequest) -> Result<Converted> {
                     }
                 };
                 // The spec: when the event time is unknown, the observed time stands in.
-                let effective = if t != 0 { t } else if o != 0 { o } else { received };
+                let effective = if t != 0 {
+                    t
+                } else if o != 0 {
+                    o
+                } else {
+                    received
+                };
                 timestamp.append_value(effective);
                 observed.append_option((o != 0).then_some(o));
                 severity_number.append_value(r.severity_number);
@@ -429,13 +465,26 @@ fn status_code(code: i32) -> &'static str {
 /// Child columns of a `List<Struct>`, built flat and assembled at the end.
 fn list_array(field: &Field, lengths: Vec<usize>, values: StructArray) -> Result<ArrayRef> {
     let DataType::List(item) = field.data_type() else {
-        return Err(crate::Error::Internal(format!("{} is not a list", field.name())));
+        return Err(crate::Error::Internal(format!(
+            "{} is not a list",
+            field.name()
+        )));
     };
-    Ok(Arc::new(ListArray::try_new(Arc::clone(item), OffsetBuffer::from_lengths(lengths), Arc::new(values), None)?))
+    Ok(Arc::new(ListArray::try_new(
+        Arc::clone(item),
+        OffsetBuffer::from_lengths(lengths),
+        Arc::new(values),
+        None,
+    )?))
 }
 
 pub fn spans(req: &ExportTraceServiceRequest) -> Result<Converted> {
-    let n: usize = req.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
+    let n: usize = req
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum();
     let mut trace_id = StringBuilder::new();
     let mut span_id = StringBuilder::new();
     let mut parent = StringBuilder::new();
@@ -449,8 +498,12 @@ pub fn spans(req: &ExportTraceServiceRequest) -> Result<Converted> {
     let mut status = StringBuilder::new();
     let mut status_message = StringBuilder::new();
     let mut event_lens = Vec::with_capacity(n);
-    let (mut ev_time, mut ev_name, mut ev_attrs, mut ev_dropped) =
-        (ts_builder(0), StringBuilder::new(), AttrCols::new(false), UInt32Builder::new());
+    let (mut ev_time, mut ev_name, mut ev_attrs, mut ev_dropped) = (
+        ts_builder(0),
+        StringBuilder::new(),
+        AttrCols::new(false),
+        UInt32Builder::new(),
+    );
     let mut dropped_events = UInt32Builder::with_capacity(n);
     let mut link_lens = Vec::with_capacity(n);
     let (mut l_trace, mut l_span, mut l_state, mut l_attrs, mut l_dropped, mut l_flags) = (
@@ -463,7 +516,12 @@ pub fn spans(req: &ExportTraceServiceRequest) -> Result<Converted> {
     );
     let mut dropped_links = UInt32Builder::with_capacity(n);
     let mut origin = Origin::new();
-    let mut out = Converted { signal: Signal::Spans, batch: RecordBatch::new_empty(Signal::Spans.schema()), rejected: 0, error: None };
+    let mut out = Converted {
+        signal: Signal::Spans,
+        batch: RecordBatch::new_empty(Signal::Spans.schema()),
+        rejected: 0,
+        error: None,
+    };
 
     for rs in &req.resource_spans {
         let mut cx = Context::new(rs.resource.as_ref(), &rs.schema_url);
@@ -471,8 +529,10 @@ pub fn spans(req: &ExportTraceServiceRequest) -> Result<Converted> {
             cx.with_scope(ss.scope.as_ref(), &ss.schema_url);
             for s in &ss.spans {
                 let checked = (|| -> Result<_, String> {
-                    let tid = id_hex(&s.trace_id, 16, "trace_id")?.ok_or("trace_id is missing or all zero")?;
-                    let sid = id_hex(&s.span_id, 8, "span_id")?.ok_or("span_id is missing or all zero")?;
+                    let tid = id_hex(&s.trace_id, 16, "trace_id")?
+                        .ok_or("trace_id is missing or all zero")?;
+                    let sid = id_hex(&s.span_id, 8, "span_id")?
+                        .ok_or("span_id is missing or all zero")?;
                     let pid = id_hex(&s.parent_span_id, 8, "parent_span_id")?;
                     let st = ts(s.start_time_unix_nano, "start_time_unix_nano")?;
                     let et = ts(s.end_time_unix_nano, "end_time_unix_nano")?;
@@ -482,7 +542,10 @@ pub fn spans(req: &ExportTraceServiceRequest) -> Result<Converted> {
                     }
                     let mut links = Vec::with_capacity(s.links.len());
                     for l in &s.links {
-                        links.push((id_hex(&l.trace_id, 16, "link trace_id")?, id_hex(&l.span_id, 8, "link span_id")?));
+                        links.push((
+                            id_hex(&l.trace_id, 16, "link trace_id")?,
+                            id_hex(&l.span_id, 8, "link span_id")?,
+                        ));
                     }
                     Ok((tid, sid, pid, st, et, events, links))
                 })();
@@ -533,7 +596,11 @@ pub fn spans(req: &ExportTraceServiceRequest) -> Result<Converted> {
     ev_attrs.finish(&mut ev_cols);
     ev_cols.push(Arc::new(ev_dropped.finish()));
     let events = StructArray::try_new(schema::event_fields(), ev_cols, None)?;
-    let mut l_cols: Vec<ArrayRef> = vec![Arc::new(l_trace.finish()), Arc::new(l_span.finish()), Arc::new(l_state.finish())];
+    let mut l_cols: Vec<ArrayRef> = vec![
+        Arc::new(l_trace.finish()),
+        Arc::new(l_span.finish()),
+        Arc::new(l_state.finish()),
+    ];
     l_attrs.finish(&mut l_cols);
     l_cols.push(Arc::new(l_dropped.finish()));
     l_cols.push(Arc::new(l_flags.finish()));
@@ -692,7 +759,9 @@ impl MetricCols {
     }
 
     /// Checks what could make the point unstorable, before anything is appended.
-    fn check(p: &Point<'_>) -> Result<(i64, i64, Vec<(i64, Option<String>, Option<String>)>), String> {
+    fn check(
+        p: &Point<'_>,
+    ) -> Result<(i64, i64, Vec<(i64, Option<String>, Option<String>)>), String> {
         let t = ts(p.time, "time_unix_nano")?;
         let s = ts(p.start, "start_time_unix_nano")?;
         let mut ex = Vec::with_capacity(p.exemplars.len());
@@ -706,11 +775,20 @@ impl MetricCols {
         Ok((t, s, ex))
     }
 
-    fn push(&mut self, cx: &Context<'_>, m: &opentelemetry_proto::tonic::metrics::v1::Metric, mtype: &str, p: Point<'_>, out: &mut Converted) {
+    fn push(
+        &mut self,
+        cx: &Context<'_>,
+        m: &opentelemetry_proto::tonic::metrics::v1::Metric,
+        mtype: &str,
+        p: Point<'_>,
+        out: &mut Converted,
+    ) {
         let (t, s, ex) = match Self::check(&p) {
             Ok(v) => v,
             Err(e) => {
-                out.reject(1, || format!("data point of metric {:?} rejected: {e}", m.name));
+                out.reject(1, || {
+                    format!("data point of metric {:?} rejected: {e}", m.name)
+                });
                 return;
             }
         };
@@ -774,17 +852,30 @@ impl MetricCols {
 
     fn finish(mut self) -> Result<RecordBatch> {
         let schema = Signal::Metrics.schema();
-        let nullable_list = |field: &Field, lens: Vec<Option<usize>>, values: StructArray| -> Result<ArrayRef> {
-            let DataType::List(item) = field.data_type() else {
-                return Err(crate::Error::Internal(format!("{} is not a list", field.name())));
+        let nullable_list =
+            |field: &Field, lens: Vec<Option<usize>>, values: StructArray| -> Result<ArrayRef> {
+                let DataType::List(item) = field.data_type() else {
+                    return Err(crate::Error::Internal(format!(
+                        "{} is not a list",
+                        field.name()
+                    )));
+                };
+                let nulls: datafusion::arrow::buffer::NullBuffer =
+                    lens.iter().map(Option::is_some).collect();
+                let offsets = OffsetBuffer::from_lengths(lens.iter().map(|l| l.unwrap_or(0)));
+                Ok(Arc::new(ListArray::try_new(
+                    Arc::clone(item),
+                    offsets,
+                    Arc::new(values),
+                    Some(nulls),
+                )?))
             };
-            let nulls: datafusion::arrow::buffer::NullBuffer = lens.iter().map(Option::is_some).collect();
-            let offsets = OffsetBuffer::from_lengths(lens.iter().map(|l| l.unwrap_or(0)));
-            Ok(Arc::new(ListArray::try_new(Arc::clone(item), offsets, Arc::new(values), Some(nulls))?))
-        };
         let quantiles = StructArray::try_new(
             schema::quantile_fields(),
-            vec![Arc::new(self.q_quantile.finish()), Arc::new(self.q_value.finish())],
+            vec![
+                Arc::new(self.q_quantile.finish()),
+                Arc::new(self.q_value.finish()),
+            ],
             None,
         )?;
         let mut x_cols: Vec<ArrayRef> = vec![
@@ -825,8 +916,16 @@ impl MetricCols {
             Arc::new(self.pos_counts.finish()),
             Arc::new(self.neg_offset.finish()),
             Arc::new(self.neg_counts.finish()),
-            nullable_list(schema.field_with_name("quantiles")?, self.quantile_lens, quantiles)?,
-            nullable_list(schema.field_with_name("exemplars")?, self.exemplar_lens, exemplars)?,
+            nullable_list(
+                schema.field_with_name("quantiles")?,
+                self.quantile_lens,
+                quantiles,
+            )?,
+            nullable_list(
+                schema.field_with_name("exemplars")?,
+                self.exemplar_lens,
+                exemplars,
+            )?,
         ]);
         self.origin.finish(&mut cols);
         Ok(RecordBatch::try_new(schema, cols)?)
@@ -835,7 +934,12 @@ impl MetricCols {
 
 pub fn metrics(req: &ExportMetricsServiceRequest) -> Result<Converted> {
     let mut cols = MetricCols::new();
-    let mut out = Converted { signal: Signal::Metrics, batch: RecordBatch::new_empty(Signal::Metrics.schema()), rejected: 0, error: None };
+    let mut out = Converted {
+        signal: Signal::Metrics,
+        batch: RecordBatch::new_empty(Signal::Metrics.schema()),
+        rejected: 0,
+        error: None,
+    };
     for rm in &req.resource_metrics {
         let mut cx = Context::new(rm.resource.as_ref(), &rm.schema_url);
         for sm in &rm.scope_metrics {
@@ -847,11 +951,22 @@ pub fn metrics(req: &ExportMetricsServiceRequest) -> Result<Converted> {
                     continue;
                 }
                 match &m.data {
-                    None => out.reject(1, || format!("metric {:?} rejected: it has no data", m.name)),
+                    None => out.reject(1, || {
+                        format!("metric {:?} rejected: it has no data", m.name)
+                    }),
                     Some(Data::Gauge(g)) => {
                         for dp in &g.data_points {
                             let (value, value_int) = number(dp.value);
-                            let p = Point { time: dp.time_unix_nano, start: dp.start_time_unix_nano, flags: dp.flags, attributes: &dp.attributes, value, value_int, exemplars: &dp.exemplars, ..Default::default() };
+                            let p = Point {
+                                time: dp.time_unix_nano,
+                                start: dp.start_time_unix_nano,
+                                flags: dp.flags,
+                                attributes: &dp.attributes,
+                                value,
+                                value_int,
+                                exemplars: &dp.exemplars,
+                                ..Default::default()
+                            };
                             cols.push(&cx, m, "gauge", p, &mut out);
                         }
                     }
@@ -908,8 +1023,14 @@ pub fn metrics(req: &ExportMetricsServiceRequest) -> Result<Converted> {
                                 scale: Some(dp.scale),
                                 zero_count: Some(dp.zero_count),
                                 zero_threshold: Some(dp.zero_threshold),
-                                positive: dp.positive.as_ref().map(|b| (b.offset, &b.bucket_counts[..])),
-                                negative: dp.negative.as_ref().map(|b| (b.offset, &b.bucket_counts[..])),
+                                positive: dp
+                                    .positive
+                                    .as_ref()
+                                    .map(|b| (b.offset, &b.bucket_counts[..])),
+                                negative: dp
+                                    .negative
+                                    .as_ref()
+                                    .map(|b| (b.offset, &b.bucket_counts[..])),
                                 exemplars: &dp.exemplars,
                                 ..Default::default()
                             };
@@ -965,42 +1086,93 @@ mod tests {
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, span};
 
     fn s(v: &str) -> AnyValue {
-        AnyValue { value: Some(Value::StringValue(v.into())) }
+        AnyValue {
+            value: Some(Value::StringValue(v.into())),
+        }
     }
 
     #[test]
     fn renders_every_anyvalue_kind() {
         let nested = AnyValue {
             value: Some(Value::KvlistValue(KeyValueList {
-                values: vec![KeyValue { key: "inner".into(), value: Some(s("x")), key_strindex: 0 }],
+                values: vec![KeyValue {
+                    key: "inner".into(),
+                    value: Some(s("x")),
+                    key_strindex: 0,
+                }],
             })),
         };
         let arr = AnyValue {
-            value: Some(Value::ArrayValue(ArrayValue { values: vec![s("a"), AnyValue { value: Some(Value::IntValue(1)) }] })),
+            value: Some(Value::ArrayValue(ArrayValue {
+                values: vec![
+                    s("a"),
+                    AnyValue {
+                        value: Some(Value::IntValue(1)),
+                    },
+                ],
+            })),
         };
         assert_eq!(render(&nested).as_deref(), Some(r#"{"inner":"x"}"#));
         assert_eq!(render(&arr).as_deref(), Some(r#"["a",1]"#));
-        assert_eq!(render(&AnyValue { value: Some(Value::DoubleValue(3.25)) }).as_deref(), Some("3.25"));
-        assert_eq!(render(&AnyValue { value: Some(Value::BoolValue(true)) }).as_deref(), Some("true"));
-        assert_eq!(render(&AnyValue { value: Some(Value::BytesValue(vec![1, 2, 3])) }).as_deref(), Some("AQID"));
+        assert_eq!(
+            render(&AnyValue {
+                value: Some(Value::DoubleValue(3.25))
+            })
+            .as_deref(),
+            Some("3.25")
+        );
+        assert_eq!(
+            render(&AnyValue {
+                value: Some(Value::BoolValue(true))
+            })
+            .as_deref(),
+            Some("true")
+        );
+        assert_eq!(
+            render(&AnyValue {
+                value: Some(Value::BytesValue(vec![1, 2, 3]))
+            })
+            .as_deref(),
+            Some("AQID")
+        );
         assert_eq!(render(&AnyValue { value: None }), None);
     }
 
     #[test]
     fn logs_convert_and_bad_records_are_rejected_alone() {
-        let good = LogRecord { time_unix_nano: 5, body: Some(s("hello")), trace_id: vec![1; 16], ..Default::default() };
-        let bad_id = LogRecord { trace_id: vec![1; 3], ..Default::default() };
-        let too_late = LogRecord { time_unix_nano: u64::MAX, ..Default::default() };
+        let good = LogRecord {
+            time_unix_nano: 5,
+            body: Some(s("hello")),
+            trace_id: vec![1; 16],
+            ..Default::default()
+        };
+        let bad_id = LogRecord {
+            trace_id: vec![1; 3],
+            ..Default::default()
+        };
+        let too_late = LogRecord {
+            time_unix_nano: u64::MAX,
+            ..Default::default()
+        };
         let req = ExportLogsServiceRequest {
             resource_logs: vec![ResourceLogs {
-                scope_logs: vec![ScopeLogs { log_records: vec![good, bad_id, too_late], ..Default::default() }],
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![good, bad_id, too_late],
+                    ..Default::default()
+                }],
                 ..Default::default()
             }],
         };
         let c = logs(&req).expect("converts");
         assert_eq!(c.batch.num_rows(), 1);
         assert_eq!(c.rejected, 2);
-        assert!(c.error.as_deref().is_some_and(|e| e.contains("trace_id must be 16 bytes")), "{:?}", c.error);
+        assert!(
+            c.error
+                .as_deref()
+                .is_some_and(|e| e.contains("trace_id must be 16 bytes")),
+            "{:?}",
+            c.error
+        );
     }
 
     #[test]
@@ -1012,12 +1184,26 @@ mod tests {
             kind: 2,
             start_time_unix_nano: 10,
             end_time_unix_nano: 30,
-            events: vec![span::Event { time_unix_nano: 15, name: "ev".into(), ..Default::default() }],
-            links: vec![span::Link { trace_id: vec![9; 16], span_id: vec![9; 8], ..Default::default() }],
+            events: vec![span::Event {
+                time_unix_nano: 15,
+                name: "ev".into(),
+                ..Default::default()
+            }],
+            links: vec![span::Link {
+                trace_id: vec![9; 16],
+                span_id: vec![9; 8],
+                ..Default::default()
+            }],
             ..Default::default()
         };
         let req = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans: vec![sp], ..Default::default() }], ..Default::default() }],
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![sp],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
         };
         let c = spans(&req).expect("converts");
         assert_eq!(c.batch.num_rows(), 1);

@@ -12,14 +12,18 @@ use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
 use lumen_store::Signal;
-use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder, EnabledCompressionEncodings};
+use tonic::codec::{
+    Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder,
+};
 use tonic::server::NamedService;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -53,8 +57,10 @@ impl Kind for Logs {
     }
     fn respond(a: Accepted) -> Self::Resp {
         ExportLogsServiceResponse {
-            partial_success: (a.rejected > 0)
-                .then_some(ExportLogsPartialSuccess { rejected_log_records: a.rejected as i64, error_message: a.error_message }),
+            partial_success: (a.rejected > 0).then_some(ExportLogsPartialSuccess {
+                rejected_log_records: a.rejected as i64,
+                error_message: a.error_message,
+            }),
         }
     }
 }
@@ -70,8 +76,10 @@ impl Kind for Traces {
     }
     fn respond(a: Accepted) -> Self::Resp {
         ExportTraceServiceResponse {
-            partial_success: (a.rejected > 0)
-                .then_some(ExportTracePartialSuccess { rejected_spans: a.rejected as i64, error_message: a.error_message }),
+            partial_success: (a.rejected > 0).then_some(ExportTracePartialSuccess {
+                rejected_spans: a.rejected as i64,
+                error_message: a.error_message,
+            }),
         }
     }
 }
@@ -134,13 +142,18 @@ impl<K: Kind> Encoder for OtlpEncoder<K> {
     type Item = K::Resp;
     type Error = Status;
     fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        prost::Message::encode(&item, dst).map_err(|e| Status::internal(format!("encoding response: {e}")))
+        prost::Message::encode(&item, dst)
+            .map_err(|e| Status::internal(format!("encoding response: {e}")))
     }
 }
 
 fn status(e: &Error) -> Status {
     if e.is_retryable() {
-        Status::with_error_details(e.grpc_code(), e.to_string(), ErrorDetails::with_retry_info(Some(crate::RETRY_AFTER)))
+        Status::with_error_details(
+            e.grpc_code(),
+            e.to_string(),
+            ErrorDetails::with_retry_info(Some(crate::RETRY_AFTER)),
+        )
     } else {
         Status::new(e.grpc_code(), e.to_string())
     }
@@ -159,7 +172,9 @@ impl<K: Kind> tonic::server::UnaryService<Decoded<K::Req>> for Export<K> {
         let collector = Arc::clone(&self.collector);
         Box::pin(async move {
             let Decoded { msg, wire_bytes } = request.into_inner();
-            let _reservation = collector.reserve(K::SIGNAL, wire_bytes).map_err(|e| status(&e))?;
+            let _reservation = collector
+                .reserve(K::SIGNAL, wire_bytes)
+                .map_err(|e| status(&e))?;
             match collector.ingest(&K::wrap(msg)).await {
                 Ok(a) => Ok(tonic::Response::new(K::respond(a))),
                 Err(e) => {
@@ -181,13 +196,19 @@ pub struct OtlpGrpc<K> {
 
 impl<K> Clone for OtlpGrpc<K> {
     fn clone(&self) -> Self {
-        OtlpGrpc { collector: Arc::clone(&self.collector), _k: PhantomData }
+        OtlpGrpc {
+            collector: Arc::clone(&self.collector),
+            _k: PhantomData,
+        }
     }
 }
 
 impl<K: Kind> OtlpGrpc<K> {
     pub fn new(collector: Arc<Collector>) -> Self {
-        OtlpGrpc { collector, _k: PhantomData }
+        OtlpGrpc {
+            collector,
+            _k: PhantomData,
+        }
     }
 }
 
@@ -211,13 +232,21 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let collector = Arc::clone(&self.collector);
-        let is_export = req.uri().path().strip_prefix('/').and_then(|p| p.strip_prefix(K::SERVICE)) == Some("/Export");
+        let is_export = req
+            .uri()
+            .path()
+            .strip_prefix('/')
+            .and_then(|p| p.strip_prefix(K::SERVICE))
+            == Some("/Export");
         Box::pin(async move {
             if !is_export {
                 let mut res = http::Response::new(tonic::body::Body::default());
                 let h = res.headers_mut();
                 h.insert("grpc-status", (Code::Unimplemented as i32).into());
-                h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+                h.insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/grpc"),
+                );
                 return Ok(res);
             }
             let max = collector.limits().max_request_bytes;
@@ -226,7 +255,15 @@ where
             let mut grpc = tonic::server::Grpc::new(OtlpCodec::<K>(PhantomData))
                 .apply_compression_config(enc, enc)
                 .apply_max_message_size_config(Some(max), None);
-            let mut res = grpc.unary(Export::<K> { collector: Arc::clone(&collector), _k: PhantomData }, req).await;
+            let mut res = grpc
+                .unary(
+                    Export::<K> {
+                        collector: Arc::clone(&collector),
+                        _k: PhantomData,
+                    },
+                    req,
+                )
+                .await;
             // tonic answers framing and decompression faults in the request
             // with INTERNAL; they are the client's, so say INVALID_ARGUMENT.
             let h = res.headers_mut();

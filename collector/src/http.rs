@@ -53,8 +53,16 @@ pub fn router(collector: Arc<Collector>) -> Router {
 }
 
 fn media_type(headers: &HeaderMap) -> Result<Encoding> {
-    let raw = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let essence = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let raw = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = raw
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match essence.as_str() {
         "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Protobuf),
         "application/json" => Ok(Encoding::Json),
@@ -72,15 +80,22 @@ const DRAIN_LIMIT: u64 = 64 << 20;
 
 /// Reads the body, refusing it past `max` bytes on the wire or once decompressed.
 async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Vec<u8>> {
-    let too_large = |what: &str| Error::PayloadTooLarge(format!("{what} exceeds the limit of {max} bytes"));
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let too_large =
+        |what: &str| Error::PayloadTooLarge(format!("{what} exceeds the limit of {max} bytes"));
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     let mut body = body;
     let mut raw = Vec::with_capacity(declared.map_or(64 << 10, |l| l.min(max as u64) as usize));
     let mut over = declared.is_some_and(|l| l > max as u64);
     let mut seen: u64 = 0;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| Error::InvalidArgument(format!("could not read request body: {e}")))?;
-        let Ok(data) = frame.into_data() else { continue };
+        let frame = frame
+            .map_err(|e| Error::InvalidArgument(format!("could not read request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         seen += data.len() as u64;
         if over || raw.len() + data.len() > max {
             over = true;
@@ -104,10 +119,13 @@ async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Vec<u8
         "" | "identity" => return Ok(raw),
         "gzip" | "x-gzip" => Box::new(flate2::read::MultiGzDecoder::new(&raw[..])),
         // HTTP's "deflate" is zlib-wrapped; some clients send raw deflate.
-        "deflate" if raw.first().is_some_and(|b| b & 0x0f == 8) => Box::new(flate2::read::ZlibDecoder::new(&raw[..])),
+        "deflate" if raw.first().is_some_and(|b| b & 0x0f == 8) => {
+            Box::new(flate2::read::ZlibDecoder::new(&raw[..]))
+        }
         "deflate" => Box::new(flate2::read::DeflateDecoder::new(&raw[..])),
         "zstd" => Box::new(
-            zstd::stream::read::Decoder::new(&raw[..]).map_err(|e| Error::InvalidArgument(format!("bad zstd stream: {e}")))?,
+            zstd::stream::read::Decoder::new(&raw[..])
+                .map_err(|e| Error::InvalidArgument(format!("bad zstd stream: {e}")))?,
         ),
         other => {
             return Err(Error::UnsupportedMediaType(format!(
@@ -120,7 +138,9 @@ async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Vec<u8
     match decoder.take(max as u64 + 1).read_to_end(&mut out) {
         Ok(_) if out.len() > max => Err(too_large("decompressed request body")),
         Ok(_) => Ok(out),
-        Err(e) => Err(Error::InvalidArgument(format!("could not decompress {encoding} body: {e}"))),
+        Err(e) => Err(Error::InvalidArgument(format!(
+            "could not decompress {encoding} body: {e}"
+        ))),
     }
 }
 
@@ -129,10 +149,10 @@ where
     K::Req: serde::de::DeserializeOwned,
 {
     match enc {
-        Encoding::Protobuf => {
-            K::Req::decode(bytes).map_err(|e| Error::InvalidArgument(format!("malformed OTLP protobuf: {e}")))
-        }
-        Encoding::Json => serde_json::from_slice(bytes).map_err(|e| Error::InvalidArgument(format!("malformed OTLP JSON: {e}"))),
+        Encoding::Protobuf => K::Req::decode(bytes)
+            .map_err(|e| Error::InvalidArgument(format!("malformed OTLP protobuf: {e}"))),
+        Encoding::Json => serde_json::from_slice(bytes)
+            .map_err(|e| Error::InvalidArgument(format!("malformed OTLP JSON: {e}"))),
     }
 }
 
@@ -145,15 +165,25 @@ fn encode<T: Message + serde::Serialize>(enc: Encoding, status: StatusCode, msg:
 }
 
 fn error_response(enc: Encoding, e: &Error) -> Response {
-    let status = RpcStatus { code: e.grpc_code() as i32, message: e.to_string() };
+    let status = RpcStatus {
+        code: e.grpc_code() as i32,
+        message: e.to_string(),
+    };
     let mut res = encode(enc, e.http_status(), &status);
     if e.is_retryable() {
-        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(crate::RETRY_AFTER.as_secs()));
+        res.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(crate::RETRY_AFTER.as_secs()),
+        );
     }
     res
 }
 
-async fn export<K: Kind>(State(collector): State<Arc<Collector>>, headers: HeaderMap, body: Body) -> Response
+async fn export<K: Kind>(
+    State(collector): State<Arc<Collector>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response
 where
     K::Req: serde::de::DeserializeOwned,
 {
@@ -167,9 +197,15 @@ where
         }
     };
     let result = async {
-        let wire = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        let wire = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
         // Reserve before reading so a flood of large bodies cannot pass the budget.
-        let early = collector.reserve(signal, wire.unwrap_or(64 << 10).min(collector.limits().max_request_bytes))?;
+        let early = collector.reserve(
+            signal,
+            wire.unwrap_or(64 << 10)
+                .min(collector.limits().max_request_bytes),
+        )?;
         let bytes = read_body(&headers, body, collector.limits().max_request_bytes).await?;
         drop(early);
         let _reservation = collector.reserve(signal, bytes.len())?;
@@ -189,11 +225,19 @@ where
             } else {
                 serde_json::json!({})
             };
-            (StatusCode::OK, [(header::CONTENT_TYPE, enc.content_type())], body.to_string()).into_response()
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, enc.content_type())],
+                body.to_string(),
+            )
+                .into_response()
         }
-        Ok(accepted) => {
-            (StatusCode::OK, [(header::CONTENT_TYPE, enc.content_type())], K::respond(accepted).encode_to_vec()).into_response()
-        }
+        Ok(accepted) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, enc.content_type())],
+            K::respond(accepted).encode_to_vec(),
+        )
+            .into_response(),
         Err(e) => {
             if !e.is_retryable() {
                 collector.invalid(signal);

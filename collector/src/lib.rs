@@ -42,7 +42,11 @@ impl From<ArrowError> for Error {
 
 impl From<lumen_store::Error> for Error {
     fn from(e: lumen_store::Error) -> Self {
-        if e.is_retryable() { Error::Unavailable(e.to_string()) } else { Error::Internal(e.to_string()) }
+        if e.is_retryable() {
+            Error::Unavailable(e.to_string())
+        } else {
+            Error::Internal(e.to_string())
+        }
     }
 }
 
@@ -66,7 +70,9 @@ impl Error {
 
     pub fn grpc_code(&self) -> tonic::Code {
         match self {
-            Error::InvalidArgument(_) | Error::UnsupportedMediaType(_) => tonic::Code::InvalidArgument,
+            Error::InvalidArgument(_) | Error::UnsupportedMediaType(_) => {
+                tonic::Code::InvalidArgument
+            }
             // Not retryable: the same payload will be too large next time too.
             Error::PayloadTooLarge(_) => tonic::Code::ResourceExhausted,
             Error::Overloaded(_) | Error::Unavailable(_) => tonic::Code::Unavailable,
@@ -88,7 +94,9 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_request_bytes: 16 << 20 }
+        Limits {
+            max_request_bytes: 16 << 20,
+        }
     }
 }
 
@@ -155,12 +163,16 @@ impl Collector {
         let signal = converted.signal;
         let metrics = self.store.metrics();
         if converted.rejected > 0 {
-            metrics.records_rejected[signal.index()].fetch_add(converted.rejected, Ordering::Relaxed);
+            metrics.records_rejected[signal.index()]
+                .fetch_add(converted.rejected, Ordering::Relaxed);
         }
         if let Err(e) = self.store.append(signal, converted.batch).await {
             metrics.requests_refused[signal.index()].fetch_add(1, Ordering::Relaxed);
             return Err(e.into());
         }
-        Ok(Accepted { rejected: converted.rejected, error_message: converted.error.unwrap_or_default() })
+        Ok(Accepted {
+            rejected: converted.rejected,
+            error_message: converted.error.unwrap_or_default(),
+        })
     }
 }

@@ -44,14 +44,30 @@ pub fn column(a: &ArrayRef) -> Result<Vec<Value>> {
     macro_rules! prim {
         ($t:ty, $f:expr) => {{
             let arr = a.as_primitive::<$t>();
-            (0..n).map(|i| if arr.is_null(i) { Value::Null } else { $f(arr.value(i)) }).collect()
+            (0..n)
+                .map(|i| {
+                    if arr.is_null(i) {
+                        Value::Null
+                    } else {
+                        $f(arr.value(i))
+                    }
+                })
+                .collect()
         }};
     }
     let values: Vec<Value> = match a.data_type() {
         DataType::Null => vec![Value::Null; n],
         DataType::Boolean => {
             let arr = a.as_boolean();
-            (0..n).map(|i| if arr.is_null(i) { Value::Null } else { Value::Bool(arr.value(i)) }).collect()
+            (0..n)
+                .map(|i| {
+                    if arr.is_null(i) {
+                        Value::Null
+                    } else {
+                        Value::Bool(arr.value(i))
+                    }
+                })
+                .collect()
         }
         DataType::Int8 => prim!(dt::Int8Type, |v: i8| Value::from(v)),
         DataType::Int16 => prim!(dt::Int16Type, |v: i16| Value::from(v)),
@@ -85,15 +101,34 @@ pub fn column(a: &ArrayRef) -> Result<Vec<Value>> {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
             let cast = datafusion::arrow::compute::cast(a, &DataType::Utf8)?;
             let arr = cast.as_string::<i32>();
-            (0..n).map(|i| if arr.is_null(i) { Value::Null } else { Value::String(arr.value(i).to_owned()) }).collect()
+            (0..n)
+                .map(|i| {
+                    if arr.is_null(i) {
+                        Value::Null
+                    } else {
+                        Value::String(arr.value(i).to_owned())
+                    }
+                })
+                .collect()
         }
         DataType::Binary | DataType::LargeBinary | DataType::BinaryView => {
             let cast = datafusion::arrow::compute::cast(a, &DataType::Binary)?;
             let arr = cast.as_binary::<i32>();
             let b64 = base64::engine::general_purpose::STANDARD;
-            (0..n).map(|i| if arr.is_null(i) { Value::Null } else { Value::String(b64.encode(arr.value(i))) }).collect()
+            (0..n)
+                .map(|i| {
+                    if arr.is_null(i) {
+                        Value::Null
+                    } else {
+                        Value::String(b64.encode(arr.value(i)))
+                    }
+                })
+                .collect()
         }
-        DataType::LargeList(f) => column(&datafusion::arrow::compute::cast(a, &DataType::List(f.clone()))?)?,
+        DataType::LargeList(f) => column(&datafusion::arrow::compute::cast(
+            a,
+            &DataType::List(f.clone()),
+        )?)?,
         DataType::List(_) => {
             let arr = a.as_list::<i32>();
             let inner = column(arr.values())?;
@@ -110,13 +145,20 @@ pub fn column(a: &ArrayRef) -> Result<Vec<Value>> {
         }
         DataType::Struct(fields) => {
             let arr = a.as_struct();
-            let children: Vec<Vec<Value>> = arr.columns().iter().map(column).collect::<Result<_>>()?;
+            let children: Vec<Vec<Value>> =
+                arr.columns().iter().map(column).collect::<Result<_>>()?;
             (0..n)
                 .map(|i| {
                     if arr.is_null(i) {
                         Value::Null
                     } else {
-                        Value::Object(fields.iter().zip(&children).map(|(f, c)| (f.name().clone(), c[i].clone())).collect())
+                        Value::Object(
+                            fields
+                                .iter()
+                                .zip(&children)
+                                .map(|(f, c)| (f.name().clone(), c[i].clone()))
+                                .collect(),
+                        )
                     }
                 })
                 .collect()
@@ -150,7 +192,15 @@ pub fn column(a: &ArrayRef) -> Result<Vec<Value>> {
         _ => {
             let opts = FormatOptions::default();
             let f = ArrayFormatter::try_new(a.as_ref(), &opts)?;
-            (0..n).map(|i| if a.is_null(i) { Value::Null } else { Value::String(f.value(i).to_string()) }).collect()
+            (0..n)
+                .map(|i| {
+                    if a.is_null(i) {
+                        Value::Null
+                    } else {
+                        Value::String(f.value(i).to_string())
+                    }
+                })
+                .collect()
         }
     };
     Ok(values)

@@ -44,10 +44,14 @@ impl Error {
     pub fn from_datafusion(e: datafusion::error::DataFusionError) -> Self {
         use datafusion::error::DataFusionError as D;
         match e.find_root() {
-            D::ResourcesExhausted(m) => Error::ResourcesExhausted(format!("query exceeded its memory limit: {m}")),
-            D::Internal(_) | D::IoError(_) | D::ObjectStore(_) | D::ParquetError(_) | D::External(_) => {
-                Error::Internal(e.to_string())
+            D::ResourcesExhausted(m) => {
+                Error::ResourcesExhausted(format!("query exceeded its memory limit: {m}"))
             }
+            D::Internal(_)
+            | D::IoError(_)
+            | D::ObjectStore(_)
+            | D::ParquetError(_)
+            | D::External(_) => Error::Internal(e.to_string()),
             // Parse, plan, schema, "not implemented" and execution errors come from the query text.
             _ => Error::BadRequest(e.to_string()),
         }
@@ -68,7 +72,11 @@ impl IntoResponse for Error {
         if matches!(self, Error::Internal(_)) {
             tracing::error!(error = %self, "query failed");
         }
-        (self.status(), Json(serde_json::json!({ "error": self.to_string() }))).into_response()
+        (
+            self.status(),
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response()
     }
 }
 
@@ -97,7 +105,13 @@ async fn health() -> impl IntoResponse {
 
 async fn metrics(State(s): State<Arc<AppState>>) -> impl IntoResponse {
     let body = s.store.metrics().render(&s.store.gauges());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
 }
 
 #[derive(serde::Deserialize)]
@@ -106,15 +120,22 @@ struct SqlRequest {
     query: String,
 }
 
-async fn sql_query(State(s): State<Arc<AppState>>, body: axum::body::Bytes) -> Result<Json<sql::SqlResult>> {
-    let req: SqlRequest = serde_json::from_slice(&body)
-        .map_err(|e| Error::BadRequest(format!("expected a JSON body {{\"query\": \"SELECT ...\"}}: {e}")))?;
+async fn sql_query(
+    State(s): State<Arc<AppState>>,
+    body: axum::body::Bytes,
+) -> Result<Json<sql::SqlResult>> {
+    let req: SqlRequest = serde_json::from_slice(&body).map_err(|e| {
+        Error::BadRequest(format!(
+            "expected a JSON body {{\"query\": \"SELECT ...\"}}: {e}"
+        ))
+    })?;
     let started = Instant::now();
     let result = s.sql.run(&req.query).await;
     let m = s.store.metrics();
     m.query_seconds.observe(started.elapsed().as_secs_f64());
     if result.is_err() {
-        m.queries_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        m.queries_failed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     Ok(Json(result?))
 }
@@ -135,6 +156,10 @@ async fn static_file(uri: Uri) -> Response {
             };
             ([(header::CONTENT_TYPE, mime)], file.data).into_response()
         }
-        None => (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": format!("no such page: /{path}") }))).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": format!("no such page: /{path}") })),
+        )
+            .into_response(),
     }
 }

@@ -27,7 +27,11 @@ pub struct SqlLimits {
 
 impl Default for SqlLimits {
     fn default() -> Self {
-        SqlLimits { timeout: Duration::from_secs(30), max_rows: 10_000, memory_bytes: 512 << 20 }
+        SqlLimits {
+            timeout: Duration::from_secs(30),
+            max_rows: 10_000,
+            memory_bytes: 512 << 20,
+        }
     }
 }
 
@@ -57,11 +61,16 @@ impl SqlEngine {
             .with_memory_limit(limits.memory_bytes, 1.0)
             .build_arc()
             .map_err(|e| Error::Internal(e.to_string()))?;
-        let config = SessionConfig::new().with_information_schema(true).with_default_catalog_and_schema("lumen", "public");
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema("lumen", "public");
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         for signal in Signal::ALL {
-            ctx.register_table(signal.table(), Arc::new(SignalTable::new(Arc::clone(&store), signal)))
-                .map_err(|e| Error::Internal(e.to_string()))?;
+            ctx.register_table(
+                signal.table(),
+                Arc::new(SignalTable::new(Arc::clone(&store), signal)),
+            )
+            .map_err(|e| Error::Internal(e.to_string()))?;
         }
         Ok(SqlEngine { ctx, limits })
     }
@@ -74,8 +83,15 @@ impl SqlEngine {
     pub async fn run(&self, query: &str) -> Result<SqlResult> {
         let started = Instant::now();
         let run = async {
-            let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-            let df = self.ctx.sql_with_options(query, options).await.map_err(Error::from_datafusion)?;
+            let options = SQLOptions::new()
+                .with_allow_ddl(false)
+                .with_allow_dml(false)
+                .with_allow_statements(false);
+            let df = self
+                .ctx
+                .sql_with_options(query, options)
+                .await
+                .map_err(Error::from_datafusion)?;
             let schema = df.schema().as_arrow().clone();
             let mut stream = df.execute_stream().await.map_err(Error::from_datafusion)?;
             let mut batches: Vec<RecordBatch> = Vec::new();
@@ -96,14 +112,27 @@ impl SqlEngine {
         };
         let (schema, batches, truncated) = tokio::time::timeout(self.limits.timeout, run)
             .await
-            .map_err(|_| Error::Timeout(format!("query exceeded the time limit of {:?}", self.limits.timeout)))??;
+            .map_err(|_| {
+            Error::Timeout(format!(
+                "query exceeded the time limit of {:?}",
+                self.limits.timeout
+            ))
+        })??;
         let columns = schema
             .fields()
             .iter()
-            .map(|f| Column { name: f.name().clone(), data_type: type_name(f.data_type()) })
+            .map(|f| Column {
+                name: f.name().clone(),
+                data_type: type_name(f.data_type()),
+            })
             .collect();
         let rows = json::rows(&batches)?;
-        Ok(SqlResult { columns, rows, truncated, elapsed_ms: started.elapsed().as_millis() as u64 })
+        Ok(SqlResult {
+            columns,
+            rows,
+            truncated,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        })
     }
 }
 
@@ -125,13 +154,21 @@ fn type_name(t: &DataType) -> String {
         DataType::List(f) | DataType::LargeList(f) => format!("List<{}>", type_name(f.data_type())),
         DataType::Map(entries, _) => match entries.data_type() {
             DataType::Struct(fields) if fields.len() == 2 => {
-                format!("Map<{}, {}>", type_name(fields[0].data_type()), type_name(fields[1].data_type()))
+                format!(
+                    "Map<{}, {}>",
+                    type_name(fields[0].data_type()),
+                    type_name(fields[1].data_type())
+                )
             }
             other => format!("Map<{other}>"),
         },
         DataType::Struct(fields) => format!(
             "Struct<{}>",
-            fields.iter().map(|f| format!("{}: {}", f.name(), type_name(f.data_type()))).collect::<Vec<_>>().join(", ")
+            fields
+                .iter()
+                .map(|f| format!("{}: {}", f.name(), type_name(f.data_type())))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         other => other.to_string(),
     }

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::Session;
+use datafusion::catalog::TableProvider;
 use datafusion::common::{DFSchema, Result};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
@@ -19,7 +20,6 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
-use datafusion::catalog::TableProvider;
 use lumen_store::{Signal, Store};
 
 pub struct SignalTable {
@@ -51,7 +51,6 @@ fn partitions(batches: Vec<RecordBatch>, n: usize) -> Vec<Vec<RecordBatch>> {
 
 #[async_trait]
 impl TableProvider for SignalTable {
-
     fn schema(&self) -> SchemaRef {
         self.signal.schema()
     }
@@ -60,7 +59,10 @@ impl TableProvider for SignalTable {
         TableType::Base
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
         // Filters are used to prune Parquet row groups; DataFusion still applies them.
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
@@ -77,7 +79,11 @@ impl TableProvider for SignalTable {
         let target = state.config().target_partitions();
         let mut plans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !snap.batches.is_empty() {
-            plans.push(MemorySourceConfig::try_new_exec(&partitions(snap.batches, target), Arc::clone(&schema), projection.cloned())?);
+            plans.push(MemorySourceConfig::try_new_exec(
+                &partitions(snap.batches, target),
+                Arc::clone(&schema),
+                projection.cloned(),
+            )?);
         }
         if !snap.segments.is_empty() {
             let mut source = ParquetSource::new(Arc::clone(&schema));
@@ -91,18 +97,21 @@ impl TableProvider for SignalTable {
             let files: Vec<PartitionedFile> = snap
                 .segments
                 .iter()
-                .map(|s| PartitionedFile::new(dir.join(&s.path).to_string_lossy().into_owned(), s.bytes))
+                .map(|s| {
+                    PartitionedFile::new(dir.join(&s.path).to_string_lossy().into_owned(), s.bytes)
+                })
                 .collect();
             let n = target.max(1).min(files.len());
             let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); n];
             for (i, f) in files.into_iter().enumerate() {
                 groups[i % n].push(f);
             }
-            let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
-                .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
-                .with_projection_indices(projection.cloned())?
-                .with_limit(limit)
-                .build();
+            let config =
+                FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+                    .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+                    .with_projection_indices(projection.cloned())?
+                    .with_limit(limit)
+                    .build();
             plans.push(DataSourceExec::from_data_source(config));
         }
         if plans.is_empty() {

@@ -16,7 +16,10 @@ pub struct Budget {
 
 impl Budget {
     pub fn new(limit: usize) -> Arc<Self> {
-        Arc::new(Budget { limit, used: AtomicUsize::new(0) })
+        Arc::new(Budget {
+            limit,
+            used: AtomicUsize::new(0),
+        })
     }
 
     pub fn limit(&self) -> usize {
@@ -35,8 +38,16 @@ impl Budget {
             if next > self.limit {
                 return None;
             }
-            match self.used.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => return Some(Reservation { budget: Arc::clone(self), bytes }),
+            match self
+                .used
+                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    return Some(Reservation {
+                        budget: Arc::clone(self),
+                        bytes,
+                    });
+                }
                 Err(actual) => cur = actual,
             }
         }
@@ -49,7 +60,11 @@ impl Budget {
 
     pub(crate) fn release(&self, bytes: usize) {
         // Saturating: a release never wraps the counter even if estimates drift.
-        let _ = self.used.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |u| Some(u.saturating_sub(bytes)));
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |u| {
+                Some(u.saturating_sub(bytes))
+            });
     }
 
     /// True once unflushed data alone takes this fraction of the budget.

@@ -50,7 +50,10 @@ impl Catalog {
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| Error::Corrupt(format!("{}: {e}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Catalog { version: 1, ..Default::default() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Catalog {
+                version: 1,
+                ..Default::default()
+            }),
             Err(e) => Err(Error::io("reading", &path, e)),
         }
     }

@@ -18,7 +18,8 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
     let mut f = File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
-    f.write_all(bytes).map_err(|e| Error::io("writing", &tmp, e))?;
+    f.write_all(bytes)
+        .map_err(|e| Error::io("writing", &tmp, e))?;
     f.sync_all().map_err(|e| Error::io("syncing", &tmp, e))?;
     drop(f);
     fs::rename(&tmp, path).map_err(|e| Error::io("renaming into place", path, e))?;

@@ -37,7 +37,11 @@ use wal::{Command, WalFile};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{action} {}: {source}", path.display())]
-    Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("arrow: {0}")]
     Arrow(#[from] ArrowError),
     #[error("parquet: {0}")]
@@ -52,7 +56,11 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(action: &'static str, path: &Path, source: std::io::Error) -> Self {
-        Error::Io { action, path: path.to_owned(), source }
+        Error::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        }
     }
 
     /// True when the same request may succeed later (the client should retry).
@@ -193,7 +201,12 @@ impl Store {
             buf.batches.push(r.batch);
         })?;
         let next_lsn = next_lsn.max(flushed.iter().copied().max().unwrap_or(0) + 1);
-        tracing::info!(records = replayed, wal_files = files.len(), segments = catalog.segments.len(), "store opened");
+        tracing::info!(
+            records = replayed,
+            wal_files = files.len(),
+            segments = catalog.segments.len(),
+            "store opened"
+        );
 
         let shared = Arc::new(Shared {
             config: config.clone(),
@@ -254,7 +267,13 @@ impl Store {
         {
             let tx = lock(&self.wal_tx);
             let tx = tx.as_ref().ok_or(Error::Closed)?;
-            tx.send(Command::Append(wal::Append { signal, batch, payload, done })).map_err(|_| Error::Closed)?;
+            tx.send(Command::Append(wal::Append {
+                signal,
+                batch,
+                payload,
+                done,
+            }))
+            .map_err(|_| Error::Closed)?;
         }
         rx.await.map_err(|_| Error::Closed)??;
         let m = &self.shared.metrics;
@@ -270,7 +289,10 @@ impl Store {
         let mut batches = Vec::with_capacity(buf.flushing.len() + buf.batches.len());
         batches.extend(buf.flushing.iter().cloned());
         batches.extend(buf.batches.iter().cloned());
-        Snapshot { batches, segments: state.segments[signal.index()].clone() }
+        Snapshot {
+            batches,
+            segments: state.segments[signal.index()].clone(),
+        }
     }
 
     /// Point-in-time gauges for `/metrics`.
@@ -281,11 +303,31 @@ impl Store {
         let segment_bytes: u64 = state.segments.iter().flatten().map(|s| s.bytes).sum();
         drop(state);
         vec![
-            ("lumen_buffer_bytes", "Bytes of acknowledged records not yet in segments.", buffered as f64),
-            ("lumen_memory_budget_used_bytes", "Bytes held against the memory budget (buffers + in-flight requests).", self.shared.budget.used() as f64),
-            ("lumen_memory_budget_bytes", "The memory budget.", self.shared.budget.limit() as f64),
-            ("lumen_segments", "Parquet segments in the catalog.", segments as f64),
-            ("lumen_segment_bytes", "Bytes of Parquet segments in the catalog.", segment_bytes as f64),
+            (
+                "lumen_buffer_bytes",
+                "Bytes of acknowledged records not yet in segments.",
+                buffered as f64,
+            ),
+            (
+                "lumen_memory_budget_used_bytes",
+                "Bytes held against the memory budget (buffers + in-flight requests).",
+                self.shared.budget.used() as f64,
+            ),
+            (
+                "lumen_memory_budget_bytes",
+                "The memory budget.",
+                self.shared.budget.limit() as f64,
+            ),
+            (
+                "lumen_segments",
+                "Parquet segments in the catalog.",
+                segments as f64,
+            ),
+            (
+                "lumen_segment_bytes",
+                "Bytes of Parquet segments in the catalog.",
+                segment_bytes as f64,
+            ),
         ]
     }
 
@@ -330,16 +372,20 @@ impl Drop for Store {
 /// Deletes segment files the catalog does not name: leftovers of a flush
 /// that crashed before its commit.
 fn remove_orphans(dir: &Path, catalog: &Catalog) -> Result<()> {
-    let known: std::collections::HashSet<&str> = catalog.segments.iter().map(|s| s.path.as_str()).collect();
+    let known: std::collections::HashSet<&str> =
+        catalog.segments.iter().map(|s| s.path.as_str()).collect();
     for signal in Signal::ALL {
         let sdir = dir.join("segments").join(signal.table());
-        let Ok(entries) = std::fs::read_dir(&sdir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&sdir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let name = entry.file_name();
             let rel = format!("segments/{}/{}", signal.table(), name.to_string_lossy());
             if !known.contains(rel.as_str()) {
                 tracing::info!(file = %rel, "removing uncommitted segment file");
-                std::fs::remove_file(entry.path()).map_err(|e| Error::io("removing", &entry.path(), e))?;
+                std::fs::remove_file(entry.path())
+                    .map_err(|e| Error::io("removing", &entry.path(), e))?;
             }
         }
     }
@@ -356,14 +402,17 @@ fn flush_loop(shared: Arc<Shared>, wal_tx: mpsc::Sender<Command>) {
         let due: Vec<Signal> = {
             let state = lock(&shared.state);
             let pressure = shared.budget.pressure() > 0.5;
-            let largest = Signal::ALL.into_iter().max_by_key(|s| state.buffers[s.index()].bytes);
+            let largest = Signal::ALL
+                .into_iter()
+                .max_by_key(|s| state.buffers[s.index()].bytes);
             Signal::ALL
                 .into_iter()
                 .filter(|s| {
                     let b = &state.buffers[s.index()];
                     !b.batches.is_empty()
                         && (b.bytes >= shared.config.flush_bytes
-                            || b.since.is_some_and(|t| t.elapsed() >= shared.config.flush_interval)
+                            || b.since
+                                .is_some_and(|t| t.elapsed() >= shared.config.flush_interval)
                             || (pressure && Some(*s) == largest))
                 })
                 .collect()
@@ -397,18 +446,19 @@ fn flush_signal(shared: &Arc<Shared>, signal: Signal) -> Result<()> {
         (batches, min_lsn, buf.max_lsn, bytes)
     };
     let started = Instant::now();
-    let result = segment::write(&shared.config.data_dir, signal, &batches, min_lsn, max_lsn).and_then(|meta| {
-        let mut catalog = lock(&shared.catalog);
-        let mut next = catalog.clone();
-        next.segments.push(meta.clone());
-        next.flushed_lsn[i] = max_lsn;
-        if let Err(e) = next.store(&shared.config.data_dir) {
-            let _ = std::fs::remove_file(shared.config.data_dir.join(&meta.path));
-            return Err(e);
-        }
-        *catalog = next;
-        Ok(meta)
-    });
+    let result = segment::write(&shared.config.data_dir, signal, &batches, min_lsn, max_lsn)
+        .and_then(|meta| {
+            let mut catalog = lock(&shared.catalog);
+            let mut next = catalog.clone();
+            next.segments.push(meta.clone());
+            next.flushed_lsn[i] = max_lsn;
+            if let Err(e) = next.store(&shared.config.data_dir) {
+                let _ = std::fs::remove_file(shared.config.data_dir.join(&meta.path));
+                return Err(e);
+            }
+            *catalog = next;
+            Ok(meta)
+        });
     let mut state = lock(&shared.state);
     let buf = &mut state.buffers[i];
     match result {
@@ -417,8 +467,14 @@ fn flush_signal(shared: &Arc<Shared>, signal: Signal) -> Result<()> {
             state.segments[i].push(Arc::new(meta));
             drop(state);
             shared.budget.release(bytes);
-            shared.metrics.segments_written.fetch_add(1, Ordering::Relaxed);
-            shared.metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
+            shared
+                .metrics
+                .segments_written
+                .fetch_add(1, Ordering::Relaxed);
+            shared
+                .metrics
+                .flush_seconds
+                .observe(started.elapsed().as_secs_f64());
             trim_wal(shared);
             Ok(())
         }
@@ -473,10 +529,16 @@ mod tests {
                     "body" => Arc::new(StringArray::from(bodies.to_vec())),
                     "service_name" => Arc::new(StringArray::from(vec!["svc"; n])),
                     "timestamp" => Arc::new(
-                        datafusion::arrow::array::TimestampNanosecondArray::from(vec![1i64; n]).with_timezone("UTC"),
+                        datafusion::arrow::array::TimestampNanosecondArray::from(vec![1i64; n])
+                            .with_timezone("UTC"),
                     ),
-                    "severity_number" => Arc::new(datafusion::arrow::array::Int32Array::from(vec![9; n])),
-                    "flags" | "dropped_attributes_count" | "resource_dropped_attributes_count" | "scope_dropped_attributes_count" => {
+                    "severity_number" => {
+                        Arc::new(datafusion::arrow::array::Int32Array::from(vec![9; n]))
+                    }
+                    "flags"
+                    | "dropped_attributes_count"
+                    | "resource_dropped_attributes_count"
+                    | "scope_dropped_attributes_count" => {
                         Arc::new(datafusion::arrow::array::UInt32Array::from(vec![0u32; n]))
                     }
                     _ if !f.is_nullable() => {
@@ -504,19 +566,34 @@ mod tests {
             .batches
             .iter()
             .flat_map(|b| {
-                let a = b.column_by_name("body").expect("body").as_any().downcast_ref::<StringArray>().expect("utf8").clone();
+                let a = b
+                    .column_by_name("body")
+                    .expect("body")
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .expect("utf8")
+                    .clone();
                 (0..a.len()).map(move |i| a.value(i).to_owned())
             })
             .collect();
         for seg in &snap.segments {
             let file = std::fs::File::open(store.data_dir().join(&seg.path)).expect("segment");
-            let reader = datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            let reader =
+                datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                    file,
+                )
                 .expect("parquet")
                 .build()
                 .expect("reader");
             for b in reader {
                 let b = b.expect("batch");
-                let a = b.column_by_name("body").expect("body").as_any().downcast_ref::<StringArray>().expect("utf8").clone();
+                let a = b
+                    .column_by_name("body")
+                    .expect("body")
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .expect("utf8")
+                    .clone();
                 out.extend((0..a.len()).map(|i| a.value(i).to_owned()));
             }
         }
@@ -525,11 +602,17 @@ mod tests {
     }
 
     fn config(dir: &Path) -> StoreConfig {
-        StoreConfig { flush_interval: Duration::from_secs(3600), ..StoreConfig::new(dir) }
+        StoreConfig {
+            flush_interval: Duration::from_secs(3600),
+            ..StoreConfig::new(dir)
+        }
     }
 
     fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
     }
 
     #[test]
@@ -538,11 +621,17 @@ mod tests {
         {
             let store = Store::open(config(dir.path())).expect("open");
             rt().block_on(async {
-                store.append(Signal::Logs, logs(&["a", "b"])).await.expect("append");
+                store
+                    .append(Signal::Logs, logs(&["a", "b"]))
+                    .await
+                    .expect("append");
             });
             store.flush_all().expect("flush");
             rt().block_on(async {
-                store.append(Signal::Logs, logs(&["c"])).await.expect("append");
+                store
+                    .append(Signal::Logs, logs(&["c"]))
+                    .await
+                    .expect("append");
             });
             // Dropped without close(): like a crash after the last ack.
         }
@@ -551,7 +640,10 @@ mod tests {
         store.close().expect("close");
         let store = Store::open(config(dir.path())).expect("reopen after close");
         assert_eq!(bodies(&store), vec!["a", "b", "c"]);
-        assert!(store.snapshot(Signal::Logs).batches.is_empty(), "close() flushed everything");
+        assert!(
+            store.snapshot(Signal::Logs).batches.is_empty(),
+            "close() flushed everything"
+        );
     }
 
     #[test]
@@ -560,24 +652,46 @@ mod tests {
         {
             let store = Store::open(config(dir.path())).expect("open");
             rt().block_on(async {
-                store.append(Signal::Logs, logs(&["one"])).await.expect("append");
-                store.append(Signal::Logs, logs(&["two"])).await.expect("append");
+                store
+                    .append(Signal::Logs, logs(&["one"]))
+                    .await
+                    .expect("append");
+                store
+                    .append(Signal::Logs, logs(&["two"]))
+                    .await
+                    .expect("append");
             });
         }
         let wal_dir = dir.path().join("wal");
-        let mut files: Vec<_> = std::fs::read_dir(&wal_dir).expect("wal dir").map(|e| e.expect("entry").path()).collect();
+        let mut files: Vec<_> = std::fs::read_dir(&wal_dir)
+            .expect("wal dir")
+            .map(|e| e.expect("entry").path())
+            .collect();
         files.sort();
         let last = files.last().expect("a WAL file").clone();
         // A torn write: half a header at the end.
-        std::fs::OpenOptions::new().append(true).open(&last).expect("open").write_all(&[9, 0, 0]).expect("write");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&last)
+            .expect("open")
+            .write_all(&[9, 0, 0])
+            .expect("write");
         {
             let store = Store::open(config(dir.path())).expect("reopen with torn tail");
             assert_eq!(bodies(&store), vec!["one", "two"]);
         }
         // Flip a byte inside the last frame's payload: that frame fails its checksum.
-        let mut files: Vec<_> = std::fs::read_dir(&wal_dir).expect("wal dir").map(|e| e.expect("entry").path()).collect();
+        let mut files: Vec<_> = std::fs::read_dir(&wal_dir)
+            .expect("wal dir")
+            .map(|e| e.expect("entry").path())
+            .collect();
         files.sort();
-        let with_data = files.iter().rev().find(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) > 0).expect("data file").clone();
+        let with_data = files
+            .iter()
+            .rev()
+            .find(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) > 0)
+            .expect("data file")
+            .clone();
         let mut bytes = std::fs::read(&with_data).expect("read");
         let at = bytes.len() - 10;
         bytes[at] ^= 0xff;
@@ -590,12 +704,18 @@ mod tests {
     fn concurrent_appends_share_fsyncs() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(config(dir.path())).expect("open");
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("rt");
         runtime.block_on(async {
             let mut tasks = Vec::new();
             for i in 0..64 {
                 let store = Arc::clone(&store);
-                tasks.push(tokio::spawn(async move { store.append(Signal::Logs, logs(&[&format!("r{i}")])).await }));
+                tasks.push(tokio::spawn(async move {
+                    store.append(Signal::Logs, logs(&[&format!("r{i}")])).await
+                }));
             }
             for t in tasks {
                 t.await.expect("join").expect("append");
@@ -616,7 +736,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let seg_dir = dir.path().join("segments/logs");
         std::fs::create_dir_all(&seg_dir).expect("mkdir");
-        std::fs::write(seg_dir.join("00000000000000000001-00000000000000000009.parquet.tmp"), b"half").expect("write");
+        std::fs::write(
+            seg_dir.join("00000000000000000001-00000000000000000009.parquet.tmp"),
+            b"half",
+        )
+        .expect("write");
         let store = Store::open(config(dir.path())).expect("open");
         assert!(std::fs::read_dir(&seg_dir).expect("dir").next().is_none());
         drop(store);

@@ -15,7 +15,9 @@ pub struct Histogram {
     count: AtomicU64,
 }
 
-const LATENCY_BOUNDS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const LATENCY_BOUNDS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 impl Histogram {
     fn new(bounds: &'static [f64]) -> Self {
@@ -31,7 +33,8 @@ impl Histogram {
         if let Some(i) = self.bounds.iter().position(|b| seconds <= *b) {
             self.counts[i].fetch_add(1, Ordering::Relaxed);
         }
-        self.sum_micros.fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -44,7 +47,11 @@ impl Histogram {
         }
         let count = self.count.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
         let _ = writeln!(out, "{name}_count {count}");
     }
 }
@@ -85,7 +92,11 @@ impl Default for Metrics {
 fn per_signal(out: &mut String, name: &str, help: &str, values: &[AtomicU64; 3]) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
     for s in Signal::ALL {
-        let _ = writeln!(out, "{name}{{signal=\"{s}\"}} {}", values[s.index()].load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "{name}{{signal=\"{s}\"}} {}",
+            values[s.index()].load(Ordering::Relaxed)
+        );
     }
 }
 
@@ -93,11 +104,35 @@ impl Metrics {
     /// Renders everything; `gauges` are point-in-time values the caller reads from the store.
     pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
         let mut out = String::with_capacity(4096);
-        per_signal(&mut out, "lumen_records_received_total", "Records accepted and durably stored.", &self.records_received);
-        per_signal(&mut out, "lumen_records_rejected_total", "Records rejected as invalid (OTLP partial success).", &self.records_rejected);
-        per_signal(&mut out, "lumen_requests_refused_total", "Export requests refused with a retryable code.", &self.requests_refused);
-        per_signal(&mut out, "lumen_requests_invalid_total", "Export requests refused as malformed.", &self.requests_invalid);
-        self.wal_fsync_seconds.render(&mut out, "lumen_wal_fsync_seconds", "Latency of WAL group-commit write + fsync.");
+        per_signal(
+            &mut out,
+            "lumen_records_received_total",
+            "Records accepted and durably stored.",
+            &self.records_received,
+        );
+        per_signal(
+            &mut out,
+            "lumen_records_rejected_total",
+            "Records rejected as invalid (OTLP partial success).",
+            &self.records_rejected,
+        );
+        per_signal(
+            &mut out,
+            "lumen_requests_refused_total",
+            "Export requests refused with a retryable code.",
+            &self.requests_refused,
+        );
+        per_signal(
+            &mut out,
+            "lumen_requests_invalid_total",
+            "Export requests refused as malformed.",
+            &self.requests_invalid,
+        );
+        self.wal_fsync_seconds.render(
+            &mut out,
+            "lumen_wal_fsync_seconds",
+            "Latency of WAL group-commit write + fsync.",
+        );
         let _ = writeln!(
             out,
             "# HELP lumen_wal_bytes_total Bytes appended to the WAL.\n# TYPE lumen_wal_bytes_total counter\nlumen_wal_bytes_total {}",
@@ -108,8 +143,13 @@ impl Metrics {
             "# HELP lumen_segments_written_total Parquet segments written.\n# TYPE lumen_segments_written_total counter\nlumen_segments_written_total {}",
             self.segments_written.load(Ordering::Relaxed)
         );
-        self.flush_seconds.render(&mut out, "lumen_flush_seconds", "Time to write one buffer flush as a segment.");
-        self.query_seconds.render(&mut out, "lumen_query_seconds", "Latency of queries.");
+        self.flush_seconds.render(
+            &mut out,
+            "lumen_flush_seconds",
+            "Time to write one buffer flush as a segment.",
+        );
+        self.query_seconds
+            .render(&mut out, "lumen_query_seconds", "Latency of queries.");
         let _ = writeln!(
             out,
             "# HELP lumen_queries_failed_total Queries that ended in an error.\n# TYPE lumen_queries_failed_total counter\nlumen_queries_failed_total {}",

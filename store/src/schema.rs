@@ -7,7 +7,9 @@ use std::sync::{Arc, LazyLock};
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
 /// One of the three telemetry signals. Its `u8` tag is part of the WAL format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Signal {
     Logs,
@@ -91,7 +93,11 @@ pub fn map_field(name: &str, nullable: bool) -> Field {
 
 /// The list item field as arrow's `ListBuilder` makes it.
 pub fn list_of(name: &str, item: DataType, nullable: bool) -> Field {
-    Field::new(name, DataType::List(Arc::new(Field::new("item", item, true))), nullable)
+    Field::new(
+        name,
+        DataType::List(Arc::new(Field::new("item", item, true))),
+        nullable,
+    )
 }
 
 pub fn event_fields() -> Fields {
@@ -242,17 +248,41 @@ mod tests {
             ("body", DataType::Utf8),
             ("flags", DataType::UInt32),
         ] {
-            assert_eq!(logs.field_with_name(name).map(|f| f.data_type().clone()).ok(), Some(ty));
+            assert_eq!(
+                logs.field_with_name(name)
+                    .map(|f| f.data_type().clone())
+                    .ok(),
+                Some(ty)
+            );
         }
-        for name in ["log_attributes", "log_attribute_types", "resource_attributes"] {
-            assert!(matches!(logs.field_with_name(name).map(|f| f.data_type()), Ok(DataType::Map(..))));
+        for name in [
+            "log_attributes",
+            "log_attribute_types",
+            "resource_attributes",
+        ] {
+            assert!(matches!(
+                logs.field_with_name(name).map(|f| f.data_type()),
+                Ok(DataType::Map(..))
+            ));
         }
         let spans = Signal::Spans.schema();
-        for name in ["span_attributes", "span_attribute_types", "events", "links", "duration_ns"] {
+        for name in [
+            "span_attributes",
+            "span_attribute_types",
+            "events",
+            "links",
+            "duration_ns",
+        ] {
             assert!(spans.field_with_name(name).is_ok(), "{name}");
         }
         let metrics = Signal::Metrics.schema();
-        for name in ["attributes", "attribute_types", "quantiles", "bucket_counts", "explicit_bounds"] {
+        for name in [
+            "attributes",
+            "attribute_types",
+            "quantiles",
+            "bucket_counts",
+            "explicit_bounds",
+        ] {
             assert!(metrics.field_with_name(name).is_ok(), "{name}");
         }
     }

@@ -5,7 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, TimestampNanosecondArray};
-use datafusion::arrow::compute::{self, SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use datafusion::arrow::compute::{
+    self, SortColumn, concat_batches, lexsort_to_indices, take_record_batch,
+};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -48,15 +50,24 @@ pub(crate) fn write(
     let sort: Vec<SortColumn> = sort_columns(signal)
         .iter()
         .map(|c| -> Result<SortColumn> {
-            let values: ArrayRef = Arc::clone(all.column_by_name(c).ok_or_else(|| Error::Corrupt(format!("missing column {c}")))?);
-            Ok(SortColumn { values, options: None })
+            let values: ArrayRef = Arc::clone(
+                all.column_by_name(c)
+                    .ok_or_else(|| Error::Corrupt(format!("missing column {c}")))?,
+            );
+            Ok(SortColumn {
+                values,
+                options: None,
+            })
         })
         .collect::<Result<_>>()?;
     let indices = lexsort_to_indices(&sort, None)?;
     let sorted = take_record_batch(&all, &indices)?;
 
     let (min_time, max_time) = time_range(&sorted, signal);
-    let rel = format!("segments/{}/{min_lsn:020}-{max_lsn:020}.parquet", signal.table());
+    let rel = format!(
+        "segments/{}/{min_lsn:020}-{max_lsn:020}.parquet",
+        signal.table()
+    );
     let path = data_dir.join(&rel);
     let dir = path.parent().unwrap_or(data_dir).to_owned();
     fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
@@ -66,11 +77,23 @@ pub(crate) fn write(
     writer.write(&sorted)?;
     let file = writer.into_inner()?;
     file.sync_all().map_err(|e| Error::io("syncing", &tmp, e))?;
-    let bytes = file.metadata().map_err(|e| Error::io("stat", &tmp, e))?.len();
+    let bytes = file
+        .metadata()
+        .map_err(|e| Error::io("stat", &tmp, e))?
+        .len();
     drop(file);
     fs::rename(&tmp, &path).map_err(|e| Error::io("renaming", &path, e))?;
     crate::fsutil::sync_dir(&dir)?;
-    Ok(SegmentMeta { signal, path: rel, rows: sorted.num_rows() as u64, bytes, min_time, max_time, min_lsn, max_lsn })
+    Ok(SegmentMeta {
+        signal,
+        path: rel,
+        rows: sorted.num_rows() as u64,
+        bytes,
+        min_time,
+        max_time,
+        min_lsn,
+        max_lsn,
+    })
 }
 
 pub(crate) fn time_range(batch: &RecordBatch, signal: Signal) -> (i64, i64) {
@@ -78,7 +101,10 @@ pub(crate) fn time_range(batch: &RecordBatch, signal: Signal) -> (i64, i64) {
         .column_by_name(signal.time_column())
         .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>());
     match col {
-        Some(a) if a.len() > a.null_count() => (compute::min(a).unwrap_or(i64::MIN), compute::max(a).unwrap_or(i64::MAX)),
+        Some(a) if a.len() > a.null_count() => (
+            compute::min(a).unwrap_or(i64::MIN),
+            compute::max(a).unwrap_or(i64::MAX),
+        ),
         _ => (i64::MIN, i64::MAX),
     }
 }

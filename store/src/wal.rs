@@ -37,7 +37,10 @@ const MAX_GROUP_BYTES: usize = 32 << 20;
 
 /// Encodes a batch as the payload of one WAL frame.
 pub fn encode_batch(batch: &RecordBatch) -> Result<Vec<u8>> {
-    let mut w = StreamWriter::try_new(Vec::with_capacity(batch.get_array_memory_size() / 2), &batch.schema())?;
+    let mut w = StreamWriter::try_new(
+        Vec::with_capacity(batch.get_array_memory_size() / 2),
+        &batch.schema(),
+    )?;
     w.write(batch)?;
     w.finish()?;
     Ok(w.into_inner()?)
@@ -74,7 +77,10 @@ pub(crate) struct WalFile {
 impl WalFile {
     /// True when every frame in the file is already in a committed segment.
     pub(crate) fn fully_flushed(&self, flushed: &[u64; 3]) -> bool {
-        self.max_lsn.iter().zip(flushed).all(|(max, flushed)| max.is_none_or(|m| m <= *flushed))
+        self.max_lsn
+            .iter()
+            .zip(flushed)
+            .all(|(max, flushed)| max.is_none_or(|m| m <= *flushed))
     }
 }
 
@@ -87,7 +93,10 @@ pub(crate) struct Replayed {
 
 /// Reads every WAL file in order. A bad frame ends its file: the last file is
 /// truncated there (a torn write); in an older file the rest is reported lost.
-pub(crate) fn replay(dir: &Path, mut on_record: impl FnMut(Replayed)) -> Result<(Vec<WalFile>, u64)> {
+pub(crate) fn replay(
+    dir: &Path,
+    mut on_record: impl FnMut(Replayed),
+) -> Result<(Vec<WalFile>, u64)> {
     fs::create_dir_all(dir).map_err(|e| Error::io("creating WAL directory", dir, e))?;
     let mut paths: Vec<PathBuf> = fs::read_dir(dir)
         .map_err(|e| Error::io("listing WAL directory", dir, e))?
@@ -100,7 +109,10 @@ pub(crate) fn replay(dir: &Path, mut on_record: impl FnMut(Replayed)) -> Result<
     let count = paths.len();
     for (i, path) in paths.into_iter().enumerate() {
         let is_last = i + 1 == count;
-        let mut info = WalFile { path: path.clone(), max_lsn: [None; 3] };
+        let mut info = WalFile {
+            path: path.clone(),
+            max_lsn: [None; 3],
+        };
         let file = File::open(&path).map_err(|e| Error::io("opening WAL file", &path, e))?;
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let mut good_offset = 0u64;
@@ -146,9 +158,14 @@ pub(crate) fn replay(dir: &Path, mut on_record: impl FnMut(Replayed)) -> Result<
         if let Some(reason) = bad {
             if is_last {
                 tracing::warn!(file = %path.display(), offset = good_offset, %reason, "cutting torn WAL tail");
-                let f = OpenOptions::new().write(true).open(&path).map_err(|e| Error::io("opening WAL file", &path, e))?;
-                f.set_len(good_offset).map_err(|e| Error::io("truncating WAL file", &path, e))?;
-                f.sync_all().map_err(|e| Error::io("syncing WAL file", &path, e))?;
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| Error::io("opening WAL file", &path, e))?;
+                f.set_len(good_offset)
+                    .map_err(|e| Error::io("truncating WAL file", &path, e))?;
+                f.sync_all()
+                    .map_err(|e| Error::io("syncing WAL file", &path, e))?;
             } else {
                 tracing::error!(file = %path.display(), offset = good_offset, %reason, "corrupt frame inside an older WAL file; the rest of this file is skipped");
             }
@@ -169,7 +186,12 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
     while filled < buf.len() {
         match r.read(&mut buf[filled..]) {
             Ok(0) if filled == 0 => return Ok(false),
-            Ok(0) => return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "short frame")),
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "short frame",
+                ));
+            }
             Ok(n) => filled += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -211,7 +233,14 @@ pub(crate) struct Writer {
 impl Writer {
     pub(crate) fn create(dir: &Path, next_lsn: u64, segment_bytes: u64) -> Result<Self> {
         let (file, current) = Self::new_file(dir, next_lsn)?;
-        Ok(Writer { dir: dir.to_owned(), file, current, offset: 0, next_lsn, segment_bytes })
+        Ok(Writer {
+            dir: dir.to_owned(),
+            file,
+            current,
+            offset: 0,
+            next_lsn,
+            segment_bytes,
+        })
     }
 
     fn new_file(dir: &Path, first_lsn: u64) -> Result<(File, WalFile)> {
@@ -222,7 +251,13 @@ impl Writer {
             .open(&path)
             .map_err(|e| Error::io("creating WAL file", &path, e))?;
         crate::fsutil::sync_dir(dir)?;
-        Ok((file, WalFile { path, max_lsn: [None; 3] }))
+        Ok((
+            file,
+            WalFile {
+                path,
+                max_lsn: [None; 3],
+            },
+        ))
     }
 
     fn rotate(&mut self, sink: &dyn Sink) -> Result<()> {
@@ -284,7 +319,10 @@ impl Writer {
             buf.extend_from_slice(&a.payload);
         }
         let started = Instant::now();
-        let result = self.file.write_all(buf).and_then(|()| self.file.sync_data());
+        let result = self
+            .file
+            .write_all(buf)
+            .and_then(|()| self.file.sync_data());
         let fsync_seconds = started.elapsed().as_secs_f64();
         match result {
             Ok(()) => {

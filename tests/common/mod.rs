@@ -26,23 +26,39 @@ impl TestServer {
     }
 
     pub fn start_with(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("data");
-        let mut s = Self::start_in(&dir, args);
+        let mut s = Self::spawn(&dir, args, env);
         s._tmp = Some(tmp);
         s
     }
 
     /// Starts (or restarts) a server on an existing data directory.
     pub fn start_in(dir: &Path, args: &[&str]) -> Self {
+        Self::spawn(dir, args, &[])
+    }
+
+    fn spawn(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let extra_args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let mut child = Command::new(env!("CARGO_BIN_EXE_lumen"))
             .arg("serve")
             .arg("--data-dir")
             .arg(dir)
-            .args(["--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args([
+                "--otlp-grpc-addr",
+                "127.0.0.1:0",
+                "--otlp-http-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
+            ])
             .args(&extra_args)
             .env("LUMEN_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -72,7 +88,10 @@ impl TestServer {
             data_dir: dir.to_owned(),
             _tmp: None,
             extra_args,
-            http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
         }
     }
 
@@ -112,13 +131,20 @@ impl TestServer {
     }
 
     pub fn sql_raw(&self, query: &str) -> (u16, Value) {
-        let res = self.http.post(self.url("/api/v1/sql")).json(&serde_json::json!({ "query": query })).send().unwrap();
+        let res = self
+            .http
+            .post(self.url("/api/v1/sql"))
+            .json(&serde_json::json!({ "query": query }))
+            .send()
+            .unwrap();
         let status = res.status().as_u16();
         (status, res.json().unwrap_or(Value::Null))
     }
 
     pub fn count(&self, table: &str) -> i64 {
-        self.sql_rows(&format!("SELECT count(*) AS n FROM {table}"))[0]["n"].as_i64().unwrap()
+        self.sql_rows(&format!("SELECT count(*) AS n FROM {table}"))[0]["n"]
+            .as_i64()
+            .unwrap()
     }
 
     /// Polls `check` until it holds or `timeout` passes.
@@ -134,7 +160,10 @@ impl TestServer {
     }
 
     pub fn healthy(&self) -> bool {
-        self.http.get(self.url("/health")).send().is_ok_and(|r| r.status().is_success())
+        self.http
+            .get(self.url("/health"))
+            .send()
+            .is_ok_and(|r| r.status().is_success())
     }
 
     pub fn kill9(&mut self) {
@@ -147,7 +176,10 @@ impl TestServer {
     /// SIGTERM and wait; returns the exit status code.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut c = self.child.take()?;
-        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = c.try_wait() {
