@@ -302,6 +302,7 @@ fn check_roundtrip(server: &TestServer, transport: Transport) {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["name"], "retrying");
     assert_eq!(events[0]["attributes"]["attempt"], "2");
+    assert_eq!(events[0]["attribute_types"]["attempt"], "int");
     let links = child["links"].as_array().unwrap();
     assert_eq!(links.len(), 1);
     assert_eq!(links[0]["trace_id"], "0af7651916cd43dd8448eb211c80319c");

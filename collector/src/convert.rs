@@ -501,7 +501,7 @@ pub fn spans(req: &ExportTraceServiceRequest) -> Result<Converted> {
     let (mut ev_time, mut ev_name, mut ev_attrs, mut ev_dropped) = (
         ts_builder(0),
         StringBuilder::new(),
-        AttrCols::new(false),
+        AttrCols::new(true),
         UInt32Builder::new(),
     );
     let mut dropped_events = UInt32Builder::with_capacity(n);
@@ -510,7 +510,7 @@ pub fn spans(req: &ExportTraceServiceRequest) -> Result<Converted> {
         StringBuilder::new(),
         StringBuilder::new(),
         StringBuilder::new(),
-        AttrCols::new(false),
+        AttrCols::new(true),
         UInt32Builder::new(),
         UInt32Builder::new(),
     );
@@ -697,6 +697,7 @@ struct MetricCols {
     exemplar_lens: Vec<Option<usize>>,
     x_time: TimestampNanosecondBuilder,
     x_value: Float64Builder,
+    x_value_int: Int64Builder,
     x_trace: StringBuilder,
     x_span: StringBuilder,
     x_attrs: AttrCols,
@@ -751,9 +752,10 @@ impl MetricCols {
             exemplar_lens: Vec::new(),
             x_time: ts_builder(0),
             x_value: Float64Builder::new(),
+            x_value_int: Int64Builder::new(),
             x_trace: StringBuilder::new(),
             x_span: StringBuilder::new(),
-            x_attrs: AttrCols::new(false),
+            x_attrs: AttrCols::new(true),
             origin: Origin::new(),
         }
     }
@@ -841,6 +843,10 @@ impl MetricCols {
                     Some(exemplar::Value::AsInt(i)) => Some(i as f64),
                     None => None,
                 });
+                self.x_value_int.append_option(match e.value {
+                    Some(exemplar::Value::AsInt(i)) => Some(i),
+                    _ => None,
+                });
                 self.x_trace.append_option(tid);
                 self.x_span.append_option(sid);
                 self.x_attrs.append(&e.filtered_attributes);
@@ -881,6 +887,7 @@ impl MetricCols {
         let mut x_cols: Vec<ArrayRef> = vec![
             Arc::new(self.x_time.finish()),
             Arc::new(self.x_value.finish()),
+            Arc::new(self.x_value_int.finish()),
             Arc::new(self.x_trace.finish()),
             Arc::new(self.x_span.finish()),
         ];

@@ -105,6 +105,7 @@ pub fn event_fields() -> Fields {
         Field::new("time", ts_type(), true),
         Field::new("name", DataType::Utf8, true),
         map_field("attributes", true),
+        map_field("attribute_types", true),
         Field::new("dropped_attributes_count", DataType::UInt32, true),
     ])
 }
@@ -115,6 +116,7 @@ pub fn link_fields() -> Fields {
         Field::new("span_id", DataType::Utf8, true),
         Field::new("trace_state", DataType::Utf8, true),
         map_field("attributes", true),
+        map_field("attribute_types", true),
         Field::new("dropped_attributes_count", DataType::UInt32, true),
         Field::new("flags", DataType::UInt32, true),
     ])
@@ -131,9 +133,11 @@ pub fn exemplar_fields() -> Fields {
     Fields::from(vec![
         Field::new("time", ts_type(), true),
         Field::new("value", DataType::Float64, true),
+        Field::new("value_int", DataType::Int64, true),
         Field::new("trace_id", DataType::Utf8, true),
         Field::new("span_id", DataType::Utf8, true),
         map_field("filtered_attributes", true),
+        map_field("filtered_attribute_types", true),
     ])
 }
 
