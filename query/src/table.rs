@@ -39,6 +39,75 @@ impl SignalTable {
     }
 }
 
+/// The `[lo, hi]` nanosecond bounds that `filters` put on `column`
+/// (conjunctions of comparisons with timestamp literals); unbounded sides are
+/// `i64::MIN`/`i64::MAX`.
+pub fn time_bounds(filters: &[Expr], column: &str) -> (i64, i64) {
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    use datafusion::scalar::ScalarValue;
+    fn nanos(v: &ScalarValue) -> Option<i64> {
+        match v {
+            ScalarValue::TimestampNanosecond(Some(x), _) => Some(*x),
+            ScalarValue::TimestampMicrosecond(Some(x), _) => x.checked_mul(1_000),
+            ScalarValue::TimestampMillisecond(Some(x), _) => x.checked_mul(1_000_000),
+            ScalarValue::TimestampSecond(Some(x), _) => x.checked_mul(1_000_000_000),
+            _ => None,
+        }
+    }
+    fn visit(e: &Expr, column: &str, lo: &mut i64, hi: &mut i64) {
+        match e {
+            Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::And,
+                right,
+            }) => {
+                visit(left, column, lo, hi);
+                visit(right, column, lo, hi);
+            }
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                let (op, v) = match (left.as_ref(), right.as_ref()) {
+                    (Expr::Column(c), Expr::Literal(v, _)) if c.name == column => (*op, v),
+                    (Expr::Literal(v, _), Expr::Column(c)) if c.name == column => match op.swap() {
+                        Some(op) => (op, v),
+                        None => return,
+                    },
+                    _ => return,
+                };
+                let Some(t) = nanos(v) else { return };
+                match op {
+                    Operator::Gt | Operator::GtEq => *lo = (*lo).max(t),
+                    Operator::Lt | Operator::LtEq => *hi = (*hi).min(t),
+                    Operator::Eq => {
+                        *lo = (*lo).max(t);
+                        *hi = (*hi).min(t);
+                    }
+                    _ => {}
+                }
+            }
+            Expr::Between(b) if !b.negated => {
+                if let (Expr::Column(c), Expr::Literal(l, _), Expr::Literal(h, _)) =
+                    (b.expr.as_ref(), b.low.as_ref(), b.high.as_ref())
+                {
+                    if c.name == column {
+                        if let Some(l) = nanos(l) {
+                            *lo = (*lo).max(l);
+                        }
+                        if let Some(h) = nanos(h) {
+                            *hi = (*hi).min(h);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let (mut lo, mut hi) = (i64::MIN, i64::MAX);
+    for f in filters {
+        visit(f, column, &mut lo, &mut hi);
+    }
+    (lo, hi)
+}
+
 /// Spreads batches over `n` partitions so scans run on every core.
 fn partitions(batches: Vec<RecordBatch>, n: usize) -> Vec<Vec<RecordBatch>> {
     let n = n.max(1).min(batches.len().max(1));
@@ -75,7 +144,11 @@ impl TableProvider for SignalTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let schema = self.schema();
-        let snap = self.store.snapshot(self.signal);
+        let mut snap = self.store.snapshot(self.signal);
+        // Prune whole segments by the catalog's time ranges before opening any file.
+        let (lo, hi) = time_bounds(filters, self.signal.time_column());
+        snap.segments
+            .retain(|s| s.max_time >= lo && s.min_time <= hi);
         let target = state.config().target_partitions();
         let mut plans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !snap.batches.is_empty() {
@@ -122,5 +195,50 @@ impl TableProvider for SignalTable {
             return Ok(Arc::new(EmptyExec::new(projected)));
         }
         UnionExec::try_new(plans)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::{col, lit};
+    use datafusion::scalar::ScalarValue;
+
+    fn ts(v: i64) -> Expr {
+        lit(ScalarValue::TimestampNanosecond(
+            Some(v),
+            Some("UTC".into()),
+        ))
+    }
+
+    #[test]
+    fn time_bounds_from_filters() {
+        assert_eq!(time_bounds(&[], "timestamp"), (i64::MIN, i64::MAX));
+        let f = vec![
+            col("timestamp")
+                .gt_eq(ts(10))
+                .and(col("timestamp").lt(ts(20))),
+            col("body").eq(lit("x")),
+        ];
+        assert_eq!(time_bounds(&f, "timestamp"), (10, 20));
+        assert_eq!(
+            time_bounds(&[ts(5).lt(col("timestamp"))], "timestamp"),
+            (5, i64::MAX)
+        );
+        assert_eq!(
+            time_bounds(&[col("timestamp").between(ts(1), ts(2))], "timestamp"),
+            (1, 2)
+        );
+        assert_eq!(
+            time_bounds(
+                &[col("timestamp").gt(ts(1)).or(col("timestamp").lt(ts(0)))],
+                "timestamp"
+            ),
+            (i64::MIN, i64::MAX)
+        );
+        assert_eq!(
+            time_bounds(&[col("start_time").gt(ts(3))], "timestamp"),
+            (i64::MIN, i64::MAX)
+        );
     }
 }
