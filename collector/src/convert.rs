@@ -159,7 +159,11 @@ impl AttrCols {
         for kv in attrs {
             let value = kv.value.as_ref();
             self.values.keys().append_value(&kv.key);
-            self.values.values().append_option(value.and_then(render));
+            match value.and_then(|v| v.value.as_ref()) {
+                // The common case, without an intermediate String.
+                Some(Value::StringValue(s)) => self.values.values().append_value(s),
+                _ => self.values.values().append_option(value.and_then(render)),
+            }
             if let (Some(types), Some(t)) = (
                 self.types.as_mut(),
                 value.and_then(|v| v.value.as_ref()).and_then(type_name),
@@ -408,7 +412,10 @@ pub fn logs(req: &ExportLogsServiceRequest) -> Result<Converted> {
                 severity_text.append_option(non_empty(&r.severity_text));
                 match r.body.as_ref() {
                     Some(v) => {
-                        body.append_option(render(v));
+                        match &v.value {
+                            Some(Value::StringValue(s)) => body.append_value(s),
+                            _ => body.append_option(render(v)),
+                        }
                         body_type.append_option(v.value.as_ref().and_then(type_name));
                     }
                     None => {
