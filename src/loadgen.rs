@@ -494,6 +494,8 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
                     let channel =
                         tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))?
                             .tcp_nodelay(true)
+                            .initial_stream_window_size(Some(4 << 20))
+                            .initial_connection_window_size(Some(16 << 20))
                             .connect()
                             .await?;
                     grpc = Some(tonic::client::Grpc::new(channel));

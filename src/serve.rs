@@ -92,6 +92,10 @@ pub(crate) async fn run(config: Config) -> Result<()> {
 
     let grpc = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        // OTLP requests are large (hundreds of KiB); HTTP/2's 64 KiB default
+        // windows would split each into many flow-control round trips.
+        .initial_stream_window_size(Some(4 << 20))
+        .initial_connection_window_size(Some(16 << 20))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(OtlpGrpc::<Logs>::new(Arc::clone(&collector)))
         .add_service(OtlpGrpc::<Traces>::new(Arc::clone(&collector)))
