@@ -40,5 +40,7 @@ if [ -n "${HALF_RATE:-}" ]; then
   start; load --signal logs --protocol grpc --endpoint 127.0.0.1:24317 --rate "$HALF_RATE"; stop
 fi
 
-echo "== 2x overload: 16 connections against the default 256MiB budget (logs, gRPC)"
-start; load --signal logs --protocol grpc --endpoint 127.0.0.1:24317 --connections 16; stop
+if [ -n "${OVERLOAD_RATE:-}" ]; then
+  echo "== overload: $OVERLOAD_RATE records/s offered over 16 connections (logs, gRPC, default 256MiB budget)"
+  start; CONNECTIONS=16 load --signal logs --protocol grpc --endpoint 127.0.0.1:24317 --rate "$OVERLOAD_RATE"; stop
+fi
