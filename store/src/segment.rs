@@ -4,10 +4,8 @@ use std::fs::{self, File};
 use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, TimestampNanosecondArray};
-use datafusion::arrow::compute::{
-    self, SortColumn, concat_batches, lexsort_to_indices, take_record_batch,
-};
+use datafusion::arrow::array::{Array, RecordBatch, TimestampNanosecondArray};
+use datafusion::arrow::compute::{self, SortColumn, interleave_record_batch, lexsort_to_indices};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -51,22 +49,35 @@ pub(crate) fn write(
     max_lsn: u64,
 ) -> Result<SegmentMeta> {
     let schema = signal.schema();
-    let all = concat_batches(&schema, batches)?;
+    // Sort on the key columns only, then gather every column once with
+    // `interleave`, instead of concatenating all columns and copying them
+    // again in sorted order.
     let sort: Vec<SortColumn> = sort_columns(signal)
         .iter()
         .map(|c| -> Result<SortColumn> {
-            let values: ArrayRef = Arc::clone(
-                all.column_by_name(c)
-                    .ok_or_else(|| Error::Corrupt(format!("missing column {c}")))?,
-            );
-            Ok(SortColumn {
-                values,
-                options: None,
-            })
+            let idx = schema.index_of(c)?;
+            let parts: Vec<&dyn Array> = batches.iter().map(|b| b.column(idx).as_ref()).collect();
+            Ok(SortColumn { values: compute::concat(&parts)?, options: None })
         })
         .collect::<Result<_>>()?;
     let indices = lexsort_to_indices(&sort, None)?;
-    let sorted = take_record_batch(&all, &indices)?;
+    let mut starts = Vec::with_capacity(batches.len());
+    let mut total = 0usize;
+    for b in batches {
+        starts.push(total);
+        total += b.num_rows();
+    }
+    let pairs: Vec<(usize, usize)> = indices
+        .values()
+        .iter()
+        .map(|&i| {
+            let i = i as usize;
+            let batch = starts.partition_point(|&s| s <= i) - 1;
+            (batch, i - starts[batch])
+        })
+        .collect();
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    let sorted = if refs.is_empty() { RecordBatch::new_empty(Arc::clone(&schema)) } else { interleave_record_batch(&refs, &pairs)? };
 
     let (min_time, max_time) = time_range(&sorted, signal);
     let rel = format!(
