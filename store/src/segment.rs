@@ -57,7 +57,10 @@ pub(crate) fn write(
         .map(|c| -> Result<SortColumn> {
             let idx = schema.index_of(c)?;
             let parts: Vec<&dyn Array> = batches.iter().map(|b| b.column(idx).as_ref()).collect();
-            Ok(SortColumn { values: compute::concat(&parts)?, options: None })
+            Ok(SortColumn {
+                values: compute::concat(&parts)?,
+                options: None,
+            })
         })
         .collect::<Result<_>>()?;
     let indices = lexsort_to_indices(&sort, None)?;
@@ -77,7 +80,11 @@ pub(crate) fn write(
         })
         .collect();
     let refs: Vec<&RecordBatch> = batches.iter().collect();
-    let sorted = if refs.is_empty() { RecordBatch::new_empty(Arc::clone(&schema)) } else { interleave_record_batch(&refs, &pairs)? };
+    let sorted = if refs.is_empty() {
+        RecordBatch::new_empty(Arc::clone(&schema))
+    } else {
+        interleave_record_batch(&refs, &pairs)?
+    };
 
     let (min_time, max_time) = time_range(&sorted, signal);
     let rel = format!(
