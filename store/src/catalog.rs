@@ -17,6 +17,8 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SegmentMeta {
     pub signal: Signal,
+    /// The hour partition, `2024-05-01T13` (UTC); retention drops whole partitions.
+    pub partition: String,
     /// Path relative to the data directory.
     pub path: String,
     pub rows: u64,

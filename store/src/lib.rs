@@ -372,24 +372,24 @@ impl Drop for Store {
 /// Deletes segment files the catalog does not name: leftovers of a flush
 /// that crashed before its commit.
 fn remove_orphans(dir: &Path, catalog: &Catalog) -> Result<()> {
-    let known: std::collections::HashSet<&str> =
-        catalog.segments.iter().map(|s| s.path.as_str()).collect();
-    for signal in Signal::ALL {
-        let sdir = dir.join("segments").join(signal.table());
-        let Ok(entries) = std::fs::read_dir(&sdir) else {
-            continue;
+    let known: std::collections::HashSet<PathBuf> =
+        catalog.segments.iter().map(|s| dir.join(&s.path)).collect();
+    fn walk(path: &Path, known: &std::collections::HashSet<PathBuf>) -> Result<()> {
+        let Ok(entries) = std::fs::read_dir(path) else {
+            return Ok(());
         };
         for entry in entries.flatten() {
-            let name = entry.file_name();
-            let rel = format!("segments/{}/{}", signal.table(), name.to_string_lossy());
-            if !known.contains(rel.as_str()) {
-                tracing::info!(file = %rel, "removing uncommitted segment file");
-                std::fs::remove_file(entry.path())
-                    .map_err(|e| Error::io("removing", &entry.path(), e))?;
+            let p = entry.path();
+            if p.is_dir() {
+                walk(&p, known)?;
+            } else if !known.contains(&p) {
+                tracing::info!(file = %p.display(), "removing uncommitted segment file");
+                std::fs::remove_file(&p).map_err(|e| Error::io("removing", &p, e))?;
             }
         }
+        Ok(())
     }
-    Ok(())
+    walk(&dir.join("segments"), &known)
 }
 
 fn flush_loop(shared: Arc<Shared>, wal_tx: mpsc::Sender<Command>) {
@@ -447,30 +447,33 @@ fn flush_signal(shared: &Arc<Shared>, signal: Signal) -> Result<()> {
     };
     let started = Instant::now();
     let result = segment::write(&shared.config.data_dir, signal, &batches, min_lsn, max_lsn)
-        .and_then(|meta| {
+        .and_then(|metas| {
             let mut catalog = lock(&shared.catalog);
             let mut next = catalog.clone();
-            next.segments.push(meta.clone());
+            next.segments.extend(metas.iter().cloned());
             next.flushed_lsn[i] = max_lsn;
             if let Err(e) = next.store(&shared.config.data_dir) {
-                let _ = std::fs::remove_file(shared.config.data_dir.join(&meta.path));
+                for m in &metas {
+                    let _ = std::fs::remove_file(shared.config.data_dir.join(&m.path));
+                }
                 return Err(e);
             }
             *catalog = next;
-            Ok(meta)
+            Ok(metas)
         });
     let mut state = lock(&shared.state);
     let buf = &mut state.buffers[i];
     match result {
-        Ok(meta) => {
+        Ok(metas) => {
             buf.flushing.clear();
-            state.segments[i].push(Arc::new(meta));
+            let written = metas.len() as u64;
+            state.segments[i].extend(metas.into_iter().map(Arc::new));
             drop(state);
             shared.budget.release(bytes);
             shared
                 .metrics
                 .segments_written
-                .fetch_add(1, Ordering::Relaxed);
+                .fetch_add(written, Ordering::Relaxed);
             shared
                 .metrics
                 .flush_seconds
@@ -734,7 +737,7 @@ mod tests {
     #[test]
     fn orphaned_segment_files_are_removed_on_open() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let seg_dir = dir.path().join("segments/logs");
+        let seg_dir = dir.path().join("segments/logs/2023-11-14T22");
         std::fs::create_dir_all(&seg_dir).expect("mkdir");
         std::fs::write(
             seg_dir.join("00000000000000000001-00000000000000000009.parquet.tmp"),
@@ -744,5 +747,110 @@ mod tests {
         let store = Store::open(config(dir.path())).expect("open");
         assert!(std::fs::read_dir(&seg_dir).expect("dir").next().is_none());
         drop(store);
+    }
+}
+
+#[cfg(test)]
+mod partition_tests {
+    use super::*;
+    use datafusion::arrow::array::{Array, StringArray, TimestampNanosecondArray};
+
+    /// Logs with the given (service, time, body) rows.
+    fn rows(rows: &[(&str, i64, &str)]) -> RecordBatch {
+        use datafusion::arrow::array::new_null_array;
+        let schema = Signal::Logs.schema();
+        let n = rows.len();
+        let cols = schema
+            .fields()
+            .iter()
+            .map(|f| -> Arc<dyn Array> {
+                match f.name().as_str() {
+                    "body" => Arc::new(StringArray::from(
+                        rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+                    )),
+                    "service_name" => Arc::new(StringArray::from(
+                        rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+                    )),
+                    "timestamp" => Arc::new(
+                        TimestampNanosecondArray::from(
+                            rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+                        )
+                        .with_timezone("UTC"),
+                    ),
+                    "severity_number" => {
+                        Arc::new(datafusion::arrow::array::Int32Array::from(vec![9; n]))
+                    }
+                    _ if f.data_type() == &datafusion::arrow::datatypes::DataType::UInt32 => {
+                        Arc::new(datafusion::arrow::array::UInt32Array::from(vec![0u32; n]))
+                    }
+                    _ if !f.is_nullable() => {
+                        let mut b = datafusion::arrow::array::MapBuilder::new(
+                            None,
+                            datafusion::arrow::array::StringBuilder::new(),
+                            datafusion::arrow::array::StringBuilder::new(),
+                        );
+                        for _ in 0..n {
+                            b.append(true).expect("map row");
+                        }
+                        Arc::new(b.finish())
+                    }
+                    _ => new_null_array(f.data_type(), n),
+                }
+            })
+            .collect();
+        RecordBatch::try_new(schema, cols).expect("valid batch")
+    }
+
+    #[test]
+    fn a_flush_writes_one_sorted_segment_per_hour() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let h = segment::PARTITION_NS;
+        let base = 1_700_000_000_000_000_000i64 / h * h; // 2023-11-14T22:00Z
+        let a = rows(&[
+            ("web", base + h + 5, "w-h1-b"),
+            ("api", base + 3, "a-h0-b"),
+            ("web", base + 1, "w-h0"),
+        ]);
+        let b = rows(&[("api", base + 1, "a-h0-a"), ("web", base + h + 1, "w-h1-a")]);
+        let metas = segment::write(dir.path(), Signal::Logs, &[a, b], 1, 2).expect("write");
+        assert_eq!(metas.len(), 2);
+        assert_eq!(metas[0].partition, "2023-11-14T22");
+        assert_eq!(metas[1].partition, "2023-11-14T23");
+        assert_eq!((metas[0].rows, metas[1].rows), (3, 2));
+        assert_eq!((metas[0].min_time, metas[0].max_time), (base + 1, base + 3));
+        assert!(metas[0].path.starts_with("segments/logs/2023-11-14T22/"));
+        let read = |path: &str| -> Vec<String> {
+            let file = std::fs::File::open(dir.path().join(path)).expect("segment");
+            let reader =
+                datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                    file,
+                )
+                .expect("parquet")
+                .build()
+                .expect("reader");
+            reader
+                .flat_map(|b| {
+                    let b = b.expect("batch");
+                    let a = b
+                        .column_by_name("body")
+                        .expect("body")
+                        .as_any()
+                        .downcast_ref::<StringArray>()
+                        .expect("utf8")
+                        .clone();
+                    (0..a.len()).map(move |i| a.value(i).to_owned())
+                })
+                .collect()
+        };
+        // Sorted by service, then time, within each hour.
+        assert_eq!(read(&metas[0].path), vec!["a-h0-a", "a-h0-b", "w-h0"]);
+        assert_eq!(read(&metas[1].path), vec!["w-h1-a", "w-h1-b"]);
+    }
+
+    #[test]
+    fn partition_names() {
+        assert_eq!(segment::partition_name(0), "1970-01-01T00");
+        assert_eq!(segment::partition_name(-1), "1969-12-31T23");
+        assert_eq!(segment::partition_name(i64::MAX), "2262-04-11T23");
     }
 }

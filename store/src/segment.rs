@@ -4,7 +4,7 @@ use std::fs::{self, File};
 use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, RecordBatch, TimestampNanosecondArray};
+use datafusion::arrow::array::{Array, Int64Array, RecordBatch, TimestampNanosecondArray};
 use datafusion::arrow::compute::{self, SortColumn, interleave_record_batch, lexsort_to_indices};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
@@ -39,30 +39,61 @@ fn writer_properties(signal: Signal) -> Result<WriterProperties> {
     Ok(b.build())
 }
 
-/// Sorts and writes `batches` as `segments/<signal>/<min lsn>-<max lsn>.parquet`:
-/// temp name, fsync, rename, fsync dir. The caller commits it to the catalog.
+/// Length of a time partition: one hour, in nanoseconds.
+pub(crate) const PARTITION_NS: i64 = 3_600_000_000_000;
+
+/// The partition (hour) a time falls in, as a directory name: `2024-05-01T13`.
+pub(crate) fn partition_name(t: i64) -> String {
+    let hour = t.div_euclid(PARTITION_NS);
+    match datafusion::arrow::temporal_conversions::timestamp_s_to_datetime(hour * 3600) {
+        Some(dt) => dt.format("%Y-%m-%dT%H").to_string(),
+        None => format!("h{hour}"),
+    }
+}
+
+/// Sorts `batches` by hour partition and then the signal's access path, and
+/// writes one segment per hour as
+/// `segments/<signal>/<hour>/<min lsn>-<max lsn>.parquet` (temp name, fsync,
+/// rename, fsync dir). The caller commits them to the catalog together.
 pub(crate) fn write(
     data_dir: &Path,
     signal: Signal,
     batches: &[RecordBatch],
     min_lsn: u64,
     max_lsn: u64,
-) -> Result<SegmentMeta> {
+) -> Result<Vec<SegmentMeta>> {
     let schema = signal.schema();
+    let concat_column = |name: &str| -> Result<Arc<dyn Array>> {
+        let idx = schema.index_of(name)?;
+        let parts: Vec<&dyn Array> = batches.iter().map(|b| b.column(idx).as_ref()).collect();
+        Ok(compute::concat(&parts)?)
+    };
+    let times = concat_column(signal.time_column())?;
+    let times = times
+        .as_any()
+        .downcast_ref::<TimestampNanosecondArray>()
+        .ok_or_else(|| {
+            Error::Corrupt(format!(
+                "{} is not a nanosecond timestamp",
+                signal.time_column()
+            ))
+        })?;
+    let hours: Arc<dyn Array> = Arc::new(Int64Array::from_iter(
+        times.iter().map(|t| t.map(|t| t.div_euclid(PARTITION_NS))),
+    ));
     // Sort on the key columns only, then gather every column once with
     // `interleave`, instead of concatenating all columns and copying them
     // again in sorted order.
-    let sort: Vec<SortColumn> = sort_columns(signal)
-        .iter()
-        .map(|c| -> Result<SortColumn> {
-            let idx = schema.index_of(c)?;
-            let parts: Vec<&dyn Array> = batches.iter().map(|b| b.column(idx).as_ref()).collect();
-            Ok(SortColumn {
-                values: compute::concat(&parts)?,
-                options: None,
-            })
-        })
-        .collect::<Result<_>>()?;
+    let mut sort = vec![SortColumn {
+        values: Arc::clone(&hours),
+        options: None,
+    }];
+    for c in sort_columns(signal) {
+        sort.push(SortColumn {
+            values: concat_column(c)?,
+            options: None,
+        });
+    }
     let indices = lexsort_to_indices(&sort, None)?;
     let mut starts = Vec::with_capacity(batches.len());
     let mut total = 0usize;
@@ -70,25 +101,44 @@ pub(crate) fn write(
         starts.push(total);
         total += b.num_rows();
     }
-    let pairs: Vec<(usize, usize)> = indices
-        .values()
-        .iter()
-        .map(|&i| {
-            let i = i as usize;
-            let batch = starts.partition_point(|&s| s <= i) - 1;
-            (batch, i - starts[batch])
-        })
-        .collect();
+    let hours = hours
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .ok_or_else(|| Error::Corrupt("hours".into()))?;
+    // Runs of equal hour in sorted order: one segment each.
+    let mut runs: Vec<(i64, Vec<(usize, usize)>)> = Vec::new();
+    for &i in indices.values() {
+        let i = i as usize;
+        let hour = hours.value(i);
+        let batch = starts.partition_point(|&s| s <= i) - 1;
+        match runs.last_mut() {
+            Some((h, pairs)) if *h == hour => pairs.push((batch, i - starts[batch])),
+            _ => runs.push((hour, vec![(batch, i - starts[batch])])),
+        }
+    }
     let refs: Vec<&RecordBatch> = batches.iter().collect();
-    let sorted = if refs.is_empty() {
-        RecordBatch::new_empty(Arc::clone(&schema))
-    } else {
-        interleave_record_batch(&refs, &pairs)?
-    };
+    let mut metas = Vec::with_capacity(runs.len());
+    for (hour, pairs) in runs {
+        let sorted = interleave_record_batch(&refs, &pairs)?;
+        let partition = partition_name(hour.saturating_mul(PARTITION_NS));
+        metas.push(write_one(
+            data_dir, signal, &sorted, &partition, min_lsn, max_lsn,
+        )?);
+    }
+    Ok(metas)
+}
 
-    let (min_time, max_time) = time_range(&sorted, signal);
+fn write_one(
+    data_dir: &Path,
+    signal: Signal,
+    sorted: &RecordBatch,
+    partition: &str,
+    min_lsn: u64,
+    max_lsn: u64,
+) -> Result<SegmentMeta> {
+    let (min_time, max_time) = time_range(sorted, signal);
     let rel = format!(
-        "segments/{}/{min_lsn:020}-{max_lsn:020}.parquet",
+        "segments/{}/{partition}/{min_lsn:020}-{max_lsn:020}.parquet",
         signal.table()
     );
     let path = data_dir.join(&rel);
@@ -96,8 +146,8 @@ pub(crate) fn write(
     fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
     let tmp = path.with_extension("parquet.tmp");
     let file = File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
-    let mut writer = ArrowWriter::try_new(file, schema, Some(writer_properties(signal)?))?;
-    writer.write(&sorted)?;
+    let mut writer = ArrowWriter::try_new(file, signal.schema(), Some(writer_properties(signal)?))?;
+    writer.write(sorted)?;
     let file = writer.into_inner()?;
     file.sync_all().map_err(|e| Error::io("syncing", &tmp, e))?;
     let bytes = file
@@ -107,8 +157,13 @@ pub(crate) fn write(
     drop(file);
     fs::rename(&tmp, &path).map_err(|e| Error::io("renaming", &path, e))?;
     crate::fsutil::sync_dir(&dir)?;
+    // A new partition directory must itself be durable in its parent.
+    if let Some(parent) = dir.parent() {
+        crate::fsutil::sync_dir(parent)?;
+    }
     Ok(SegmentMeta {
         signal,
+        partition: partition.to_owned(),
         path: rel,
         rows: sorted.num_rows() as u64,
         bytes,
