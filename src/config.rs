@@ -48,6 +48,15 @@ pub(crate) struct ServeArgs {
     /// Memory all running SQL queries may use together [default: 512MiB].
     #[arg(long, env = "LUMEN_SQL_MEMORY", value_name = "SIZE")]
     pub(crate) sql_memory: Option<String>,
+    /// Keep logs this long, e.g. `7d`; whole hours are dropped once older [default: forever].
+    #[arg(long, env = "LUMEN_RETENTION_LOGS", value_name = "DURATION")]
+    pub(crate) retention_logs: Option<String>,
+    /// Keep spans this long [default: forever].
+    #[arg(long, env = "LUMEN_RETENTION_SPANS", value_name = "DURATION")]
+    pub(crate) retention_spans: Option<String>,
+    /// Keep metrics this long [default: forever].
+    #[arg(long, env = "LUMEN_RETENTION_METRICS", value_name = "DURATION")]
+    pub(crate) retention_metrics: Option<String>,
     /// Log filter, in `RUST_LOG` syntax [default: info].
     #[arg(long, env = "LUMEN_LOG", value_name = "FILTER")]
     pub(crate) log: Option<String>,
@@ -68,6 +77,9 @@ pub(crate) struct FileConfig {
     pub(crate) sql_timeout: Option<String>,
     pub(crate) sql_max_rows: Option<usize>,
     pub(crate) sql_memory: Option<String>,
+    pub(crate) retention_logs: Option<String>,
+    pub(crate) retention_spans: Option<String>,
+    pub(crate) retention_metrics: Option<String>,
     pub(crate) log: Option<String>,
 }
 
@@ -85,6 +97,8 @@ pub(crate) struct Config {
     pub(crate) sql_timeout: Duration,
     pub(crate) sql_max_rows: usize,
     pub(crate) sql_memory: usize,
+    /// Logs, spans, metrics (by `Signal::index`); `None` keeps forever.
+    pub(crate) retention: [Option<Duration>; 3],
     pub(crate) log: String,
 }
 
@@ -124,6 +138,20 @@ impl Config {
             sql_timeout: dur("sql-timeout", pick!(sql_timeout, "30s"))?,
             sql_max_rows: args.sql_max_rows.or(file.sql_max_rows).unwrap_or(10_000),
             sql_memory: size("sql-memory", pick!(sql_memory, "512MiB"))?,
+            retention: [
+                args.retention_logs
+                    .or(file.retention_logs)
+                    .map(|v| dur("retention-logs", v))
+                    .transpose()?,
+                args.retention_spans
+                    .or(file.retention_spans)
+                    .map(|v| dur("retention-spans", v))
+                    .transpose()?,
+                args.retention_metrics
+                    .or(file.retention_metrics)
+                    .map(|v| dur("retention-metrics", v))
+                    .transpose()?,
+            ],
             log: pick!(log, "info"),
         };
         if config.memory_budget < 4 << 20 {

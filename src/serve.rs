@@ -51,6 +51,7 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         memory_budget: config.memory_budget,
         flush_bytes: config.flush_size,
         flush_interval: config.flush_interval,
+        retention: config.retention,
         ..StoreConfig::new(&data_dir)
     };
     let store = tokio::task::spawn_blocking(move || Store::open(store_config))

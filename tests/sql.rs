@@ -80,3 +80,40 @@ fn time_filters_prune_segments_without_changing_answers() {
         vec![json!({"body": "fresh"}), json!({"body": "h2-4"})]
     );
 }
+
+#[test]
+fn retention_drops_expired_hours_and_their_files() {
+    let server = TestServer::start_with(&["--flush-interval", "1s", "--retention-logs", "2h"]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let hour = 3_600_000_000_000u64;
+    post_logs(&server, "five hours ago", now - 5 * hour);
+    post_logs(&server, "just now", now);
+    // The old hour is flushed, then dropped; the fresh record stays.
+    assert!(
+        server.eventually(Duration::from_secs(30), || {
+            server.sql_rows("SELECT body FROM logs") == vec![json!({"body": "just now"})]
+        }),
+        "{:?}",
+        server.sql_rows("SELECT body FROM logs")
+    );
+    // Its files are gone from disk too, and the catalog no longer names them.
+    let old_partition = {
+        let secs = (now - 5 * hour) / 1_000_000_000;
+        let out = std::process::Command::new("date")
+            .args(["-u", "-d", &format!("@{secs}"), "+%Y-%m-%dT%H"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let dir = server.data_dir().join("segments/logs").join(&old_partition);
+    assert!(
+        server.eventually(Duration::from_secs(10), || !dir.exists()),
+        "{} still exists",
+        dir.display()
+    );
+    let catalog = std::fs::read_to_string(server.data_dir().join("catalog.json")).unwrap();
+    assert!(!catalog.contains(&old_partition), "{catalog}");
+}

@@ -171,7 +171,10 @@ impl TableProvider for SignalTable {
                 .segments
                 .iter()
                 .map(|s| {
+                    // The plan holds the segment, so retention or compaction
+                    // cannot delete its file while this query may read it.
                     PartitionedFile::new(dir.join(&s.path).to_string_lossy().into_owned(), s.bytes)
+                        .with_extension(Arc::clone(s))
                 })
                 .collect();
             let n = target.max(1).min(files.len());

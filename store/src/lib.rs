@@ -83,6 +83,9 @@ pub struct StoreConfig {
     pub flush_interval: Duration,
     /// Start a new WAL file past this size.
     pub wal_file_bytes: u64,
+    /// How long each signal's data is kept (by `Signal::index`); `None` keeps it forever.
+    /// Whole hour partitions are dropped once their end is older than this.
+    pub retention: [Option<Duration>; 3],
 }
 
 impl StoreConfig {
@@ -93,6 +96,7 @@ impl StoreConfig {
             flush_bytes: 48 << 20,
             flush_interval: Duration::from_secs(30),
             wal_file_bytes: 64 << 20,
+            retention: [None; 3],
         }
     }
 }
@@ -130,6 +134,9 @@ struct Shared {
     catalog: Mutex<Catalog>,
     /// Closed WAL files, oldest first, waiting to be trimmed.
     wal_files: Mutex<Vec<WalFile>>,
+    /// Segments removed from the catalog whose files may still be read by a
+    /// running query; deleted once nothing else holds them.
+    graveyard: Mutex<Vec<Arc<SegmentMeta>>>,
     stop: AtomicBool,
     wake: Condvar,
     wake_lock: Mutex<()>,
@@ -215,6 +222,7 @@ impl Store {
             metrics: Metrics::default(),
             catalog: Mutex::new(catalog),
             wal_files: Mutex::new(files),
+            graveyard: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
             wake: Condvar::new(),
             wake_lock: Mutex::new(()),
@@ -399,6 +407,10 @@ fn flush_loop(shared: Arc<Shared>, wal_tx: mpsc::Sender<Command>) {
             let guard = lock(&shared.wake_lock);
             let _ = shared.wake.wait_timeout(guard, tick);
         }
+        if let Err(e) = apply_retention(&shared) {
+            tracing::error!(error = %e, "retention failed; will retry");
+        }
+        sweep_graveyard(&shared);
         let due: Vec<Signal> = {
             let state = lock(&shared.state);
             let pressure = shared.budget.pressure() > 0.5;
@@ -427,6 +439,76 @@ fn flush_loop(shared: Arc<Shared>, wal_tx: mpsc::Sender<Command>) {
         }
         let _ = wal_tx.send(Command::Rotate);
     }
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// Drops every segment of a partition that ended before its signal's
+/// retention: one catalog commit, then the files go to the graveyard.
+fn apply_retention(shared: &Shared) -> Result<()> {
+    let now = now_ns();
+    let expired = |s: &SegmentMeta| {
+        shared.config.retention[s.signal.index()].is_some_and(|r| {
+            let cutoff = now.saturating_sub(i64::try_from(r.as_nanos()).unwrap_or(i64::MAX));
+            let partition_end = s
+                .min_time
+                .div_euclid(segment::PARTITION_NS)
+                .saturating_add(1)
+                .saturating_mul(segment::PARTITION_NS);
+            partition_end <= cutoff
+        })
+    };
+    let mut catalog = lock(&shared.catalog);
+    if !catalog.segments.iter().any(|s| expired(s)) {
+        return Ok(());
+    }
+    let mut next = catalog.clone();
+    next.segments.retain(|s| !expired(s));
+    next.store(&shared.config.data_dir)?;
+    let dropped = catalog.segments.len() - next.segments.len();
+    *catalog = next;
+    drop(catalog);
+    let mut state = lock(&shared.state);
+    let mut removed = Vec::new();
+    for list in state.segments.iter_mut() {
+        let (gone, kept): (Vec<_>, Vec<_>) =
+            std::mem::take(list).into_iter().partition(|s| expired(s));
+        *list = kept;
+        removed.extend(gone);
+    }
+    drop(state);
+    tracing::info!(segments = dropped, "retention dropped expired partitions");
+    lock(&shared.graveyard).extend(removed);
+    Ok(())
+}
+
+/// Deletes files of dropped segments that no query holds any more.
+fn sweep_graveyard(shared: &Shared) {
+    let mut graveyard = lock(&shared.graveyard);
+    graveyard.retain(|seg| {
+        if Arc::strong_count(seg) > 1 {
+            return true;
+        }
+        let path = shared.config.data_dir.join(&seg.path);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                // Remove the partition directory once it is empty (fails harmlessly otherwise).
+                if let Some(dir) = path.parent() {
+                    let _ = std::fs::remove_dir(dir);
+                }
+                false
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "could not delete a dropped segment");
+                true
+            }
+        }
+    });
 }
 
 /// Writes one signal's buffer as a segment and commits it.
