@@ -10,8 +10,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lumen-target}"
 export CARGO_TERM_COLOR=never
 
 VENV="${LUMEN_VENV:-$HOME/.cache/lumen-venv}"
-PY_REQS="opentelemetry-sdk==1.45.* opentelemetry-exporter-otlp-proto-grpc==1.45.* opentelemetry-exporter-otlp-proto-http==1.45.* pytest==8.*"
-if [ ! -x "$VENV/bin/pytest" ] || ! "$VENV/bin/python" -c "import opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http" 2>/dev/null; then
+PY_REQS="opentelemetry-sdk==1.45.* opentelemetry-exporter-otlp-proto-grpc==1.45.* opentelemetry-exporter-otlp-proto-http==1.45.* pytest==8.* duckdb==1.* pyarrow>=15"
+if [ ! -x "$VENV/bin/pytest" ] || ! "$VENV/bin/python" -c "import opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http, duckdb, pyarrow" 2>/dev/null; then
   echo "== setting up the Python virtualenv in $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --upgrade pip
