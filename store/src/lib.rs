@@ -9,6 +9,7 @@
 
 pub mod budget;
 pub mod catalog;
+pub mod compact;
 mod fsutil;
 pub mod metrics;
 pub mod schema;
@@ -86,6 +87,7 @@ pub struct StoreConfig {
     /// How long each signal's data is kept (by `Signal::index`); `None` keeps it forever.
     /// Whole hour partitions are dropped once their end is older than this.
     pub retention: [Option<Duration>; 3],
+    pub compaction: compact::CompactionConfig,
 }
 
 impl StoreConfig {
@@ -97,6 +99,7 @@ impl StoreConfig {
             flush_interval: Duration::from_secs(30),
             wal_file_bytes: 64 << 20,
             retention: [None; 3],
+            compaction: compact::CompactionConfig::default(),
         }
     }
 }
@@ -126,7 +129,7 @@ struct State {
 }
 
 /// What the WAL thread, the flusher and the handle share.
-struct Shared {
+pub(crate) struct Shared {
     config: StoreConfig,
     state: Mutex<State>,
     budget: Arc<Budget>,
@@ -142,7 +145,7 @@ struct Shared {
     wake_lock: Mutex<()>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a lock must not wedge the whole store.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -176,6 +179,7 @@ pub struct Store {
     wal_tx: Mutex<Option<mpsc::Sender<Command>>>,
     wal_thread: Mutex<Option<JoinHandle<()>>>,
     flusher: Mutex<Option<JoinHandle<()>>>,
+    compactor: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Store {
@@ -241,7 +245,14 @@ impl Store {
             wal_tx: Mutex::new(Some(tx.clone())),
             wal_thread: Mutex::new(Some(wal_thread)),
             flusher: Mutex::new(None),
+            compactor: Mutex::new(None),
         });
+        let for_compactor = Arc::clone(&shared);
+        let compactor = std::thread::Builder::new()
+            .name("lumen-compact".into())
+            .spawn(move || compact::run(for_compactor))
+            .map_err(|e| Error::io("spawning compaction thread", &dir, e))?;
+        *lock(&store.compactor) = Some(compactor);
         let flusher = std::thread::Builder::new()
             .name("lumen-flush".into())
             .spawn(move || flush_loop(shared, tx))
@@ -357,6 +368,9 @@ impl Store {
         self.shared.stop.store(true, Ordering::SeqCst);
         self.shared.wake.notify_all();
         if let Some(h) = lock(&self.flusher).take() {
+            let _ = h.join();
+        }
+        if let Some(h) = lock(&self.compactor).take() {
             let _ = h.join();
         }
         let result = self.flush_all();
@@ -487,7 +501,7 @@ fn apply_retention(shared: &Shared) -> Result<()> {
 }
 
 /// Deletes files of dropped segments that no query holds any more.
-fn sweep_graveyard(shared: &Shared) {
+pub(crate) fn sweep_graveyard(shared: &Shared) {
     let mut graveyard = lock(&shared.graveyard);
     graveyard.retain(|seg| {
         if Arc::strong_count(seg) > 1 {
@@ -838,7 +852,7 @@ mod partition_tests {
     use datafusion::arrow::array::{Array, StringArray, TimestampNanosecondArray};
 
     /// Logs with the given (service, time, body) rows.
-    fn rows(rows: &[(&str, i64, &str)]) -> RecordBatch {
+    pub(super) fn rows(rows: &[(&str, i64, &str)]) -> RecordBatch {
         use datafusion::arrow::array::new_null_array;
         let schema = Signal::Logs.schema();
         let n = rows.len();
@@ -934,5 +948,89 @@ mod partition_tests {
         assert_eq!(segment::partition_name(0), "1970-01-01T00");
         assert_eq!(segment::partition_name(-1), "1969-12-31T23");
         assert_eq!(segment::partition_name(i64::MAX), "2262-04-11T23");
+    }
+}
+
+#[cfg(test)]
+mod compaction_tests {
+    use super::*;
+
+    #[test]
+    fn compaction_merges_a_partition_and_defers_deleting_inputs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = StoreConfig {
+            flush_interval: Duration::from_secs(3600),
+            ..StoreConfig::new(dir.path())
+        };
+        // Keep the background compactor out of the way; this test drives it.
+        cfg.compaction.min_inputs = usize::MAX;
+        let store = Store::open(cfg).expect("open");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        let base = 1_700_000_000_000_000_000i64;
+        for i in 0..5i64 {
+            let body = format!("b{i}");
+            let svc = if i % 2 == 0 { "web" } else { "api" };
+            let batch = partition_tests::rows(&[(svc, base + 10 - i, body.as_str())]);
+            rt.block_on(store.append(Signal::Logs, batch))
+                .expect("append");
+            store.flush_all().expect("flush");
+        }
+        let before = store.snapshot(Signal::Logs).segments;
+        assert_eq!(before.len(), 5);
+        let group = compact::pick(
+            &before,
+            &compact::CompactionConfig {
+                min_inputs: 4,
+                ..Default::default()
+            },
+        )
+        .expect("a group");
+        assert_eq!(group.len(), 5);
+        compact::merge(&store.shared, Signal::Logs, &group).expect("merge");
+        let after = store.snapshot(Signal::Logs).segments;
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].rows, 5);
+        assert_eq!(
+            (after[0].min_lsn, after[0].max_lsn),
+            (
+                before.iter().map(|s| s.min_lsn).min().unwrap_or(0),
+                before.iter().map(|s| s.max_lsn).max().unwrap_or(0)
+            )
+        );
+        // A query that planned on the old segments still holds them: nothing is deleted yet.
+        sweep_graveyard(&store.shared);
+        assert!(
+            before
+                .iter()
+                .all(|s| store.data_dir().join(&s.path).exists())
+        );
+        drop(group);
+        drop(before);
+        sweep_graveyard(&store.shared);
+        let files: Vec<_> = walk(&store.data_dir().join("segments"));
+        assert_eq!(files.len(), 1, "{files:?}");
+        // The catalog survives a restart with the merged segment only, and the data is whole.
+        drop(after);
+        store.close().expect("close");
+        let store = Store::open(StoreConfig::new(dir.path())).expect("reopen");
+        let segs = store.snapshot(Signal::Logs).segments;
+        assert_eq!(segs.len(), 1);
+        assert_eq!(segs[0].rows, 5);
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
     }
 }

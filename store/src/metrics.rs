@@ -67,6 +67,7 @@ pub struct Metrics {
     pub wal_fsync_seconds: Histogram,
     pub wal_bytes: AtomicU64,
     pub segments_written: AtomicU64,
+    pub compactions: AtomicU64,
     pub flush_seconds: Histogram,
     pub query_seconds: Histogram,
     pub queries_failed: AtomicU64,
@@ -82,6 +83,7 @@ impl Default for Metrics {
             wal_fsync_seconds: Histogram::new(LATENCY_BOUNDS),
             wal_bytes: AtomicU64::new(0),
             segments_written: AtomicU64::new(0),
+            compactions: AtomicU64::new(0),
             flush_seconds: Histogram::new(LATENCY_BOUNDS),
             query_seconds: Histogram::new(LATENCY_BOUNDS),
             queries_failed: AtomicU64::new(0),
@@ -142,6 +144,11 @@ impl Metrics {
             out,
             "# HELP lumen_segments_written_total Parquet segments written.\n# TYPE lumen_segments_written_total counter\nlumen_segments_written_total {}",
             self.segments_written.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP lumen_compactions_total Merges of small segments into larger ones.\n# TYPE lumen_compactions_total counter\nlumen_compactions_total {}",
+            self.compactions.load(Ordering::Relaxed)
         );
         self.flush_seconds.render(
             &mut out,
