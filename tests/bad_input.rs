@@ -442,13 +442,7 @@ fn bad_http_inputs_get_clear_errors_and_spare_good_data() {
             json!({"body": "before-bad-input"})
         ]
     );
-    let metrics = server
-        .client()
-        .get(server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = server.metrics_text();
     assert!(
         metrics.contains("lumen_requests_invalid_total{signal=\"logs\"}"),
         "{metrics}"

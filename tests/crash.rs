@@ -156,6 +156,22 @@ fn sigkill_under_ingest_loses_and_duplicates_nothing_acknowledged() {
         acked.lock().unwrap().len() > 1000,
         "the test should have acknowledged plenty of records"
     );
+    // The many small segments get compacted; the answer stays exactly the same.
+    assert!(
+        server.eventually(Duration::from_secs(60), || server
+            .metric("lumen_compactions_total")
+            > 0.0),
+        "no compaction happened"
+    );
+    let n = server.sql_rows(
+        "SELECT count(*) AS n, count(DISTINCT body) AS d FROM logs WHERE service_name = 'crash'",
+    );
+    assert_eq!(n[0]["n"], n[0]["d"], "duplicates after compaction");
+    let expected = acked.lock().unwrap().len() as i64;
+    assert!(
+        n[0]["n"].as_i64().unwrap() >= expected,
+        "records lost in compaction: {n:?} < {expected}"
+    );
     // A clean shutdown exits 0.
     assert_eq!(server.terminate(), Some(0));
 }

@@ -180,13 +180,7 @@ fn over_the_memory_budget_ingest_is_refused_with_retryable_codes() {
         client.export(ok).await.unwrap();
     });
     assert_eq!(server.count("logs"), 1);
-    let metrics = server
-        .client()
-        .get(server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = server.metrics_text();
     assert!(
         metrics.contains("lumen_requests_refused_total{signal=\"logs\"} 2"),
         "{metrics}"

@@ -21,21 +21,6 @@ fn post_logs(server: &TestServer, body: &str, time_ns: u64) {
     assert_eq!(r.status().as_u16(), 200);
 }
 
-fn segments(server: &TestServer) -> f64 {
-    let text = server
-        .client()
-        .get(server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("lumen_segments "))
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn time_filters_prune_segments_without_changing_answers() {
     let server = TestServer::start_with(&["--flush-interval", "1s"]);
@@ -48,7 +33,8 @@ fn time_filters_prune_segments_without_changing_answers() {
         }
         let want = (h + 1) as f64;
         assert!(
-            server.eventually(Duration::from_secs(20), || segments(&server) >= want),
+            server.eventually(Duration::from_secs(20), || server.metric("lumen_segments")
+                >= want),
             "flush {h} did not happen"
         );
     }

@@ -617,46 +617,8 @@ mod tests {
 
     /// A logs batch whose bodies are `bodies`, every other column defaulted.
     fn logs(bodies: &[&str]) -> RecordBatch {
-        use datafusion::arrow::array::new_null_array;
-        let schema = Signal::Logs.schema();
-        let n = bodies.len();
-        let cols = schema
-            .fields()
-            .iter()
-            .map(|f| -> Arc<dyn Array> {
-                match f.name().as_str() {
-                    "body" => Arc::new(StringArray::from(bodies.to_vec())),
-                    "service_name" => Arc::new(StringArray::from(vec!["svc"; n])),
-                    "timestamp" => Arc::new(
-                        datafusion::arrow::array::TimestampNanosecondArray::from(vec![1i64; n])
-                            .with_timezone("UTC"),
-                    ),
-                    "severity_number" => {
-                        Arc::new(datafusion::arrow::array::Int32Array::from(vec![9; n]))
-                    }
-                    "flags"
-                    | "dropped_attributes_count"
-                    | "resource_dropped_attributes_count"
-                    | "scope_dropped_attributes_count" => {
-                        Arc::new(datafusion::arrow::array::UInt32Array::from(vec![0u32; n]))
-                    }
-                    _ if !f.is_nullable() => {
-                        // Non-null maps: empty map per row.
-                        let mut b = datafusion::arrow::array::MapBuilder::new(
-                            None,
-                            datafusion::arrow::array::StringBuilder::new(),
-                            datafusion::arrow::array::StringBuilder::new(),
-                        );
-                        for _ in 0..n {
-                            b.append(true).expect("map row");
-                        }
-                        Arc::new(b.finish())
-                    }
-                    _ => new_null_array(f.data_type(), n),
-                }
-            })
-            .collect();
-        RecordBatch::try_new(schema, cols).expect("valid batch")
+        let rows: Vec<(&str, i64, &str)> = bodies.iter().map(|b| ("svc", 1, *b)).collect();
+        crate::partition_tests::rows(&rows)
     }
 
     fn bodies(store: &Store) -> Vec<String> {

@@ -159,6 +159,26 @@ impl TestServer {
         check()
     }
 
+    /// Lumen's own metrics, as Prometheus text.
+    pub fn metrics_text(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    }
+
+    /// The value of one unlabelled metric line, e.g. `lumen_segments`.
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = self.metrics_text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
+            .parse()
+            .unwrap()
+    }
+
     pub fn healthy(&self) -> bool {
         self.http
             .get(self.url("/health"))
