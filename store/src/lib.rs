@@ -612,7 +612,6 @@ fn trim_wal(shared: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{Array, StringArray};
     use std::io::Write as _;
 
     /// A logs batch whose bodies are `bodies`, every other column defaulted.
@@ -622,41 +621,11 @@ mod tests {
     }
 
     fn bodies(store: &Store) -> Vec<String> {
+        use crate::partition_tests::{batch_bodies, segment_bodies};
         let snap = store.snapshot(Signal::Logs);
-        let mut out: Vec<String> = snap
-            .batches
-            .iter()
-            .flat_map(|b| {
-                let a = b
-                    .column_by_name("body")
-                    .expect("body")
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .expect("utf8")
-                    .clone();
-                (0..a.len()).map(move |i| a.value(i).to_owned())
-            })
-            .collect();
+        let mut out: Vec<String> = snap.batches.iter().flat_map(batch_bodies).collect();
         for seg in &snap.segments {
-            let file = std::fs::File::open(store.data_dir().join(&seg.path)).expect("segment");
-            let reader =
-                datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-                    file,
-                )
-                .expect("parquet")
-                .build()
-                .expect("reader");
-            for b in reader {
-                let b = b.expect("batch");
-                let a = b
-                    .column_by_name("body")
-                    .expect("body")
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .expect("utf8")
-                    .clone();
-                out.extend((0..a.len()).map(|i| a.value(i).to_owned()));
-            }
+            out.extend(segment_bodies(&store.data_dir().join(&seg.path)));
         }
         out.sort();
         out
@@ -859,6 +828,28 @@ mod partition_tests {
         RecordBatch::try_new(schema, cols).expect("valid batch")
     }
 
+    /// The `body` column of a logs batch.
+    pub(super) fn batch_bodies(b: &RecordBatch) -> Vec<String> {
+        let a = b
+            .column_by_name("body")
+            .expect("body")
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("utf8");
+        (0..a.len()).map(|i| a.value(i).to_owned()).collect()
+    }
+
+    /// The `body` column of a logs segment file, in file order.
+    pub(super) fn segment_bodies(path: &Path) -> Vec<String> {
+        let file = std::fs::File::open(path).expect("segment");
+        datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .expect("parquet")
+            .build()
+            .expect("reader")
+            .flat_map(|b| batch_bodies(&b.expect("batch")))
+            .collect()
+    }
+
     #[test]
     fn a_flush_writes_one_sorted_segment_per_hour() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -877,29 +868,7 @@ mod partition_tests {
         assert_eq!((metas[0].rows, metas[1].rows), (3, 2));
         assert_eq!((metas[0].min_time, metas[0].max_time), (base + 1, base + 3));
         assert!(metas[0].path.starts_with("segments/logs/2023-11-14T22/"));
-        let read = |path: &str| -> Vec<String> {
-            let file = std::fs::File::open(dir.path().join(path)).expect("segment");
-            let reader =
-                datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-                    file,
-                )
-                .expect("parquet")
-                .build()
-                .expect("reader");
-            reader
-                .flat_map(|b| {
-                    let b = b.expect("batch");
-                    let a = b
-                        .column_by_name("body")
-                        .expect("body")
-                        .as_any()
-                        .downcast_ref::<StringArray>()
-                        .expect("utf8")
-                        .clone();
-                    (0..a.len()).map(move |i| a.value(i).to_owned())
-                })
-                .collect()
-        };
+        let read = |path: &str| segment_bodies(&dir.path().join(path));
         // Sorted by service, then time, within each hour.
         assert_eq!(read(&metas[0].path), vec!["a-h0-a", "a-h0-b", "w-h0"]);
         assert_eq!(read(&metas[1].path), vec!["w-h1-a", "w-h1-b"]);

@@ -3,17 +3,13 @@ are and count the same rows that Lumen's SQL counts."""
 
 import glob
 import json
-import os
-import subprocess
 import tempfile
 import time
 import urllib.request
 
 import duckdb
+import lumen_server
 import pyarrow.parquet as pq
-
-LUMEN_BIN = os.environ.get("LUMEN_BIN", "target/debug/lumen")
-
 
 def post(url, payload):
     req = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"content-type": "application/json"})
@@ -23,15 +19,7 @@ def post(url, payload):
 
 def test_duckdb_and_pyarrow_read_segments():
     data = tempfile.mkdtemp(prefix="lumen-parquet-")
-    proc = subprocess.Popen(
-        [LUMEN_BIN, "serve", "--data-dir", data, "--otlp-grpc-addr", "127.0.0.1:0",
-         "--otlp-http-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "LUMEN_LOG": "warn"})
-    line = ""
-    for line in proc.stdout:
-        if line.startswith("lumen ready"):
-            break
-    addrs = dict(p.split("=", 1) for p in line.split()[2:])
+    proc, addrs = lumen_server.start(data)
     now = time.time_ns()
     hour = 3_600_000_000_000
     records = [{"timeUnixNano": str(now - (i % 3) * hour - i), "severityNumber": 9,

@@ -2,11 +2,10 @@
 `lumen serve` over gRPC and HTTP/protobuf; the records are read back via SQL."""
 
 import json
-import os
-import subprocess
 import tempfile
 import urllib.request
 
+import lumen_server
 import pytest
 from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
@@ -19,22 +18,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-LUMEN_BIN = os.environ.get("LUMEN_BIN", "target/debug/lumen")
-
-
 @pytest.fixture(scope="module")
 def lumen():
-    data = tempfile.mkdtemp(prefix="lumen-py-")
-    proc = subprocess.Popen(
-        [LUMEN_BIN, "serve", "--data-dir", data, "--otlp-grpc-addr", "127.0.0.1:0",
-         "--otlp-http-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "LUMEN_LOG": "warn"})
-    line = ""
-    for line in proc.stdout:
-        if line.startswith("lumen ready"):
-            break
-    assert line.startswith("lumen ready"), "lumen did not start"
-    addrs = dict(p.split("=", 1) for p in line.split()[2:])
+    proc, addrs = lumen_server.start(tempfile.mkdtemp(prefix="lumen-py-"))
     yield addrs
     proc.terminate()
     assert proc.wait(timeout=30) == 0
