@@ -485,6 +485,7 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
         let endpoint = args.endpoint.clone();
         let batch_size = args.batch_size as u64;
         let protocol = args.protocol;
+        let connections = args.connections;
         workers.push(tokio::spawn(async move {
             let mut latencies: Vec<u64> = Vec::with_capacity(1 << 16);
             let mut grpc = None;
@@ -510,7 +511,10 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
             }
             let url = format!("http://{endpoint}{path}");
             let mut i = w;
-            let mut next = Instant::now();
+            // Independent clients are not synchronised: spread the connections'
+            // send times evenly over one interval instead of bursting together.
+            let mut next = Instant::now()
+                + interval.map_or(Duration::ZERO, |iv| iv * w as u32 / connections as u32);
             while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                 if let Some(iv) = interval {
                     let now = Instant::now();

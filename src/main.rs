@@ -8,6 +8,11 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+// glibc malloc spent ~18% of ingest CPU (prost allocates every string and
+// attribute; consolidation under two-thread churn); mimalloc halves that.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Lumen: an OpenTelemetry store in one binary. OTLP in (gRPC :4317, HTTP :4318);
 /// SQL, search, Jaeger and Prometheus APIs and a dashboard out (:7070).
 #[derive(Parser)]

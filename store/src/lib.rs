@@ -82,7 +82,7 @@ pub struct StoreConfig {
     pub flush_bytes: usize,
     /// Flush a non-empty buffer at least this often.
     pub flush_interval: Duration,
-    /// Start a new WAL file past this size.
+    /// Size WAL files are preallocated to; a new one is started past it.
     pub wal_file_bytes: u64,
     /// How long each signal's data is kept (by `Signal::index`); `None` keeps it forever.
     /// Whole hour partitions are dropped once their end is older than this.
@@ -97,7 +97,7 @@ impl StoreConfig {
             memory_budget: 256 << 20,
             flush_bytes: 48 << 20,
             flush_interval: Duration::from_secs(30),
-            wal_file_bytes: 64 << 20,
+            wal_file_bytes: 16 << 20,
             retention: [None; 3],
             compaction: compact::CompactionConfig::default(),
         }
@@ -197,7 +197,11 @@ impl Store {
         let flushed = catalog.flushed_lsn;
         let mut replayed = 0usize;
         let wal_dir = dir.join("wal");
-        let (files, next_lsn) = wal::replay(&wal_dir, |r| {
+        let wal::Replay {
+            files,
+            next_lsn,
+            next_seq,
+        } = wal::replay(&wal_dir, |r| {
             if r.lsn <= flushed[r.signal.index()] {
                 return;
             }
@@ -233,7 +237,7 @@ impl Store {
         });
         trim_wal(&shared);
 
-        let writer = wal::Writer::create(&wal_dir, next_lsn, config.wal_file_bytes)?;
+        let writer = wal::Writer::create(&wal_dir, next_lsn, next_seq, config.wal_file_bytes)?;
         let (tx, rx) = mpsc::channel();
         let sink: Box<dyn wal::Sink> = Box::new(Arc::clone(&shared));
         let wal_thread = std::thread::Builder::new()
@@ -612,7 +616,6 @@ fn trim_wal(shared: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write as _;
 
     /// A logs batch whose bodies are `bodies`, every other column defaulted.
     fn logs(bodies: &[&str]) -> RecordBatch {
@@ -634,6 +637,7 @@ mod tests {
     fn config(dir: &Path) -> StoreConfig {
         StoreConfig {
             flush_interval: Duration::from_secs(3600),
+            wal_file_bytes: 1 << 20,
             ..StoreConfig::new(dir)
         }
     }
@@ -698,14 +702,27 @@ mod tests {
             .map(|e| e.expect("entry").path())
             .collect();
         files.sort();
-        let last = files.last().expect("a WAL file").clone();
-        // A torn write: half a header at the end.
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&last)
-            .expect("open")
-            .write_all(&[9, 0, 0])
-            .expect("write");
+        // Files are zero-filled past their frames: find the end of the data.
+        let data_end = |bytes: &[u8]| {
+            let mut at = 0;
+            while at + 4 <= bytes.len() && bytes[at..at + 4] != [0; 4] {
+                let len =
+                    u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+                at += 17 + len as usize;
+            }
+            at
+        };
+        let last = files
+            .iter()
+            .rev()
+            .find(|p| data_end(&std::fs::read(p).expect("read")) > 0)
+            .expect("data file")
+            .clone();
+        // A torn write: the start of a header after the last frame.
+        let mut bytes = std::fs::read(&last).expect("read");
+        let end = data_end(&bytes);
+        bytes[end..end + 3].copy_from_slice(&[9, 0, 0]);
+        std::fs::write(&last, &bytes).expect("write");
         {
             let store = Store::open(config(dir.path())).expect("reopen with torn tail");
             assert_eq!(bodies(&store), vec!["one", "two"]);
@@ -719,15 +736,42 @@ mod tests {
         let with_data = files
             .iter()
             .rev()
-            .find(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) > 0)
+            .find(|p| data_end(&std::fs::read(p).expect("read")) > 0)
             .expect("data file")
             .clone();
         let mut bytes = std::fs::read(&with_data).expect("read");
-        let at = bytes.len() - 10;
+        let at = data_end(&bytes) - 10;
         bytes[at] ^= 0xff;
         std::fs::write(&with_data, &bytes).expect("write");
         let store = Store::open(config(dir.path())).expect("reopen with corrupt frame");
         assert_eq!(bodies(&store), vec!["one"]);
+    }
+
+    #[test]
+    fn wal_writes_stay_inside_preallocated_files_across_rotations() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let body = "x".repeat(50_000);
+        let expected: Vec<String> = (0..60).map(|i| format!("{i:02}{body}")).collect();
+        {
+            let store = Store::open(config(dir.path())).expect("open");
+            rt().block_on(async {
+                for b in &expected {
+                    store
+                        .append(Signal::Logs, logs(&[b.as_str()]))
+                        .await
+                        .expect("append");
+                }
+            });
+        }
+        let sizes: Vec<u64> = std::fs::read_dir(dir.path().join("wal"))
+            .expect("wal dir")
+            .map(|e| e.expect("entry").metadata().expect("metadata").len())
+            .collect();
+        // ~3 MB of frames in 1 MiB files: several rotations, no file grown past its preallocation.
+        assert!(sizes.len() >= 3, "{sizes:?}");
+        assert!(sizes.iter().all(|s| *s == 1 << 20), "{sizes:?}");
+        let store = Store::open(config(dir.path())).expect("reopen");
+        assert_eq!(bodies(&store), expected);
     }
 
     #[test]

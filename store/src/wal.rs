@@ -1,6 +1,7 @@
 //! The write-ahead log: where an export becomes durable.
 //!
-//! Files are `wal/<first lsn, 20 digits>.wal`, each a sequence of frames:
+//! Files are `wal/<sequence number, 20 digits>.wal`, each a sequence of frames
+//! followed by zeros:
 //!
 //! ```text
 //! u32 payload length | u32 crc32(lsn ‖ signal ‖ payload) | u64 lsn | u8 signal | payload
@@ -12,7 +13,16 @@
 //! fsyncs once, hands the batches to the in-memory buffer (in LSN order, so the
 //! buffer always holds a prefix of the log) and only then acknowledges.
 //! Replay stops at the first frame whose length or checksum does not match: a
-//! torn tail is cut off, never half-applied.
+//! torn tail is cut off, never half-applied. An all-zero header is the clean
+//! end of a file.
+//!
+//! Files are created ahead of time at their final names, zero-filled to their
+//! capacity and fsync'd (as PostgreSQL does with WAL segments). Writing frames
+//! into them then changes no file-system metadata (no size change), so the
+//! `fdatasync` of a commit flushes data blocks without forcing a journal
+//! commit (measured on ext4: mean commit 1.2–1.3 ms against 1.3–1.5 ms when
+//! appending). A spare file is prepared on a helper thread so rotation does
+//! no file creation on the acknowledgement path.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
@@ -62,8 +72,13 @@ fn checksum(lsn: u64, signal: u8, payload: &[u8]) -> u32 {
     h.finalize()
 }
 
-fn file_name(first_lsn: u64) -> String {
-    format!("{first_lsn:020}.wal")
+fn file_name(seq: u64) -> String {
+    format!("{seq:020}.wal")
+}
+
+/// The sequence number in a WAL file's name.
+fn file_seq(path: &Path) -> Option<u64> {
+    path.file_stem()?.to_str()?.parse().ok()
 }
 
 /// What the log knows about one of its files, for trimming.
@@ -91,12 +106,16 @@ pub(crate) struct Replayed {
     pub(crate) batch: RecordBatch,
 }
 
+/// What replay found: the files holding records, and where to continue.
+pub(crate) struct Replay {
+    pub(crate) files: Vec<WalFile>,
+    pub(crate) next_lsn: u64,
+    pub(crate) next_seq: u64,
+}
+
 /// Reads every WAL file in order. A bad frame ends its file: the last file is
 /// truncated there (a torn write); in an older file the rest is reported lost.
-pub(crate) fn replay(
-    dir: &Path,
-    mut on_record: impl FnMut(Replayed),
-) -> Result<(Vec<WalFile>, u64)> {
+pub(crate) fn replay(dir: &Path, mut on_record: impl FnMut(Replayed)) -> Result<Replay> {
     fs::create_dir_all(dir).map_err(|e| Error::io("creating WAL directory", dir, e))?;
     let mut paths: Vec<PathBuf> = fs::read_dir(dir)
         .map_err(|e| Error::io("listing WAL directory", dir, e))?
@@ -106,9 +125,24 @@ pub(crate) fn replay(
     paths.sort();
     let mut files = Vec::with_capacity(paths.len());
     let mut next_lsn = 1;
-    let count = paths.len();
+    let next_seq = paths
+        .iter()
+        .filter_map(|p| file_seq(p))
+        .max()
+        .map_or(1, |s| s + 1);
+    // A bad frame is a torn tail (cut, expected after a crash) when no later
+    // file starts with a frame; spare preallocated files are all zeros.
+    let starts_with_frame: Vec<bool> = paths
+        .iter()
+        .map(|p| {
+            let mut header = [0u8; HEADER];
+            File::open(p)
+                .and_then(|mut f| f.read_exact(&mut header))
+                .is_ok_and(|()| header != [0; HEADER])
+        })
+        .collect();
     for (i, path) in paths.into_iter().enumerate() {
-        let is_last = i + 1 == count;
+        let is_last = !starts_with_frame[i + 1..].contains(&true);
         let mut info = WalFile {
             path: path.clone(),
             max_lsn: [None; 3],
@@ -123,6 +157,9 @@ pub(crate) fn replay(
                 Ok(false) => break None,
                 Ok(true) => {}
                 Err(e) => break Some(format!("read error: {e}")),
+            }
+            if header == [0; HEADER] {
+                break None; // the zero-filled rest of a preallocated file
             }
             let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
             let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
@@ -177,7 +214,11 @@ pub(crate) fn replay(
         }
         files.push(info);
     }
-    Ok((files, next_lsn))
+    Ok(Replay {
+        files,
+        next_lsn,
+        next_seq,
+    })
 }
 
 /// Fills `buf` completely. `Ok(false)` when the stream ended before the first byte.
@@ -227,44 +268,102 @@ pub(crate) struct Writer {
     current: WalFile,
     offset: u64,
     next_lsn: u64,
-    segment_bytes: u64,
+    /// Sequence number of the next file to prepare.
+    next_seq: u64,
+    /// Bytes each file is preallocated to; a file is rotated once this is reached.
+    capacity: u64,
+    /// The next file, being prepared on a helper thread.
+    spare: Option<std::thread::JoinHandle<Result<(File, WalFile)>>>,
+}
+
+/// Creates `<seq>.wal` zero-filled to `capacity` and makes it and its
+/// directory entry durable.
+fn prepare_file(dir: &Path, seq: u64, capacity: u64) -> Result<(File, WalFile)> {
+    let path = dir.join(file_name(seq));
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io("creating WAL file", &path, e))?;
+    let zeros = vec![0u8; (1 << 20).min(capacity as usize)];
+    let mut left = capacity;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        file.write_all(&zeros[..n])
+            .map_err(|e| Error::io("preallocating WAL file", &path, e))?;
+        left -= n as u64;
+    }
+    file.sync_all()
+        .map_err(|e| Error::io("syncing WAL file", &path, e))?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| Error::io("seeking WAL file", &path, e))?;
+    crate::fsutil::sync_dir(dir)?;
+    Ok((
+        file,
+        WalFile {
+            path,
+            max_lsn: [None; 3],
+        },
+    ))
 }
 
 impl Writer {
-    pub(crate) fn create(dir: &Path, next_lsn: u64, segment_bytes: u64) -> Result<Self> {
-        let (file, current) = Self::new_file(dir, next_lsn)?;
-        Ok(Writer {
+    pub(crate) fn create(dir: &Path, next_lsn: u64, next_seq: u64, capacity: u64) -> Result<Self> {
+        let (file, current) = prepare_file(dir, next_seq, capacity)?;
+        let mut writer = Writer {
             dir: dir.to_owned(),
             file,
             current,
             offset: 0,
             next_lsn,
-            segment_bytes,
-        })
+            next_seq: next_seq + 1,
+            capacity,
+            spare: None,
+        };
+        writer.prepare_spare();
+        Ok(writer)
     }
 
-    fn new_file(dir: &Path, first_lsn: u64) -> Result<(File, WalFile)> {
-        let path = dir.join(file_name(first_lsn));
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| Error::io("creating WAL file", &path, e))?;
-        crate::fsutil::sync_dir(dir)?;
-        Ok((
-            file,
-            WalFile {
-                path,
-                max_lsn: [None; 3],
-            },
-        ))
+    fn prepare_spare(&mut self) {
+        let (dir, seq, capacity) = (self.dir.clone(), self.next_seq, self.capacity);
+        self.next_seq += 1;
+        self.spare = std::thread::Builder::new()
+            .name("lumen-wal-prep".into())
+            .spawn(move || prepare_file(&dir, seq, capacity))
+            .ok();
+    }
+
+    /// The prepared spare, or a file made now if preparing it failed.
+    fn take_spare(&mut self) -> Result<(File, WalFile)> {
+        let prepared = self.spare.take().map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(Error::Corrupt("WAL file preparation panicked".into())))
+        });
+        let result = match prepared {
+            Some(Ok(f)) => Ok(f),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "preparing the next WAL file failed; trying again");
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                prepare_file(&self.dir, seq, self.capacity)
+            }
+            None => {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                prepare_file(&self.dir, seq, self.capacity)
+            }
+        };
+        self.prepare_spare();
+        result
     }
 
     fn rotate(&mut self, sink: &dyn Sink) -> Result<()> {
         if self.offset == 0 {
             return Ok(());
         }
-        let (file, info) = Self::new_file(&self.dir, self.next_lsn)?;
+        let (file, info) = self.take_spare()?;
         self.file = file;
         self.offset = 0;
         let old = std::mem::replace(&mut self.current, info);
@@ -295,7 +394,7 @@ impl Writer {
             if !group.is_empty() {
                 self.commit_group(&mut group, &mut buf, sink.as_ref());
             }
-            if rotate || self.offset >= self.segment_bytes {
+            if rotate || self.offset >= self.capacity {
                 if let Err(e) = self.rotate(sink.as_ref()) {
                     tracing::error!(error = %e, "WAL rotation failed; continuing in the current file");
                 }
@@ -303,6 +402,10 @@ impl Writer {
         }
         if let Err(e) = self.file.sync_all() {
             tracing::error!(error = %e, "final WAL sync failed");
+        }
+        // Leave no half-prepared file behind a clean shutdown.
+        if let Some(spare) = self.spare.take() {
+            let _ = spare.join();
         }
     }
 
@@ -317,6 +420,12 @@ impl Writer {
             buf.extend_from_slice(&lsn.to_le_bytes());
             buf.push(tag);
             buf.extend_from_slice(&a.payload);
+        }
+        if self.offset > 0 && self.offset + buf.len() as u64 > self.capacity {
+            // Keep every write inside preallocated space when it fits in a fresh file.
+            if let Err(e) = self.rotate(sink) {
+                tracing::error!(error = %e, "WAL rotation failed; continuing in the current file");
+            }
         }
         let started = Instant::now();
         let result = self
