@@ -29,6 +29,30 @@ pub struct SegmentMeta {
     /// WAL records `min_lsn..=max_lsn` (of this signal) are in this segment.
     pub min_lsn: u64,
     pub max_lsn: u64,
+    /// Size of the segment's tantivy index bundle ([`SegmentMeta::index_path`]);
+    /// 0 when the signal has no index.
+    #[serde(default)]
+    pub index_bytes: u64,
+}
+
+impl SegmentMeta {
+    /// Where the segment's index bundle is, relative to the data directory.
+    pub fn index_path(&self) -> Option<String> {
+        (self.index_bytes > 0).then(|| index_path(&self.path))
+    }
+
+    /// Every file of the segment (Parquet, then the index if any).
+    pub fn files(&self) -> Vec<String> {
+        let mut v = vec![self.path.clone()];
+        v.extend(self.index_path());
+        v
+    }
+}
+
+/// The index bundle next to a Parquet segment: `x.parquet` → `x.idx`.
+pub(crate) fn index_path(parquet: &str) -> String {
+    let stem = parquet.strip_suffix(".parquet").unwrap_or(parquet);
+    format!("{stem}.idx")
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

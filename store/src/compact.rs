@@ -116,7 +116,9 @@ pub(crate) fn merge(shared: &Shared, signal: Signal, group: &[Arc<SegmentMeta>])
             drop(catalog);
             if !clash {
                 for m in &merged {
-                    let _ = std::fs::remove_file(dir.join(&m.path));
+                    for f in m.files() {
+                        let _ = std::fs::remove_file(dir.join(f));
+                    }
                 }
             }
             return Ok(());
@@ -126,7 +128,9 @@ pub(crate) fn merge(shared: &Shared, signal: Signal, group: &[Arc<SegmentMeta>])
         next.segments.extend(merged.iter().cloned());
         if let Err(e) = next.store(dir) {
             for m in &merged {
-                let _ = std::fs::remove_file(dir.join(&m.path));
+                for f in m.files() {
+                    let _ = std::fs::remove_file(dir.join(f));
+                }
             }
             return Err(e);
         }

@@ -11,6 +11,7 @@ pub mod budget;
 pub mod catalog;
 pub mod compact;
 mod fsutil;
+pub mod index;
 pub mod metrics;
 pub mod schema;
 mod segment;
@@ -47,6 +48,10 @@ pub enum Error {
     Arrow(#[from] ArrowError),
     #[error("parquet: {0}")]
     Parquet(#[from] ParquetError),
+    #[error("index: {0}")]
+    Index(#[from] tantivy::TantivyError),
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
     #[error("corrupt data: {0}")]
     Corrupt(String),
     #[error("write-ahead log write failed: {0}")]
@@ -398,8 +403,12 @@ impl Drop for Store {
 /// Deletes segment files the catalog does not name: leftovers of a flush
 /// that crashed before its commit.
 fn remove_orphans(dir: &Path, catalog: &Catalog) -> Result<()> {
-    let known: std::collections::HashSet<PathBuf> =
-        catalog.segments.iter().map(|s| dir.join(&s.path)).collect();
+    let known: std::collections::HashSet<PathBuf> = catalog
+        .segments
+        .iter()
+        .flat_map(|s| s.files())
+        .map(|f| dir.join(f))
+        .collect();
     fn walk(path: &Path, known: &std::collections::HashSet<PathBuf>) -> Result<()> {
         let Ok(entries) = std::fs::read_dir(path) else {
             return Ok(());
@@ -481,7 +490,7 @@ fn apply_retention(shared: &Shared) -> Result<()> {
         })
     };
     let mut catalog = lock(&shared.catalog);
-    if !catalog.segments.iter().any(|s| expired(s)) {
+    if !catalog.segments.iter().any(&expired) {
         return Ok(());
     }
     let mut next = catalog.clone();
@@ -511,8 +520,22 @@ pub(crate) fn sweep_graveyard(shared: &Shared) {
         if Arc::strong_count(seg) > 1 {
             return true;
         }
-        let path = shared.config.data_dir.join(&seg.path);
-        match std::fs::remove_file(&path) {
+        // The index first: the Parquet file going is what marks the segment gone.
+        let mut files = seg.files();
+        files.reverse();
+        let mut result = Ok(());
+        let mut path = PathBuf::new();
+        for f in files {
+            path = shared.config.data_dir.join(f);
+            result = match std::fs::remove_file(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                r => r,
+            };
+            if result.is_err() {
+                break;
+            }
+        }
+        match result {
             Ok(()) => {
                 // Remove the partition directory once it is empty (fails harmlessly otherwise).
                 if let Some(dir) = path.parent() {
@@ -520,7 +543,6 @@ pub(crate) fn sweep_graveyard(shared: &Shared) {
                 }
                 false
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => {
                 tracing::warn!(file = %path.display(), error = %e, "could not delete a dropped segment");
                 true
@@ -554,7 +576,9 @@ fn flush_signal(shared: &Arc<Shared>, signal: Signal) -> Result<()> {
             next.flushed_lsn[i] = max_lsn;
             if let Err(e) = next.store(&shared.config.data_dir) {
                 for m in &metas {
-                    let _ = std::fs::remove_file(shared.config.data_dir.join(&m.path));
+                    for f in m.files() {
+                        let _ = std::fs::remove_file(shared.config.data_dir.join(f));
+                    }
                 }
                 return Err(e);
             }
@@ -985,8 +1009,20 @@ mod compaction_tests {
         drop(group);
         drop(before);
         sweep_graveyard(&store.shared);
-        let files: Vec<_> = walk(&store.data_dir().join("segments"));
-        assert_eq!(files.len(), 1, "{files:?}");
+        // Only the merged segment's Parquet file and its index remain.
+        let mut files: Vec<_> = walk(&store.data_dir().join("segments"));
+        files.sort();
+        let expected: Vec<PathBuf> = {
+            let mut v: Vec<PathBuf> = after[0]
+                .files()
+                .iter()
+                .map(|f| store.data_dir().join(f))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(files, expected);
+        assert!(after[0].index_bytes > 0);
         // The catalog survives a restart with the merged segment only, and the data is whole.
         drop(after);
         store.close().expect("close");

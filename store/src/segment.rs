@@ -1,6 +1,7 @@
 //! Writing a flushed buffer as one immutable Parquet segment.
 
 use std::fs::{self, File};
+use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -155,6 +156,19 @@ fn write_one(
         .map_err(|e| Error::io("stat", &tmp, e))?
         .len();
     drop(file);
+    let index_bytes = if crate::index::indexed(signal) {
+        let bundle = crate::index::build(signal, sorted)?;
+        let idx = data_dir.join(crate::catalog::index_path(&rel));
+        let idx_tmp = idx.with_extension("idx.tmp");
+        let mut f = File::create(&idx_tmp).map_err(|e| Error::io("creating", &idx_tmp, e))?;
+        f.write_all(&bundle)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| Error::io("writing", &idx_tmp, e))?;
+        fs::rename(&idx_tmp, &idx).map_err(|e| Error::io("renaming", &idx, e))?;
+        bundle.len() as u64
+    } else {
+        0
+    };
     fs::rename(&tmp, &path).map_err(|e| Error::io("renaming", &path, e))?;
     crate::fsutil::sync_dir(&dir)?;
     // A new partition directory must itself be durable in its parent.
@@ -171,6 +185,7 @@ fn write_one(
         max_time,
         min_lsn,
         max_lsn,
+        index_bytes,
     })
 }
 

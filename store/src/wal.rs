@@ -394,10 +394,10 @@ impl Writer {
             if !group.is_empty() {
                 self.commit_group(&mut group, &mut buf, sink.as_ref());
             }
-            if rotate || self.offset >= self.capacity {
-                if let Err(e) = self.rotate(sink.as_ref()) {
-                    tracing::error!(error = %e, "WAL rotation failed; continuing in the current file");
-                }
+            if (rotate || self.offset >= self.capacity)
+                && let Err(e) = self.rotate(sink.as_ref())
+            {
+                tracing::error!(error = %e, "WAL rotation failed; continuing in the current file");
             }
         }
         if let Err(e) = self.file.sync_all() {

@@ -1,0 +1,724 @@
+//! Per-segment tantivy indexes: what makes "find this line among billions"
+//! fast.
+//!
+//! Every logs and spans segment gets one index over the same rows, in the
+//! same order, written next to its Parquet file as one bundle
+//! (`<segment>.idx`, see [`Bundle`]) so it moves through object storage as a
+//! single immutable object. A document per row holds only indexed terms and a
+//! `row` fast field (the row's position in the Parquet file); nothing is
+//! stored twice: matching rows are read from Parquet.
+//!
+//! Indexed, per signal:
+//! - logs: `body` (full text, positions kept for phrases), `service`,
+//!   `severity` (number, for ranges), `severity_text`, `trace_id`, `span_id`,
+//!   `attr` (key and value of record and resource attributes);
+//! - spans: `trace_id`, `span_id`, `service`, `operation`, `attr`.
+//!
+//! Text is split into maximal runs of alphanumeric characters and
+//! lowercased; tokens longer than [`MAX_TOKEN_BYTES`] are not indexed.
+//! [`Query`] is what callers ask; [`matches_row`] is the same semantics
+//! evaluated by brute force, used by the property test (index = scan).
+
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::path::PathBuf;
+
+use datafusion::arrow::array::{Array, AsArray, MapArray, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::Int32Type;
+use tantivy::collector::{Collector, SegmentCollector};
+use tantivy::directory::{Directory, RamDirectory};
+use tantivy::query::{AllQuery, PhraseQuery, Query as TQuery, RangeQuery, TermQuery};
+use tantivy::schema::{
+    FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions,
+};
+use tantivy::tokenizer::{LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer};
+use tantivy::{DocId, Index, IndexWriter, SegmentReader, TantivyDocument, Term};
+
+use crate::schema::Signal;
+use crate::{Error, Result};
+
+/// Longest token (in bytes) that is indexed; longer ones are not searchable.
+pub const MAX_TOKEN_BYTES: usize = 255;
+/// Longest attribute term (key, separator, value) indexed; longer pairs are not searchable.
+pub const MAX_ATTR_TERM_BYTES: usize = 4096;
+const TOKENIZER: &str = "lumen_text";
+/// Memory the tantivy writer may use before it cuts a segment (which are
+/// merged into one at the end).
+const WRITER_MEMORY: usize = 64 << 20;
+
+/// A field a [`Query::Term`] can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TermField {
+    Service,
+    SeverityText,
+    TraceId,
+    SpanId,
+    Operation,
+}
+
+impl TermField {
+    fn name(self) -> &'static str {
+        match self {
+            TermField::Service => "service",
+            TermField::SeverityText => "severity_text",
+            TermField::TraceId => "trace_id",
+            TermField::SpanId => "span_id",
+            TermField::Operation => "operation",
+        }
+    }
+}
+
+/// A search over one signal's records, answered by an index or by a scan
+/// ([`matches_row`]) with the same result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Query {
+    /// Every record.
+    All,
+    /// Text in the log body: the tokens of the text appearing consecutively
+    /// (one token is a term, several a phrase). Text without tokens matches nothing.
+    Text(String),
+    /// An exact value of a field (case-sensitive, except `severity_text`,
+    /// which is compared case-insensitively).
+    Term(TermField, String),
+    /// An attribute (of the record or its resource) with exactly this value.
+    Attr {
+        key: String,
+        value: String,
+    },
+    /// Severity number in `[min, max]`.
+    Severity {
+        min: i32,
+        max: i32,
+    },
+    And(Vec<Query>),
+    Or(Vec<Query>),
+    Not(Box<Query>),
+}
+
+/// The tokens of `text` at their positions, as the index sees them: `None`
+/// where a token is too long to be indexed (it still takes its position).
+pub fn tokens(text: &str) -> Vec<Option<String>> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|t| !t.is_empty())
+        // Char by char, as tantivy's LowerCaser does (no final-sigma rule).
+        .map(|t| {
+            (t.len() <= MAX_TOKEN_BYTES).then(|| t.chars().flat_map(char::to_lowercase).collect())
+        })
+        .collect()
+}
+
+fn analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(MAX_TOKEN_BYTES + 1))
+        .filter(LowerCaser)
+        .build()
+}
+
+struct Fields {
+    row: Field,
+    body: Option<Field>,
+    severity: Option<Field>,
+    terms: Vec<(TermField, Field)>,
+    attr: Field,
+}
+
+fn schema(signal: Signal) -> Result<(Schema, Fields)> {
+    let mut b = Schema::builder();
+    let row = b.add_u64_field("row", FAST);
+    let attr = b.add_text_field("attr", STRING);
+    let (body, severity, terms) = match signal {
+        Signal::Logs => {
+            let text = TextOptions::default().set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer(TOKENIZER)
+                    .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+            );
+            let body = b.add_text_field("body", text);
+            let severity = b.add_i64_field("severity", INDEXED);
+            let terms = [
+                TermField::Service,
+                TermField::SeverityText,
+                TermField::TraceId,
+                TermField::SpanId,
+            ]
+            .map(|f| (f, b.add_text_field(f.name(), STRING)))
+            .to_vec();
+            (Some(body), Some(severity), terms)
+        }
+        Signal::Spans => {
+            let terms = [
+                TermField::Service,
+                TermField::TraceId,
+                TermField::SpanId,
+                TermField::Operation,
+            ]
+            .map(|f| (f, b.add_text_field(f.name(), STRING)))
+            .to_vec();
+            (None, None, terms)
+        }
+        Signal::Metrics => {
+            return Err(Error::Corrupt("metrics segments have no index".into()));
+        }
+    };
+    Ok((
+        b.build(),
+        Fields {
+            row,
+            body,
+            severity,
+            terms,
+            attr,
+        },
+    ))
+}
+
+fn register(index: &Index) {
+    index.tokenizers().register(TOKENIZER, analyzer());
+}
+
+/// Does `signal` get an index?
+pub fn indexed(signal: Signal) -> bool {
+    matches!(signal, Signal::Logs | Signal::Spans)
+}
+
+fn str_col<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_string_opt::<i32>())
+        .ok_or_else(|| Error::Corrupt(format!("segment column {name} missing or not text")))
+}
+
+fn map_col<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a MapArray> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_map_opt())
+        .ok_or_else(|| Error::Corrupt(format!("segment column {name} missing or not a map")))
+}
+
+/// Key and value of every attribute of row `i`.
+fn attr_terms(map: &MapArray, i: usize, mut f: impl FnMut(&str, &str)) {
+    if map.is_null(i) {
+        return;
+    }
+    let entries = map.value(i);
+    let (Some(keys), Some(values)) = (
+        entries.column(0).as_string_opt::<i32>(),
+        entries.column(1).as_string_opt::<i32>(),
+    ) else {
+        return;
+    };
+    for j in 0..keys.len() {
+        if !values.is_null(j) {
+            f(keys.value(j), values.value(j));
+        }
+    }
+}
+
+/// The indexed term of one attribute: key and value joined by NUL, which
+/// OTLP keys do not contain in practice.
+fn attr_term(key: &str, value: &str) -> Option<String> {
+    let term = format!("{key}\0{value}");
+    (term.len() <= MAX_ATTR_TERM_BYTES).then_some(term)
+}
+
+/// Builds the index of a sorted segment batch and returns it as a bundle.
+pub(crate) fn build(signal: Signal, batch: &RecordBatch) -> Result<Vec<u8>> {
+    let (schema, fields) = schema(signal)?;
+    let dir = RamDirectory::create();
+    let index = Index::create(dir.clone(), schema, Default::default())?;
+    register(&index);
+    let mut writer: IndexWriter<TantivyDocument> =
+        index.writer_with_num_threads(1, WRITER_MEMORY)?;
+    let (record_attrs, term_cols): (&str, Vec<(Field, &StringArray, bool)>) = match signal {
+        Signal::Logs => ("log_attributes", {
+            let mut v = Vec::new();
+            for (tf, f) in &fields.terms {
+                let (col, lower) = match tf {
+                    TermField::Service => ("service_name", false),
+                    TermField::SeverityText => ("severity_text", true),
+                    TermField::TraceId => ("trace_id", false),
+                    TermField::SpanId => ("span_id", false),
+                    TermField::Operation => continue,
+                };
+                v.push((*f, str_col(batch, col)?, lower));
+            }
+            v
+        }),
+        _ => ("span_attributes", {
+            let mut v = Vec::new();
+            for (tf, f) in &fields.terms {
+                let col = match tf {
+                    TermField::Service => "service_name",
+                    TermField::TraceId => "trace_id",
+                    TermField::SpanId => "span_id",
+                    TermField::Operation => "name",
+                    TermField::SeverityText => continue,
+                };
+                v.push((*f, str_col(batch, col)?, false));
+            }
+            v
+        }),
+    };
+    let attrs = map_col(batch, record_attrs)?;
+    let resource = map_col(batch, "resource_attributes")?;
+    let body = match fields.body {
+        Some(f) => Some((f, str_col(batch, "body")?)),
+        None => None,
+    };
+    let severity = match fields.severity {
+        Some(f) => Some((
+            f,
+            batch
+                .column_by_name("severity_number")
+                .and_then(|c| c.as_primitive_opt::<Int32Type>())
+                .ok_or_else(|| Error::Corrupt("severity_number missing".into()))?,
+        )),
+        None => None,
+    };
+    for i in 0..batch.num_rows() {
+        let mut doc = TantivyDocument::new();
+        doc.add_u64(fields.row, i as u64);
+        if let Some((f, col)) = body.filter(|(_, c)| c.is_valid(i)) {
+            doc.add_text(f, col.value(i));
+        }
+        if let Some((f, col)) = severity {
+            doc.add_i64(f, i64::from(col.value(i)));
+        }
+        for (f, col, lower) in &term_cols {
+            if col.is_valid(i) {
+                let v = col.value(i);
+                if *lower {
+                    doc.add_text(*f, v.to_lowercase());
+                } else {
+                    doc.add_text(*f, v);
+                }
+            }
+        }
+        let mut add_attr = |k: &str, v: &str| {
+            if let Some(t) = attr_term(k, v) {
+                doc.add_text(fields.attr, t);
+            }
+        };
+        attr_terms(attrs, i, &mut add_attr);
+        attr_terms(resource, i, &mut add_attr);
+        writer.add_document(doc)?;
+    }
+    writer.commit()?;
+    let ids = index.searchable_segment_ids()?;
+    if ids.len() > 1 {
+        futures::executor::block_on(writer.merge(&ids))?;
+    }
+    writer.wait_merging_threads()?;
+    Bundle::write(&index, &dir)
+}
+
+/// One file holding a whole tantivy index:
+///
+/// ```text
+/// file bytes … | JSON [(name, offset, len)] | u64 LE length of the JSON | b"LUMENIX1"
+/// ```
+pub(crate) struct Bundle;
+
+const MAGIC: &[u8; 8] = b"LUMENIX1";
+
+impl Bundle {
+    fn write(index: &Index, dir: &RamDirectory) -> Result<Vec<u8>> {
+        let mut names: Vec<PathBuf> = vec![PathBuf::from("meta.json")];
+        for meta in index.searchable_segment_metas()? {
+            use tantivy::index::SegmentComponent as C;
+            for c in [
+                C::Postings,
+                C::Positions,
+                C::FastFields,
+                C::FieldNorms,
+                C::Terms,
+                C::Store,
+                C::Delete,
+            ] {
+                names.push(meta.relative_path(c));
+            }
+        }
+        let mut out = Vec::new();
+        let mut table: Vec<(String, u64, u64)> = Vec::with_capacity(names.len());
+        for name in names {
+            if !dir.exists(&name).map_err(tantivy::TantivyError::from)? {
+                continue; // e.g. no deletes file
+            }
+            let bytes = dir
+                .atomic_read(&name)
+                .map_err(tantivy::TantivyError::from)?;
+            table.push((
+                name.to_string_lossy().into_owned(),
+                out.len() as u64,
+                bytes.len() as u64,
+            ));
+            out.extend_from_slice(&bytes);
+        }
+        let json = serde_json::to_vec(&table)?;
+        out.extend_from_slice(&json);
+        out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+        out.extend_from_slice(MAGIC);
+        Ok(out)
+    }
+
+    fn open(bytes: &[u8]) -> Result<Index> {
+        let bad = |why: &str| Error::Corrupt(format!("index bundle: {why}"));
+        let n = bytes.len();
+        if n < 16 || &bytes[n - 8..] != MAGIC {
+            return Err(bad("bad magic"));
+        }
+        let mut len = [0u8; 8];
+        len.copy_from_slice(&bytes[n - 16..n - 8]);
+        let json_len = usize::try_from(u64::from_le_bytes(len)).map_err(|_| bad("length"))?;
+        let json_start = (n - 16)
+            .checked_sub(json_len)
+            .ok_or_else(|| bad("length"))?;
+        let table: Vec<(String, u64, u64)> = serde_json::from_slice(&bytes[json_start..n - 16])?;
+        let dir = RamDirectory::create();
+        for (name, offset, len) in table {
+            let start = usize::try_from(offset).map_err(|_| bad("offset"))?;
+            let end = usize::try_from(offset + len).map_err(|_| bad("offset"))?;
+            let data = bytes.get(start..end).filter(|_| end <= json_start);
+            let data = data.ok_or_else(|| bad("file out of range"))?;
+            dir.atomic_write(std::path::Path::new(&name), data)
+                .map_err(|e| bad(&e.to_string()))?;
+        }
+        let index = Index::open(dir)?;
+        register(&index);
+        Ok(index)
+    }
+}
+
+/// An opened segment index.
+pub struct SegmentIndex {
+    index: Index,
+    reader: tantivy::IndexReader,
+    fields: Fields,
+}
+
+impl SegmentIndex {
+    /// Opens an index bundle of a segment of `signal`.
+    pub fn open(signal: Signal, bundle: &[u8]) -> Result<Self> {
+        let index = Bundle::open(bundle)?;
+        let (_, fields) = schema(signal)?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(tantivy::ReloadPolicy::Manual)
+            .try_into()?;
+        Ok(SegmentIndex {
+            index,
+            reader,
+            fields,
+        })
+    }
+
+    /// Rows (positions in the segment's Parquet file) matching `q`, ascending.
+    pub fn search(&self, q: &Query) -> Result<Vec<u32>> {
+        Ok(self.eval(q)?.rows())
+    }
+
+    /// Number of rows (documents) in the segment.
+    pub fn num_rows(&self) -> u32 {
+        self.reader.searcher().num_docs() as u32
+    }
+
+    /// Leaves are answered by tantivy; AND/OR/NOT are combined on row
+    /// bitsets (a segment has at most a few hundred thousand rows, so a
+    /// bitset is a few KiB, and tantivy's exclusion of phrase scorers trips
+    /// an assertion in 0.27).
+    fn eval(&self, q: &Query) -> Result<RowSet> {
+        let n = self.num_rows();
+        Ok(match q {
+            Query::All => RowSet::full(n),
+            Query::And(qs) => {
+                let mut acc = RowSet::full(n);
+                for q in qs {
+                    acc.and(&self.eval(q)?);
+                }
+                acc
+            }
+            Query::Or(qs) => {
+                let mut acc = RowSet::empty(n);
+                for q in qs {
+                    acc.or(&self.eval(q)?);
+                }
+                acc
+            }
+            Query::Not(q) => {
+                let mut set = self.eval(q)?;
+                set.not();
+                set
+            }
+            leaf => match self.leaf(leaf) {
+                None => RowSet::empty(n),
+                Some(query) => self
+                    .reader
+                    .searcher()
+                    .search(&*query, &RowCollector { rows: n })?,
+            },
+        })
+    }
+
+    /// The tantivy query of a leaf; `None` when it cannot match anything.
+    fn leaf(&self, q: &Query) -> Option<Box<dyn TQuery>> {
+        let f = &self.fields;
+        match q {
+            Query::Text(text) => {
+                let body = f.body?;
+                let mut analyzer = self
+                    .index
+                    .tokenizers()
+                    .get(TOKENIZER)
+                    .unwrap_or_else(analyzer);
+                let mut stream = analyzer.token_stream(text);
+                let mut terms: Vec<Term> = Vec::new();
+                while let Some(t) = stream.next() {
+                    terms.push(Term::from_field_text(body, &t.text));
+                }
+                match terms.len() {
+                    0 => None,
+                    1 => Some(Box::new(TermQuery::new(
+                        terms.remove(0),
+                        IndexRecordOption::Basic,
+                    ))),
+                    _ => Some(Box::new(PhraseQuery::new(terms))),
+                }
+            }
+            Query::Term(field, value) => {
+                let (tf, field) = f.terms.iter().find(|(tf, _)| tf == field)?;
+                let value = if *tf == TermField::SeverityText {
+                    value.to_lowercase()
+                } else {
+                    value.clone()
+                };
+                Some(Box::new(TermQuery::new(
+                    Term::from_field_text(*field, &value),
+                    IndexRecordOption::Basic,
+                )))
+            }
+            Query::Attr { key, value } => Some(Box::new(TermQuery::new(
+                Term::from_field_text(f.attr, &attr_term(key, value)?),
+                IndexRecordOption::Basic,
+            ))),
+            Query::Severity { min, max } => {
+                let field = f.severity.filter(|_| min <= max)?;
+                Some(Box::new(RangeQuery::new(
+                    Bound::Included(Term::from_field_i64(field, i64::from(*min))),
+                    Bound::Included(Term::from_field_i64(field, i64::from(*max))),
+                )))
+            }
+            Query::All | Query::And(_) | Query::Or(_) | Query::Not(_) => Some(Box::new(AllQuery)),
+        }
+    }
+}
+
+/// A set of rows of one segment.
+#[derive(Debug, Clone)]
+struct RowSet {
+    words: Vec<u64>,
+    len: u32,
+}
+
+impl RowSet {
+    fn empty(len: u32) -> Self {
+        RowSet {
+            words: vec![0; (len as usize).div_ceil(64)],
+            len,
+        }
+    }
+
+    fn full(len: u32) -> Self {
+        let mut s = RowSet::empty(len);
+        s.not();
+        s
+    }
+
+    fn insert(&mut self, row: u32) {
+        if let Some(w) = self.words.get_mut(row as usize / 64) {
+            *w |= 1 << (row % 64);
+        }
+    }
+
+    fn and(&mut self, other: &RowSet) {
+        self.words
+            .iter_mut()
+            .zip(&other.words)
+            .for_each(|(a, b)| *a &= b);
+    }
+
+    fn or(&mut self, other: &RowSet) {
+        self.words
+            .iter_mut()
+            .zip(&other.words)
+            .for_each(|(a, b)| *a |= b);
+    }
+
+    fn not(&mut self) {
+        self.words.iter_mut().for_each(|w| *w = !*w);
+        // Clear the bits past the last row.
+        let tail = self.len % 64;
+        if let Some(last) = self.words.last_mut().filter(|_| tail != 0) {
+            *last &= (1u64 << tail) - 1;
+        }
+    }
+
+    fn rows(&self) -> Vec<u32> {
+        let mut out = Vec::new();
+        for (i, w) in self.words.iter().enumerate() {
+            let mut w = *w;
+            while w != 0 {
+                out.push(i as u32 * 64 + w.trailing_zeros());
+                w &= w - 1;
+            }
+        }
+        out
+    }
+}
+
+/// Collects the `row` fast field of every match into a [`RowSet`].
+struct RowCollector {
+    rows: u32,
+}
+
+struct RowSegmentCollector {
+    column: tantivy::columnar::Column<u64>,
+    set: RowSet,
+}
+
+impl Collector for RowCollector {
+    type Fruit = RowSet;
+    type Child = RowSegmentCollector;
+
+    fn for_segment(&self, _ord: u32, segment: &SegmentReader) -> tantivy::Result<Self::Child> {
+        Ok(RowSegmentCollector {
+            column: segment.fast_fields().u64("row")?,
+            set: RowSet::empty(self.rows),
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, fruits: Vec<RowSet>) -> tantivy::Result<RowSet> {
+        let mut acc = RowSet::empty(self.rows);
+        for f in &fruits {
+            acc.or(f);
+        }
+        Ok(acc)
+    }
+}
+
+impl SegmentCollector for RowSegmentCollector {
+    type Fruit = RowSet;
+
+    fn collect(&mut self, doc: DocId, _score: tantivy::Score) {
+        if let Some(row) = self.column.first(doc) {
+            self.set.insert(row as u32);
+        }
+    }
+
+    fn harvest(self) -> RowSet {
+        self.set
+    }
+}
+
+/// The values of one row that queries look at, for brute-force evaluation.
+#[derive(Debug, Clone, Default)]
+pub struct RowView {
+    pub body: Option<String>,
+    pub severity_number: i32,
+    pub terms: HashMap<&'static str, String>,
+    /// Record and resource attributes.
+    pub attrs: Vec<(String, String)>,
+}
+
+/// Evaluates `q` against one row by brute force: the reference the index is
+/// tested against.
+pub fn matches_row(q: &Query, row: &RowView) -> bool {
+    match q {
+        Query::All => true,
+        Query::Text(text) => {
+            // Too-long tokens drop out of a query; in the body they keep their place.
+            let want: Vec<Option<String>> =
+                tokens(text).into_iter().filter(Option::is_some).collect();
+            if want.is_empty() {
+                return false;
+            }
+            let have = row.body.as_deref().map(tokens).unwrap_or_default();
+            have.windows(want.len()).any(|w| w == want.as_slice())
+        }
+        Query::Term(field, value) => row.terms.get(field.name()).is_some_and(|v| {
+            if *field == TermField::SeverityText {
+                v.to_lowercase() == value.to_lowercase()
+            } else {
+                v == value
+            }
+        }),
+        Query::Attr { key, value } => {
+            key.len() + 1 + value.len() <= MAX_ATTR_TERM_BYTES
+                && row.attrs.iter().any(|(k, v)| k == key && v == value)
+        }
+        Query::Severity { min, max } => (*min..=*max).contains(&row.severity_number),
+        Query::And(qs) => qs.iter().all(|q| matches_row(q, row)),
+        Query::Or(qs) => qs.iter().any(|q| matches_row(q, row)),
+        Query::Not(q) => !matches_row(q, row),
+    }
+}
+
+/// The [`RowView`]s of a batch of `signal` (logs or spans), for evaluating
+/// queries by scan: over the fresh buffer, and as the reference in tests.
+pub fn row_views(signal: Signal, batch: &RecordBatch) -> Result<Vec<RowView>> {
+    let cols: Vec<(&'static str, &StringArray)> = match signal {
+        Signal::Logs => vec![
+            ("service", str_col(batch, "service_name")?),
+            ("severity_text", str_col(batch, "severity_text")?),
+            ("trace_id", str_col(batch, "trace_id")?),
+            ("span_id", str_col(batch, "span_id")?),
+        ],
+        Signal::Spans => vec![
+            ("service", str_col(batch, "service_name")?),
+            ("trace_id", str_col(batch, "trace_id")?),
+            ("span_id", str_col(batch, "span_id")?),
+            ("operation", str_col(batch, "name")?),
+        ],
+        Signal::Metrics => return Err(Error::Corrupt("metrics have no search".into())),
+    };
+    let record_attrs = map_col(
+        batch,
+        if signal == Signal::Logs {
+            "log_attributes"
+        } else {
+            "span_attributes"
+        },
+    )?;
+    let resource = map_col(batch, "resource_attributes")?;
+    let body = if signal == Signal::Logs {
+        Some(str_col(batch, "body")?)
+    } else {
+        None
+    };
+    let severity = batch
+        .column_by_name("severity_number")
+        .and_then(|c| c.as_primitive_opt::<Int32Type>());
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        let mut row = RowView {
+            body: body
+                .filter(|b| b.is_valid(i))
+                .map(|b| b.value(i).to_owned()),
+            severity_number: severity.map_or(0, |s| s.value(i)),
+            ..RowView::default()
+        };
+        for (name, col) in &cols {
+            if col.is_valid(i) {
+                row.terms.insert(name, col.value(i).to_owned());
+            }
+        }
+        let mut push = |k: &str, v: &str| row.attrs.push((k.to_owned(), v.to_owned()));
+        attr_terms(record_attrs, i, &mut push);
+        attr_terms(resource, i, &mut push);
+        out.push(row);
+    }
+    Ok(out)
+}
