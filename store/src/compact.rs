@@ -102,6 +102,7 @@ pub(crate) fn merge(shared: &Shared, signal: Signal, group: &[Arc<SegmentMeta>])
     let max_lsn = group.iter().map(|s| s.max_lsn).max().unwrap_or(0);
     let merged = segment::write(dir, signal, &batches, min_lsn, max_lsn)?;
     drop(batches);
+    crate::crash_point("compaction-before-commit");
     let paths: std::collections::HashSet<&str> = group.iter().map(|s| s.path.as_str()).collect();
     {
         let mut catalog = lock(&shared.catalog);
@@ -141,6 +142,7 @@ pub(crate) fn merge(shared: &Shared, signal: Signal, group: &[Arc<SegmentMeta>])
         list.retain(|s| !paths.contains(s.path.as_str()));
         list.extend(merged.into_iter().map(Arc::new));
     }
+    crate::crash_point("compaction-after-commit");
     lock(&shared.graveyard).extend(group.iter().cloned());
     shared.metrics.compactions.fetch_add(1, Ordering::Relaxed);
     Ok(())

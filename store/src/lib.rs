@@ -150,6 +150,20 @@ pub(crate) struct Shared {
     wake_lock: Mutex<()>,
 }
 
+/// Test hook: with `LUMEN_TEST_CRASH_AT=<point>` in the environment the
+/// process aborts at that step (as a SIGKILL there would), so the crash tests
+/// can hit every step of the flush, compaction and retention protocols.
+pub(crate) fn crash_point(point: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if AT
+        .get_or_init(|| std::env::var("LUMEN_TEST_CRASH_AT").ok())
+        .as_deref()
+        == Some(point)
+    {
+        std::process::abort();
+    }
+}
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a lock must not wedge the whole store.
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -499,6 +513,7 @@ fn apply_retention(shared: &Shared) -> Result<()> {
     let dropped = catalog.segments.len() - next.segments.len();
     *catalog = next;
     drop(catalog);
+    crash_point("retention-after-commit");
     let mut state = lock(&shared.state);
     let mut removed = Vec::new();
     for list in state.segments.iter_mut() {
@@ -570,6 +585,7 @@ fn flush_signal(shared: &Arc<Shared>, signal: Signal) -> Result<()> {
     let started = Instant::now();
     let result = segment::write(&shared.config.data_dir, signal, &batches, min_lsn, max_lsn)
         .and_then(|metas| {
+            crash_point("flush-before-commit");
             let mut catalog = lock(&shared.catalog);
             let mut next = catalog.clone();
             next.segments.extend(metas.iter().cloned());
@@ -602,6 +618,7 @@ fn flush_signal(shared: &Arc<Shared>, signal: Signal) -> Result<()> {
                 .metrics
                 .flush_seconds
                 .observe(started.elapsed().as_secs_f64());
+            crash_point("flush-after-commit");
             trim_wal(shared);
             Ok(())
         }

@@ -156,6 +156,7 @@ fn write_one(
         .map_err(|e| Error::io("stat", &tmp, e))?
         .len();
     drop(file);
+    crate::crash_point("segment-parquet-written");
     let index_bytes = if crate::index::indexed(signal) {
         let bundle = crate::index::build(signal, sorted)?;
         let idx = data_dir.join(crate::catalog::index_path(&rel));
@@ -169,6 +170,7 @@ fn write_one(
     } else {
         0
     };
+    crate::crash_point("segment-index-written");
     fs::rename(&tmp, &path).map_err(|e| Error::io("renaming", &path, e))?;
     crate::fsutil::sync_dir(&dir)?;
     // A new partition directory must itself be durable in its parent.
