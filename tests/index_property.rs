@@ -90,7 +90,8 @@ fn sentence(rng: &mut Rng) -> String {
     let mut s = String::new();
     for (i, w) in words.iter().enumerate() {
         if i > 0 {
-            s.push_str(rng.pick(&seps));
+            let sep: &&str = rng.pick(&seps[..]);
+            s.push_str(sep);
         }
         s.push_str(w);
     }

@@ -11,7 +11,17 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::expressions::col;
+use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::prelude::SessionConfig;
+use futures::StreamExt;
 
 use crate::catalog::SegmentMeta;
 use crate::schema::Signal;
@@ -22,8 +32,7 @@ use crate::{Error, Result, Shared, lock, segment};
 pub struct CompactionConfig {
     /// Stop adding inputs to a merge once they hold this many Parquet bytes.
     pub target_bytes: u64,
-    /// Stop adding inputs once they hold this many rows (bounds memory: the
-    /// inputs are decoded in full).
+    /// Stop adding inputs once they hold this many rows.
     pub max_rows: u64,
     /// Merge when a partition has at least this many small segments.
     pub min_inputs: usize,
@@ -33,11 +42,11 @@ pub struct CompactionConfig {
 
 impl Default for CompactionConfig {
     fn default() -> Self {
-        // Inputs are decoded whole (~0.5 KiB of Arrow per log row, plus the
-        // sorted copy): 250k rows keeps one merge near 300 MiB at its peak.
+        // A merge streams its inputs (one batch per input in memory), so the
+        // row limit bounds merge time, not memory.
         CompactionConfig {
-            target_bytes: 64 << 20,
-            max_rows: 250_000,
+            target_bytes: 256 << 20,
+            max_rows: 8_000_000,
             min_inputs: 4,
             pause: Duration::from_millis(500),
         }
@@ -83,25 +92,70 @@ pub(crate) fn pick(
     None
 }
 
+/// The rows of `group` (sorted segments of one partition) as one stream in
+/// the segments' sort order: DataFusion reads each file as its own sorted
+/// partition and `SortPreservingMergeExec` merges them batch by batch, so
+/// memory is one batch per input however large the merge.
+fn merged_stream(
+    dir: &std::path::Path,
+    signal: Signal,
+    group: &[Arc<SegmentMeta>],
+) -> Result<SendableRecordBatchStream> {
+    let schema = signal.schema();
+    let mut ordering = Vec::new();
+    for c in segment::sort_columns(signal) {
+        ordering.push(PhysicalSortExpr::new_default(col(c, &schema)?));
+    }
+    let ordering =
+        LexOrdering::new(ordering).ok_or_else(|| Error::Corrupt("empty sort order".into()))?;
+    let groups = group
+        .iter()
+        .map(|s| {
+            FileGroup::new(vec![PartitionedFile::new(
+                dir.join(&s.path).to_string_lossy().into_owned(),
+                s.bytes,
+            )])
+        })
+        .collect();
+    let config = FileScanConfigBuilder::new(
+        ObjectStoreUrl::local_filesystem(),
+        Arc::new(ParquetSource::new(Arc::clone(&schema))),
+    )
+    .with_file_groups(groups)
+    .with_output_ordering(vec![ordering.clone()])
+    .build();
+    let scan = DataSourceExec::from_data_source(config);
+    let merge = SortPreservingMergeExec::new(ordering, scan);
+    let session = SessionConfig::new().with_batch_size(8192);
+    let ctx = Arc::new(TaskContext::default().with_session_config(session));
+    Ok(merge.execute(0, ctx)?)
+}
+
 /// Merges `group` (segments of one signal and partition) and commits the result.
 pub(crate) fn merge(shared: &Shared, signal: Signal, group: &[Arc<SegmentMeta>]) -> Result<()> {
     let dir = &shared.config.data_dir;
-    let mut batches = Vec::new();
-    for s in group {
-        let path = dir.join(&s.path);
-        let file =
-            std::fs::File::open(&path).map_err(|e| Error::io("opening segment", &path, e))?;
-        for b in ParquetRecordBatchReaderBuilder::try_new(file)?
-            .with_batch_size(64 * 1024)
-            .build()?
-        {
-            batches.push(b?);
-        }
-    }
     let min_lsn = group.iter().map(|s| s.min_lsn).min().unwrap_or(0);
     let max_lsn = group.iter().map(|s| s.max_lsn).max().unwrap_or(0);
-    let merged = segment::write(dir, signal, &batches, min_lsn, max_lsn)?;
-    drop(batches);
+    let partition = group
+        .first()
+        .map(|s| s.partition.clone())
+        .ok_or_else(|| Error::Corrupt("empty merge".into()))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| Error::io("starting the compaction runtime", dir, e))?;
+    let mut stream = merged_stream(dir, signal, group)?;
+    let batches = std::iter::from_fn(|| {
+        rt.block_on(stream.next())
+            .map(|r| r.map_err(|e| Error::Corrupt(format!("merging segments: {e}"))))
+    });
+    let merged = vec![segment::write_sorted(
+        dir,
+        signal,
+        batches,
+        &partition,
+        (min_lsn, max_lsn),
+        segment::COMPACT_ZSTD_LEVEL,
+    )?];
     crate::crash_point("compaction-before-commit");
     let paths: std::collections::HashSet<&str> = group.iter().map(|s| s.path.as_str()).collect();
     {

@@ -221,95 +221,124 @@ fn attr_term(key: &str, value: &str) -> Option<String> {
     (term.len() <= MAX_ATTR_TERM_BYTES).then_some(term)
 }
 
-/// Builds the index of a sorted segment batch and returns it as a bundle.
-pub(crate) fn build(signal: Signal, batch: &RecordBatch) -> Result<Vec<u8>> {
-    let (schema, fields) = schema(signal)?;
-    let dir = RamDirectory::create();
-    let index = Index::create(dir.clone(), schema, Default::default())?;
-    register(&index);
-    let mut writer: IndexWriter<TantivyDocument> =
-        index.writer_with_num_threads(1, WRITER_MEMORY)?;
-    let (record_attrs, term_cols): (&str, Vec<(Field, &StringArray, bool)>) = match signal {
-        Signal::Logs => ("log_attributes", {
-            let mut v = Vec::new();
-            for (tf, f) in &fields.terms {
-                let (col, lower) = match tf {
-                    TermField::Service => ("service_name", false),
-                    TermField::SeverityText => ("severity_text", true),
-                    TermField::TraceId => ("trace_id", false),
-                    TermField::SpanId => ("span_id", false),
-                    TermField::Operation => continue,
-                };
-                v.push((*f, str_col(batch, col)?, lower));
+/// Builds a segment's index from its batches, in the segment's row order.
+pub(crate) struct Builder {
+    signal: Signal,
+    index: Index,
+    dir: RamDirectory,
+    writer: IndexWriter<TantivyDocument>,
+    fields: Fields,
+    next_row: u64,
+}
+
+impl Builder {
+    pub(crate) fn new(signal: Signal) -> Result<Self> {
+        let (schema, fields) = schema(signal)?;
+        let dir = RamDirectory::create();
+        let index = Index::create(dir.clone(), schema, Default::default())?;
+        register(&index);
+        let writer = index.writer_with_num_threads(1, WRITER_MEMORY)?;
+        Ok(Builder {
+            signal,
+            index,
+            dir,
+            writer,
+            fields,
+            next_row: 0,
+        })
+    }
+
+    /// Adds the next rows of the segment.
+    pub(crate) fn add(&mut self, batch: &RecordBatch) -> Result<()> {
+        let (signal, fields) = (self.signal, &self.fields);
+        let (record_attrs, term_cols): (&str, Vec<(Field, &StringArray, bool)>) = match signal {
+            Signal::Logs => ("log_attributes", {
+                let mut v = Vec::new();
+                for (tf, f) in &fields.terms {
+                    let (col, lower) = match tf {
+                        TermField::Service => ("service_name", false),
+                        TermField::SeverityText => ("severity_text", true),
+                        TermField::TraceId => ("trace_id", false),
+                        TermField::SpanId => ("span_id", false),
+                        TermField::Operation => continue,
+                    };
+                    v.push((*f, str_col(batch, col)?, lower));
+                }
+                v
+            }),
+            _ => ("span_attributes", {
+                let mut v = Vec::new();
+                for (tf, f) in &fields.terms {
+                    let col = match tf {
+                        TermField::Service => "service_name",
+                        TermField::TraceId => "trace_id",
+                        TermField::SpanId => "span_id",
+                        TermField::Operation => "name",
+                        TermField::SeverityText => continue,
+                    };
+                    v.push((*f, str_col(batch, col)?, false));
+                }
+                v
+            }),
+        };
+        let attrs = map_col(batch, record_attrs)?;
+        let resource = map_col(batch, "resource_attributes")?;
+        let body = match fields.body {
+            Some(f) => Some((f, str_col(batch, "body")?)),
+            None => None,
+        };
+        let severity = match fields.severity {
+            Some(f) => Some((
+                f,
+                batch
+                    .column_by_name("severity_number")
+                    .and_then(|c| c.as_primitive_opt::<Int32Type>())
+                    .ok_or_else(|| Error::Corrupt("severity_number missing".into()))?,
+            )),
+            None => None,
+        };
+        for i in 0..batch.num_rows() {
+            let mut doc = TantivyDocument::new();
+            doc.add_u64(fields.row, self.next_row + i as u64);
+            if let Some((f, col)) = body.filter(|(_, c)| c.is_valid(i)) {
+                doc.add_text(f, col.value(i));
             }
-            v
-        }),
-        _ => ("span_attributes", {
-            let mut v = Vec::new();
-            for (tf, f) in &fields.terms {
-                let col = match tf {
-                    TermField::Service => "service_name",
-                    TermField::TraceId => "trace_id",
-                    TermField::SpanId => "span_id",
-                    TermField::Operation => "name",
-                    TermField::SeverityText => continue,
-                };
-                v.push((*f, str_col(batch, col)?, false));
+            if let Some((f, col)) = severity {
+                doc.add_i64(f, i64::from(col.value(i)));
             }
-            v
-        }),
-    };
-    let attrs = map_col(batch, record_attrs)?;
-    let resource = map_col(batch, "resource_attributes")?;
-    let body = match fields.body {
-        Some(f) => Some((f, str_col(batch, "body")?)),
-        None => None,
-    };
-    let severity = match fields.severity {
-        Some(f) => Some((
-            f,
-            batch
-                .column_by_name("severity_number")
-                .and_then(|c| c.as_primitive_opt::<Int32Type>())
-                .ok_or_else(|| Error::Corrupt("severity_number missing".into()))?,
-        )),
-        None => None,
-    };
-    for i in 0..batch.num_rows() {
-        let mut doc = TantivyDocument::new();
-        doc.add_u64(fields.row, i as u64);
-        if let Some((f, col)) = body.filter(|(_, c)| c.is_valid(i)) {
-            doc.add_text(f, col.value(i));
-        }
-        if let Some((f, col)) = severity {
-            doc.add_i64(f, i64::from(col.value(i)));
-        }
-        for (f, col, lower) in &term_cols {
-            if col.is_valid(i) {
-                let v = col.value(i);
-                if *lower {
-                    doc.add_text(*f, v.to_lowercase());
-                } else {
-                    doc.add_text(*f, v);
+            for (f, col, lower) in &term_cols {
+                if col.is_valid(i) {
+                    let v = col.value(i);
+                    if *lower {
+                        doc.add_text(*f, v.to_lowercase());
+                    } else {
+                        doc.add_text(*f, v);
+                    }
                 }
             }
+            let mut add_attr = |k: &str, v: &str| {
+                if let Some(t) = attr_term(k, v) {
+                    doc.add_text(fields.attr, t);
+                }
+            };
+            attr_terms(attrs, i, &mut add_attr);
+            attr_terms(resource, i, &mut add_attr);
+            self.writer.add_document(doc)?;
         }
-        let mut add_attr = |k: &str, v: &str| {
-            if let Some(t) = attr_term(k, v) {
-                doc.add_text(fields.attr, t);
-            }
-        };
-        attr_terms(attrs, i, &mut add_attr);
-        attr_terms(resource, i, &mut add_attr);
-        writer.add_document(doc)?;
+        self.next_row += batch.num_rows() as u64;
+        Ok(())
     }
-    writer.commit()?;
-    let ids = index.searchable_segment_ids()?;
-    if ids.len() > 1 {
-        futures::executor::block_on(writer.merge(&ids))?;
+
+    /// Commits, merges into one tantivy segment and returns the bundle.
+    pub(crate) fn finish(mut self) -> Result<Vec<u8>> {
+        self.writer.commit()?;
+        let ids = self.index.searchable_segment_ids()?;
+        if ids.len() > 1 {
+            futures::executor::block_on(self.writer.merge(&ids))?;
+        }
+        self.writer.wait_merging_threads()?;
+        Bundle::write(&self.index, &self.dir)
     }
-    writer.wait_merging_threads()?;
-    Bundle::write(&index, &dir)
 }
 
 /// One file holding a whole tantivy index:

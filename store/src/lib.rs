@@ -48,6 +48,8 @@ pub enum Error {
     Arrow(#[from] ArrowError),
     #[error("parquet: {0}")]
     Parquet(#[from] ParquetError),
+    #[error("query engine: {0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
     #[error("index: {0}")]
     Index(#[from] tantivy::TantivyError),
     #[error("json: {0}")]
@@ -403,6 +405,8 @@ impl Store {
             let _ = h.join();
         }
         trim_wal(&self.shared);
+        // Segments merged away just before shutdown: no query holds them any more.
+        sweep_graveyard(&self.shared);
         result
     }
 }

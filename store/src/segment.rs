@@ -16,7 +16,7 @@ use crate::schema::Signal;
 use crate::{Error, Result};
 
 /// Columns a segment is sorted by: the signal's main access path.
-fn sort_columns(signal: Signal) -> &'static [&'static str] {
+pub(crate) fn sort_columns(signal: Signal) -> &'static [&'static str] {
     match signal {
         Signal::Logs => &["service_name", "timestamp"],
         Signal::Spans => &["trace_id", "start_time"],
@@ -24,10 +24,9 @@ fn sort_columns(signal: Signal) -> &'static [&'static str] {
     }
 }
 
-fn writer_properties(signal: Signal) -> Result<WriterProperties> {
+fn writer_properties(signal: Signal, zstd_level: i32) -> Result<WriterProperties> {
     let mut b = WriterProperties::builder()
-        // Flushes run beside ingest: a light level here; compaction can spend more.
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(zstd_level)?))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(256 * 1024));
     if matches!(signal, Signal::Logs | Signal::Spans) {
@@ -137,7 +136,33 @@ fn write_one(
     min_lsn: u64,
     max_lsn: u64,
 ) -> Result<SegmentMeta> {
-    let (min_time, max_time) = time_range(sorted, signal);
+    write_sorted(
+        data_dir,
+        signal,
+        std::iter::once(Ok(sorted.clone())),
+        partition,
+        (min_lsn, max_lsn),
+        FLUSH_ZSTD_LEVEL,
+    )
+}
+
+/// zstd level of flushed segments: they are written beside ingest.
+pub(crate) const FLUSH_ZSTD_LEVEL: i32 = 1;
+/// zstd level of compacted segments: written once, in the background, kept long.
+pub(crate) const COMPACT_ZSTD_LEVEL: i32 = 3;
+
+/// Writes one segment of `partition` from batches already in the segment's
+/// sort order, streaming: Parquet row groups and the index are built as the
+/// batches arrive, so memory does not grow with the segment. Temp names,
+/// fsync, rename; the caller commits the returned segment to the catalog.
+pub(crate) fn write_sorted(
+    data_dir: &Path,
+    signal: Signal,
+    batches: impl Iterator<Item = Result<RecordBatch>>,
+    partition: &str,
+    (min_lsn, max_lsn): (u64, u64),
+    zstd_level: i32,
+) -> Result<SegmentMeta> {
     let rel = format!(
         "segments/{}/{partition}/{min_lsn:020}-{max_lsn:020}.parquet",
         signal.table()
@@ -147,8 +172,31 @@ fn write_one(
     fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
     let tmp = path.with_extension("parquet.tmp");
     let file = File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
-    let mut writer = ArrowWriter::try_new(file, signal.schema(), Some(writer_properties(signal)?))?;
-    writer.write(sorted)?;
+    let mut writer = ArrowWriter::try_new(
+        file,
+        signal.schema(),
+        Some(writer_properties(signal, zstd_level)?),
+    )?;
+    let mut index = if crate::index::indexed(signal) {
+        Some(crate::index::Builder::new(signal)?)
+    } else {
+        None
+    };
+    let (mut min_time, mut max_time, mut rows) = (i64::MAX, i64::MIN, 0u64);
+    for batch in batches {
+        let batch = batch?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        let (lo, hi) = time_range(&batch, signal);
+        min_time = min_time.min(lo);
+        max_time = max_time.max(hi);
+        rows += batch.num_rows() as u64;
+        writer.write(&batch)?;
+        if let Some(index) = index.as_mut() {
+            index.add(&batch)?;
+        }
+    }
     let file = writer.into_inner()?;
     file.sync_all().map_err(|e| Error::io("syncing", &tmp, e))?;
     let bytes = file
@@ -157,18 +205,19 @@ fn write_one(
         .len();
     drop(file);
     crate::crash_point("segment-parquet-written");
-    let index_bytes = if crate::index::indexed(signal) {
-        let bundle = crate::index::build(signal, sorted)?;
-        let idx = data_dir.join(crate::catalog::index_path(&rel));
-        let idx_tmp = idx.with_extension("idx.tmp");
-        let mut f = File::create(&idx_tmp).map_err(|e| Error::io("creating", &idx_tmp, e))?;
-        f.write_all(&bundle)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| Error::io("writing", &idx_tmp, e))?;
-        fs::rename(&idx_tmp, &idx).map_err(|e| Error::io("renaming", &idx, e))?;
-        bundle.len() as u64
-    } else {
-        0
+    let index_bytes = match index {
+        Some(index) => {
+            let bundle = index.finish()?;
+            let idx = data_dir.join(crate::catalog::index_path(&rel));
+            let idx_tmp = idx.with_extension("idx.tmp");
+            let mut f = File::create(&idx_tmp).map_err(|e| Error::io("creating", &idx_tmp, e))?;
+            f.write_all(&bundle)
+                .and_then(|()| f.sync_all())
+                .map_err(|e| Error::io("writing", &idx_tmp, e))?;
+            fs::rename(&idx_tmp, &idx).map_err(|e| Error::io("renaming", &idx, e))?;
+            bundle.len() as u64
+        }
+        None => 0,
     };
     crate::crash_point("segment-index-written");
     fs::rename(&tmp, &path).map_err(|e| Error::io("renaming", &path, e))?;
@@ -177,11 +226,14 @@ fn write_one(
     if let Some(parent) = dir.parent() {
         crate::fsutil::sync_dir(parent)?;
     }
+    if rows == 0 {
+        (min_time, max_time) = (i64::MIN, i64::MAX);
+    }
     Ok(SegmentMeta {
         signal,
         partition: partition.to_owned(),
         path: rel,
-        rows: sorted.num_rows() as u64,
+        rows,
         bytes,
         min_time,
         max_time,
