@@ -133,6 +133,7 @@ fn merged_stream(
 
 /// Merges `group` (segments of one signal and partition) and commits the result.
 pub(crate) fn merge(shared: &Shared, signal: Signal, group: &[Arc<SegmentMeta>]) -> Result<()> {
+    let started = std::time::Instant::now();
     let dir = &shared.config.data_dir;
     let min_lsn = group.iter().map(|s| s.min_lsn).min().unwrap_or(0);
     let max_lsn = group.iter().map(|s| s.max_lsn).max().unwrap_or(0);
@@ -198,7 +199,12 @@ pub(crate) fn merge(shared: &Shared, signal: Signal, group: &[Arc<SegmentMeta>])
     }
     crate::crash_point("compaction-after-commit");
     lock(&shared.graveyard).extend(group.iter().cloned());
-    shared.metrics.compactions.fetch_add(1, Ordering::Relaxed);
+    let m = &shared.metrics;
+    m.compactions.fetch_add(1, Ordering::Relaxed);
+    m.compacted_rows
+        .fetch_add(group.iter().map(|s| s.rows).sum(), Ordering::Relaxed);
+    m.compaction_seconds
+        .observe(started.elapsed().as_secs_f64());
     Ok(())
 }
 

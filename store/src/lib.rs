@@ -611,6 +611,11 @@ fn flush_signal(shared: &Arc<Shared>, signal: Signal) -> Result<()> {
         Ok(metas) => {
             buf.flushing.clear();
             let written = metas.len() as u64;
+            let rows: u64 = metas.iter().map(|m| m.rows).sum();
+            shared
+                .metrics
+                .flushed_rows
+                .fetch_add(rows, Ordering::Relaxed);
             state.segments[i].extend(metas.into_iter().map(Arc::new));
             drop(state);
             shared.budget.release(bytes);

@@ -68,7 +68,11 @@ pub struct Metrics {
     pub wal_bytes: AtomicU64,
     pub segments_written: AtomicU64,
     pub compactions: AtomicU64,
+    /// Rows written by flushes and by compactions (throughput = rows / seconds).
+    pub flushed_rows: AtomicU64,
+    pub compacted_rows: AtomicU64,
     pub flush_seconds: Histogram,
+    pub compaction_seconds: Histogram,
     pub query_seconds: Histogram,
     pub queries_failed: AtomicU64,
 }
@@ -84,7 +88,10 @@ impl Default for Metrics {
             wal_bytes: AtomicU64::new(0),
             segments_written: AtomicU64::new(0),
             compactions: AtomicU64::new(0),
+            flushed_rows: AtomicU64::new(0),
+            compacted_rows: AtomicU64::new(0),
             flush_seconds: Histogram::new(LATENCY_BOUNDS),
+            compaction_seconds: Histogram::new(LATENCY_BOUNDS),
             query_seconds: Histogram::new(LATENCY_BOUNDS),
             queries_failed: AtomicU64::new(0),
         }
@@ -150,10 +157,25 @@ impl Metrics {
             "# HELP lumen_compactions_total Merges of small segments into larger ones.\n# TYPE lumen_compactions_total counter\nlumen_compactions_total {}",
             self.compactions.load(Ordering::Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# HELP lumen_flushed_rows_total Rows written to segments by flushes.\n# TYPE lumen_flushed_rows_total counter\nlumen_flushed_rows_total {}",
+            self.flushed_rows.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP lumen_compacted_rows_total Rows written to segments by compactions.\n# TYPE lumen_compacted_rows_total counter\nlumen_compacted_rows_total {}",
+            self.compacted_rows.load(Ordering::Relaxed)
+        );
         self.flush_seconds.render(
             &mut out,
             "lumen_flush_seconds",
-            "Time to write one buffer flush as a segment.",
+            "Time to write one buffer flush as segments (Parquet and index).",
+        );
+        self.compaction_seconds.render(
+            &mut out,
+            "lumen_compaction_seconds",
+            "Time of one compaction merge (read, merge, write Parquet and index, commit).",
         );
         self.query_seconds
             .render(&mut out, "lumen_query_seconds", "Latency of queries.");
