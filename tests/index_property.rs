@@ -325,7 +325,7 @@ fn check_segments(
         let rows = index::row_views(signal, &batch).unwrap();
         let bundle = std::fs::read(store.data_dir().join(seg.index_path().unwrap())).unwrap();
         let idx = SegmentIndex::open(signal, &bundle).unwrap();
-        for _ in 0..300 {
+        for _ in 0..500 {
             let q = query(rng, signal, &rows, 2);
             let from_index = idx.search(&q).unwrap();
             let from_scan: Vec<u32> = rows
@@ -365,6 +365,8 @@ fn index_answers_equal_a_brute_force_scan() {
             // Several flushes: several segments, each with its own index.
             store.flush_all().unwrap();
         }
+        // Flushed segments get their index from compaction.
+        store.compact_all().unwrap();
         check_segments(&store, Signal::Logs, &mut rng, seed, &mut checked);
         check_segments(&store, Signal::Spans, &mut rng, seed, &mut checked);
     }

@@ -30,9 +30,13 @@ pub struct SegmentMeta {
     pub min_lsn: u64,
     pub max_lsn: u64,
     /// Size of the segment's tantivy index bundle ([`SegmentMeta::index_path`]);
-    /// 0 when the signal has no index.
+    /// 0 when the signal has no index or the segment was flushed and not yet
+    /// compacted (flushed segments are searched by scan until then).
     #[serde(default)]
     pub index_bytes: u64,
+    /// When the segment was written (ns since the epoch).
+    #[serde(default)]
+    pub created_ns: i64,
 }
 
 impl SegmentMeta {

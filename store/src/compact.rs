@@ -38,6 +38,10 @@ pub struct CompactionConfig {
     pub min_inputs: usize,
     /// Pause between merges, so compaction takes a bounded share of CPU.
     pub pause: Duration,
+    /// Flushed segments are written without an index (indexing at flush
+    /// cost ingest three quarters of its rate); compaction builds it. A
+    /// flushed segment this old is compacted, alone if need be, for its index.
+    pub index_delay: Duration,
 }
 
 impl Default for CompactionConfig {
@@ -49,19 +53,25 @@ impl Default for CompactionConfig {
             max_rows: 8_000_000,
             min_inputs: 4,
             pause: Duration::from_millis(500),
+            index_delay: Duration::from_secs(30),
         }
     }
 }
 
 /// Picks one group of segments to merge: consecutive small segments of one
-/// partition, oldest first.
+/// partition, oldest first, once there are `min_inputs` of them; or the
+/// partition's unindexed (freshly flushed) segments once the oldest of them
+/// is `index_delay` old, even alone, so every segment gets its index.
 pub(crate) fn pick(
     segments: &[Arc<SegmentMeta>],
     config: &CompactionConfig,
+    now_ns: i64,
 ) -> Option<Vec<Arc<SegmentMeta>>> {
+    let unindexed = |s: &SegmentMeta| crate::index::indexed(s.signal) && s.index_bytes == 0;
+    let delay = i64::try_from(config.index_delay.as_nanos()).unwrap_or(i64::MAX);
     let mut by_partition: BTreeMap<&str, Vec<&Arc<SegmentMeta>>> = BTreeMap::new();
     for s in segments {
-        if s.bytes < config.target_bytes / 2 {
+        if s.bytes < config.target_bytes / 2 || unindexed(s) {
             by_partition
                 .entry(s.partition.as_str())
                 .or_default()
@@ -69,10 +79,17 @@ pub(crate) fn pick(
         }
     }
     for (_, mut small) in by_partition {
-        if small.len() < config.min_inputs {
+        small.sort_by_key(|s| s.min_lsn);
+        let overdue = small
+            .iter()
+            .any(|s| unindexed(s) && now_ns.saturating_sub(s.created_ns) >= delay);
+        let lone = small.len() < config.min_inputs;
+        if lone && !overdue {
             continue;
         }
-        small.sort_by_key(|s| s.min_lsn);
+        if lone {
+            small.retain(|s| unindexed(s));
+        }
         let mut group = Vec::new();
         let (mut bytes, mut rows) = (0, 0);
         for s in small {
@@ -85,7 +102,7 @@ pub(crate) fn pick(
             rows += s.rows;
             group.push(Arc::clone(s));
         }
-        if group.len() >= 2 {
+        if group.len() >= 2 || group.first().is_some_and(|s| unindexed(s)) {
             return Some(group);
         }
     }
@@ -156,6 +173,7 @@ pub(crate) fn merge(shared: &Shared, signal: Signal, group: &[Arc<SegmentMeta>])
         &partition,
         (min_lsn, max_lsn),
         segment::COMPACT_ZSTD_LEVEL,
+        true,
     )?];
     crate::crash_point("compaction-before-commit");
     let paths: std::collections::HashSet<&str> = group.iter().map(|s| s.path.as_str()).collect();
@@ -215,7 +233,7 @@ pub(crate) fn run(shared: Arc<Shared>) {
         let mut merged_any = false;
         for signal in Signal::ALL {
             let segments = lock(&shared.state).segments[signal.index()].clone();
-            if let Some(group) = pick(&segments, &config) {
+            if let Some(group) = pick(&segments, &config, crate::now_ns()) {
                 if let Err(e) = merge(&shared, signal, &group) {
                     tracing::error!(signal = %signal, error = %e, "compaction failed; will retry");
                 }
@@ -229,5 +247,47 @@ pub(crate) fn run(shared: Arc<Shared>) {
             Duration::from_secs(2)
         };
         let _ = shared.wake.wait_timeout(guard, pause);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(lsn: u64, indexed: bool, created_ns: i64) -> Arc<SegmentMeta> {
+        Arc::new(SegmentMeta {
+            signal: Signal::Logs,
+            partition: "2024-05-01T13".into(),
+            path: format!("segments/logs/2024-05-01T13/{lsn}.parquet"),
+            rows: 10,
+            bytes: 1000,
+            min_time: 0,
+            max_time: 1,
+            min_lsn: lsn,
+            max_lsn: lsn,
+            index_bytes: u64::from(indexed) * 100,
+            created_ns,
+        })
+    }
+
+    #[test]
+    fn flushed_segments_get_their_index_after_the_delay_even_alone() {
+        let config = CompactionConfig::default();
+        let delay = config.index_delay.as_nanos() as i64;
+        let fresh = [seg(1, false, 1_000)];
+        // Too young and too few: left alone.
+        assert!(pick(&fresh, &config, 1_000 + delay - 1).is_none());
+        // Old enough: rewritten alone, to build its index.
+        let group = pick(&fresh, &config, 1_000 + delay).expect("picked");
+        assert_eq!(group.len(), 1);
+        // An indexed segment alone is never rewritten.
+        assert!(pick(&[seg(1, true, 0)], &config, i64::MAX).is_none());
+        // With an old indexed one beside it, only the unindexed one is taken.
+        let mixed = [seg(1, true, 0), seg(2, false, 0)];
+        let group = pick(&mixed, &config, i64::MAX).expect("picked");
+        assert_eq!(group.iter().map(|s| s.min_lsn).collect::<Vec<_>>(), vec![2]);
+        // Enough small segments: merged regardless of age or index.
+        let many: Vec<_> = (1..=4).map(|i| seg(i, i % 2 == 0, 0)).collect();
+        assert_eq!(pick(&many, &config, 0).expect("picked").len(), 4);
     }
 }

@@ -389,6 +389,23 @@ impl Store {
 
     /// Flushes everything and stops the background threads. Appends after
     /// this fail with [`Error::Closed`].
+    /// Compacts until nothing is left to merge, indexing every flushed
+    /// segment now instead of after `index_delay` (tests, tools).
+    pub fn compact_all(&self) -> Result<()> {
+        for signal in Signal::ALL {
+            loop {
+                let segments = lock(&self.shared.state).segments[signal.index()].clone();
+                let Some(group) =
+                    compact::pick(&segments, &self.shared.config.compaction, i64::MAX)
+                else {
+                    break;
+                };
+                compact::merge(&self.shared, signal, &group)?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn close(&self) -> Result<()> {
         self.shared.stop.store(true, Ordering::SeqCst);
         self.shared.wake.notify_all();
@@ -486,7 +503,7 @@ fn flush_loop(shared: Arc<Shared>, wal_tx: mpsc::Sender<Command>) {
     }
 }
 
-fn now_ns() -> i64 {
+pub(crate) fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
@@ -989,6 +1006,7 @@ mod compaction_tests {
         };
         // Keep the background compactor out of the way; this test drives it.
         cfg.compaction.min_inputs = usize::MAX;
+        cfg.compaction.index_delay = Duration::MAX;
         let store = Store::open(cfg).expect("open");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -1011,8 +1029,13 @@ mod compaction_tests {
                 min_inputs: 4,
                 ..Default::default()
             },
+            now_ns(),
         )
         .expect("a group");
+        assert!(
+            before.iter().all(|s| s.index_bytes == 0),
+            "flushes write no index"
+        );
         assert_eq!(group.len(), 5);
         compact::merge(&store.shared, Signal::Logs, &group).expect("merge");
         let after = store.snapshot(Signal::Logs).segments;

@@ -136,6 +136,7 @@ fn write_one(
     min_lsn: u64,
     max_lsn: u64,
 ) -> Result<SegmentMeta> {
+    // No index at flush: compaction builds it (see `CompactionConfig::index_delay`).
     write_sorted(
         data_dir,
         signal,
@@ -143,6 +144,7 @@ fn write_one(
         partition,
         (min_lsn, max_lsn),
         FLUSH_ZSTD_LEVEL,
+        false,
     )
 }
 
@@ -151,8 +153,8 @@ pub(crate) const FLUSH_ZSTD_LEVEL: i32 = 1;
 /// zstd level of compacted segments: written once, in the background, kept long.
 pub(crate) const COMPACT_ZSTD_LEVEL: i32 = 3;
 
-/// Writes one segment of `partition` from batches already in the segment's
-/// sort order, streaming: Parquet row groups and the index are built as the
+/// Writes one segment of `partition` (with its index if `with_index` and the
+/// signal has one) from batches already in the segment's sort order, streaming: Parquet row groups and the index are built as the
 /// batches arrive, so memory does not grow with the segment. Temp names,
 /// fsync, rename; the caller commits the returned segment to the catalog.
 pub(crate) fn write_sorted(
@@ -162,6 +164,7 @@ pub(crate) fn write_sorted(
     partition: &str,
     (min_lsn, max_lsn): (u64, u64),
     zstd_level: i32,
+    with_index: bool,
 ) -> Result<SegmentMeta> {
     let rel = format!(
         "segments/{}/{partition}/{min_lsn:020}-{max_lsn:020}.parquet",
@@ -177,7 +180,7 @@ pub(crate) fn write_sorted(
         signal.schema(),
         Some(writer_properties(signal, zstd_level)?),
     )?;
-    let mut index = if crate::index::indexed(signal) {
+    let mut index = if with_index && crate::index::indexed(signal) {
         Some(crate::index::Builder::new(signal)?)
     } else {
         None
@@ -240,6 +243,7 @@ pub(crate) fn write_sorted(
         min_lsn,
         max_lsn,
         index_bytes,
+        created_ns: crate::now_ns(),
     })
 }
 
