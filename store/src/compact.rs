@@ -36,6 +36,9 @@ pub struct CompactionConfig {
     pub max_rows: u64,
     /// Merge when a partition has at least this many small segments.
     pub min_inputs: usize,
+    /// At most this many inputs per merge: the merge holds one decoded batch
+    /// (and one row group's pages) per input.
+    pub max_inputs: usize,
     /// Pause between merges, so compaction takes a bounded share of CPU.
     pub pause: Duration,
     /// Flushed segments are written without an index (indexing at flush
@@ -52,6 +55,7 @@ impl Default for CompactionConfig {
             target_bytes: 256 << 20,
             max_rows: 8_000_000,
             min_inputs: 4,
+            max_inputs: 16,
             pause: Duration::from_millis(500),
             index_delay: Duration::from_secs(30),
         }
@@ -94,7 +98,9 @@ pub(crate) fn pick(
         let (mut bytes, mut rows) = (0, 0);
         for s in small {
             if !group.is_empty()
-                && (bytes + s.bytes > config.target_bytes || rows + s.rows > config.max_rows)
+                && (bytes + s.bytes > config.target_bytes
+                    || rows + s.rows > config.max_rows
+                    || group.len() >= config.max_inputs)
             {
                 break;
             }
@@ -112,7 +118,7 @@ pub(crate) fn pick(
 /// The rows of `group` (sorted segments of one partition) as one stream in
 /// the segments' sort order: DataFusion reads each file as its own sorted
 /// partition and `SortPreservingMergeExec` merges them batch by batch, so
-/// memory is one batch per input however large the merge.
+/// memory is one batch per input however many rows the merge has.
 fn merged_stream(
     dir: &std::path::Path,
     signal: Signal,
@@ -143,7 +149,8 @@ fn merged_stream(
     .build();
     let scan = DataSourceExec::from_data_source(config);
     let merge = SortPreservingMergeExec::new(ordering, scan);
-    let session = SessionConfig::new().with_batch_size(8192);
+    // Small batches: one is held per input.
+    let session = SessionConfig::new().with_batch_size(2048);
     let ctx = Arc::new(TaskContext::default().with_session_config(session));
     Ok(merge.execute(0, ctx)?)
 }
