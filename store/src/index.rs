@@ -29,7 +29,7 @@ use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::directory::{Directory, RamDirectory};
 use tantivy::query::{AllQuery, PhraseQuery, Query as TQuery, RangeQuery, TermQuery};
 use tantivy::schema::{
-    FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions,
+    FAST, Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions,
 };
 use tantivy::tokenizer::{LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer};
 use tantivy::{DocId, Index, IndexWriter, SegmentReader, TantivyDocument, Term};
@@ -122,26 +122,38 @@ struct Fields {
     attr: Field,
 }
 
+/// An exact-value field. No fieldnorms anywhere: nothing is scored, and they
+/// cost a byte per document and field.
+fn exact() -> TextOptions {
+    TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer("raw")
+            .set_fieldnorms(false)
+            .set_index_option(IndexRecordOption::Basic),
+    )
+}
+
 fn schema(signal: Signal) -> Result<(Schema, Fields)> {
     let mut b = Schema::builder();
     let row = b.add_u64_field("row", FAST);
-    let attr = b.add_text_field("attr", STRING);
+    let attr = b.add_text_field("attr", exact());
     let (body, severity, terms) = match signal {
         Signal::Logs => {
             let text = TextOptions::default().set_indexing_options(
                 TextFieldIndexing::default()
                     .set_tokenizer(TOKENIZER)
+                    .set_fieldnorms(false)
                     .set_index_option(IndexRecordOption::WithFreqsAndPositions),
             );
             let body = b.add_text_field("body", text);
-            let severity = b.add_i64_field("severity", INDEXED);
+            let severity = b.add_i64_field("severity", NumericOptions::default().set_indexed());
             let terms = [
                 TermField::Service,
                 TermField::SeverityText,
                 TermField::TraceId,
                 TermField::SpanId,
             ]
-            .map(|f| (f, b.add_text_field(f.name(), STRING)))
+            .map(|f| (f, b.add_text_field(f.name(), exact())))
             .to_vec();
             (Some(body), Some(severity), terms)
         }
@@ -152,7 +164,7 @@ fn schema(signal: Signal) -> Result<(Schema, Fields)> {
                 TermField::SpanId,
                 TermField::Operation,
             ]
-            .map(|f| (f, b.add_text_field(f.name(), STRING)))
+            .map(|f| (f, b.add_text_field(f.name(), exact())))
             .to_vec();
             (None, None, terms)
         }
