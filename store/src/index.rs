@@ -57,6 +57,17 @@ pub enum TermField {
 }
 
 impl TermField {
+    /// The segment column the field indexes.
+    fn column(self) -> &'static str {
+        match self {
+            TermField::Service => "service_name",
+            TermField::SeverityText => "severity_text",
+            TermField::TraceId => "trace_id",
+            TermField::SpanId => "span_id",
+            TermField::Operation => "name",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             TermField::Service => "service",
@@ -147,25 +158,17 @@ fn schema(signal: Signal) -> Result<(Schema, Fields)> {
             );
             let body = b.add_text_field("body", text);
             let severity = b.add_i64_field("severity", NumericOptions::default().set_indexed());
-            let terms = [
-                TermField::Service,
-                TermField::SeverityText,
-                TermField::TraceId,
-                TermField::SpanId,
-            ]
-            .map(|f| (f, b.add_text_field(f.name(), exact())))
-            .to_vec();
+            let terms = term_fields(signal)
+                .iter()
+                .map(|f| (*f, b.add_text_field(f.name(), exact())))
+                .collect();
             (Some(body), Some(severity), terms)
         }
         Signal::Spans => {
-            let terms = [
-                TermField::Service,
-                TermField::TraceId,
-                TermField::SpanId,
-                TermField::Operation,
-            ]
-            .map(|f| (f, b.add_text_field(f.name(), exact())))
-            .to_vec();
+            let terms = term_fields(signal)
+                .iter()
+                .map(|f| (*f, b.add_text_field(f.name(), exact())))
+                .collect();
             (None, None, terms)
         }
         Signal::Metrics => {
@@ -186,6 +189,34 @@ fn schema(signal: Signal) -> Result<(Schema, Fields)> {
 
 fn register(index: &Index) {
     index.tokenizers().register(TOKENIZER, analyzer());
+}
+
+/// The exact-value fields a signal's index has.
+fn term_fields(signal: Signal) -> &'static [TermField] {
+    match signal {
+        Signal::Logs => &[
+            TermField::Service,
+            TermField::SeverityText,
+            TermField::TraceId,
+            TermField::SpanId,
+        ],
+        Signal::Spans => &[
+            TermField::Service,
+            TermField::TraceId,
+            TermField::SpanId,
+            TermField::Operation,
+        ],
+        Signal::Metrics => &[],
+    }
+}
+
+/// The column of a signal's record attributes.
+fn record_attrs_column(signal: Signal) -> &'static str {
+    match signal {
+        Signal::Logs => "log_attributes",
+        Signal::Spans => "span_attributes",
+        Signal::Metrics => "attributes",
+    }
 }
 
 /// Does `signal` get an index?
@@ -263,37 +294,12 @@ impl Builder {
     /// Adds the next rows of the segment.
     pub(crate) fn add(&mut self, batch: &RecordBatch) -> Result<()> {
         let (signal, fields) = (self.signal, &self.fields);
-        let (record_attrs, term_cols): (&str, Vec<(Field, &StringArray, bool)>) = match signal {
-            Signal::Logs => ("log_attributes", {
-                let mut v = Vec::new();
-                for (tf, f) in &fields.terms {
-                    let (col, lower) = match tf {
-                        TermField::Service => ("service_name", false),
-                        TermField::SeverityText => ("severity_text", true),
-                        TermField::TraceId => ("trace_id", false),
-                        TermField::SpanId => ("span_id", false),
-                        TermField::Operation => continue,
-                    };
-                    v.push((*f, str_col(batch, col)?, lower));
-                }
-                v
-            }),
-            _ => ("span_attributes", {
-                let mut v = Vec::new();
-                for (tf, f) in &fields.terms {
-                    let col = match tf {
-                        TermField::Service => "service_name",
-                        TermField::TraceId => "trace_id",
-                        TermField::SpanId => "span_id",
-                        TermField::Operation => "name",
-                        TermField::SeverityText => continue,
-                    };
-                    v.push((*f, str_col(batch, col)?, false));
-                }
-                v
-            }),
-        };
-        let attrs = map_col(batch, record_attrs)?;
+        let mut term_cols: Vec<(Field, &StringArray, bool)> = Vec::new();
+        for (tf, f) in &fields.terms {
+            let lower = *tf == TermField::SeverityText;
+            term_cols.push((*f, str_col(batch, tf.column())?, lower));
+        }
+        let attrs = map_col(batch, record_attrs_column(signal))?;
         let resource = map_col(batch, "resource_attributes")?;
         let body = match fields.body {
             Some(f) => Some((f, str_col(batch, "body")?)),
@@ -710,29 +716,14 @@ pub fn matches_row(q: &Query, row: &RowView) -> bool {
 /// The [`RowView`]s of a batch of `signal` (logs or spans), for evaluating
 /// queries by scan: over the fresh buffer, and as the reference in tests.
 pub fn row_views(signal: Signal, batch: &RecordBatch) -> Result<Vec<RowView>> {
-    let cols: Vec<(&'static str, &StringArray)> = match signal {
-        Signal::Logs => vec![
-            ("service", str_col(batch, "service_name")?),
-            ("severity_text", str_col(batch, "severity_text")?),
-            ("trace_id", str_col(batch, "trace_id")?),
-            ("span_id", str_col(batch, "span_id")?),
-        ],
-        Signal::Spans => vec![
-            ("service", str_col(batch, "service_name")?),
-            ("trace_id", str_col(batch, "trace_id")?),
-            ("span_id", str_col(batch, "span_id")?),
-            ("operation", str_col(batch, "name")?),
-        ],
-        Signal::Metrics => return Err(Error::Corrupt("metrics have no search".into())),
-    };
-    let record_attrs = map_col(
-        batch,
-        if signal == Signal::Logs {
-            "log_attributes"
-        } else {
-            "span_attributes"
-        },
-    )?;
+    if !indexed(signal) {
+        return Err(Error::Corrupt("metrics have no search".into()));
+    }
+    let mut cols: Vec<(&'static str, &StringArray)> = Vec::new();
+    for tf in term_fields(signal) {
+        cols.push((tf.name(), str_col(batch, tf.column())?));
+    }
+    let record_attrs = map_col(batch, record_attrs_column(signal))?;
     let resource = map_col(batch, "resource_attributes")?;
     let body = if signal == Signal::Logs {
         Some(str_col(batch, "body")?)

@@ -343,13 +343,10 @@ impl Writer {
         });
         let result = match prepared {
             Some(Ok(f)) => Ok(f),
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "preparing the next WAL file failed; trying again");
-                let seq = self.next_seq;
-                self.next_seq += 1;
-                prepare_file(&self.dir, seq, self.capacity)
-            }
-            None => {
+            failed => {
+                if let Some(Err(e)) = failed {
+                    tracing::warn!(error = %e, "preparing the next WAL file failed; trying again");
+                }
                 let seq = self.next_seq;
                 self.next_seq += 1;
                 prepare_file(&self.dir, seq, self.capacity)
