@@ -59,6 +59,12 @@ pub(crate) struct LoadgenArgs {
     /// Distinct pre-encoded batches to cycle through.
     #[arg(long, default_value_t = 64)]
     pub(crate) batches: usize,
+    /// Send freshly generated batches (new ids, numbers and timestamps in
+    /// every one) instead of cycling pre-encoded ones: for measuring size on
+    /// disk, where repeated records would flatter compression. A generator
+    /// thread makes them, so the send rate may be bounded by generation.
+    #[arg(long)]
+    pub(crate) fresh: bool,
     /// Sample this process's RSS (e.g. the server's pid) and report its peak.
     #[arg(long)]
     pub(crate) watch_pid: Option<u32>,
@@ -241,13 +247,28 @@ fn now_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// One batch of `n` log lines as services write them: lines come in
+/// requests of 1–8 lines that share a trace id (a span id per one to three
+/// lines), a fifth of them background work without trace context.
 fn logs_batch(rng: &mut Rng, n: usize) -> ExportLogsServiceRequest {
     let now = now_ns();
-    let records = (0..n)
-        .map(|i| {
+    let mut records = Vec::with_capacity(n);
+    while records.len() < n {
+        let lines = (1 + rng.below(8) as usize).min(n - records.len());
+        let traced = rng.below(5) != 0;
+        let trace_id = if traced { rng.bytes(16) } else { Vec::new() };
+        let mut span_id = if traced { rng.bytes(8) } else { Vec::new() };
+        let (method, route, user) = (rng.pick(METHODS), rng.pick(ROUTES), rng.pick(USERS));
+        let session = format!("{:016x}", rng.next());
+        let port = 1024 + rng.below(60000) as i64;
+        for _ in 0..lines {
+            if traced && rng.below(3) == 0 {
+                span_id = rng.bytes(8);
+            }
+            let i = records.len();
             let (sev, text, body) = message(rng);
-            LogRecord {
-                time_unix_nano: now - (n - i) as u64 * 1000,
+            records.push(LogRecord {
+                time_unix_nano: now - (n - i) as u64 * 1000 + rng.below(1000),
                 observed_time_unix_nano: now,
                 severity_number: sev,
                 severity_text: text.into(),
@@ -255,27 +276,24 @@ fn logs_batch(rng: &mut Rng, n: usize) -> ExportLogsServiceRequest {
                     value: Some(s(body)),
                 }),
                 attributes: vec![
-                    kv("http.method", s(rng.pick(METHODS))),
-                    kv("http.route", s(rng.pick(ROUTES))),
+                    kv("http.method", s(method)),
+                    kv("http.route", s(route)),
                     kv(
                         "http.status_code",
                         Value::IntValue([200, 201, 404, 500][rng.below(4) as usize]),
                     ),
-                    kv("user.id", s(rng.pick(USERS))),
-                    kv("session.id", s(format!("{:016x}", rng.next()))),
-                    kv(
-                        "net.peer.port",
-                        Value::IntValue(1024 + rng.below(60000) as i64),
-                    ),
+                    kv("user.id", s(user)),
+                    kv("session.id", s(session.clone())),
+                    kv("net.peer.port", Value::IntValue(port)),
                 ],
                 dropped_attributes_count: 0,
-                flags: 1,
-                trace_id: rng.bytes(16),
-                span_id: rng.bytes(8),
+                flags: u32::from(traced),
+                trace_id: trace_id.clone(),
+                span_id: span_id.clone(),
                 event_name: String::new(),
-            }
-        })
-        .collect();
+            });
+        }
+    }
     ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
             resource: Some(resource(rng)),
@@ -293,57 +311,148 @@ fn logs_batch(rng: &mut Rng, n: usize) -> ExportLogsServiceRequest {
     }
 }
 
+const USER_AGENTS: &[&str] = &[
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15",
+    "okhttp/4.12.0",
+    "python-requests/2.32.3",
+    "Go-http-client/2.0",
+];
+const SPAN_OPS: &[&str] = &[
+    "SELECT orders",
+    "SELECT items",
+    "UPDATE inventory",
+    "redis GET",
+    "redis SET",
+    "publish orders.created",
+    "render template",
+];
+
+/// One batch of `n` spans as instrumented HTTP services emit them: traces of
+/// 1–12 spans (a server root, then client, database and internal children
+/// under random earlier spans of the trace), semantic-convention attributes,
+/// a quarter with an event, one in twenty failing.
 fn spans_batch(rng: &mut Rng, n: usize) -> ExportTraceServiceRequest {
     let now = now_ns();
     let mut spans = Vec::with_capacity(n);
-    let mut trace = rng.bytes(16);
-    let mut parent: Vec<u8> = Vec::new();
-    for i in 0..n {
-        if i % 8 == 0 {
-            trace = rng.bytes(16);
-            parent.clear();
-        }
-        let id = rng.bytes(8);
-        let dur = rng.below(500_000_000);
-        let error = rng.below(20) == 0;
-        spans.push(Span {
-            trace_id: trace.clone(),
-            span_id: id.clone(),
-            parent_span_id: parent.clone(),
-            name: format!("{} {}", rng.pick(METHODS), rng.pick(ROUTES)),
-            kind: if parent.is_empty() { 2 } else { 3 },
-            start_time_unix_nano: now - dur - 1_000_000,
-            end_time_unix_nano: now - 1_000_000,
-            attributes: vec![
-                kv("http.request.method", s(rng.pick(METHODS))),
-                kv("http.route", s(rng.pick(ROUTES))),
-                kv(
-                    "http.response.status_code",
-                    Value::IntValue(if error { 500 } else { 200 }),
-                ),
-                kv("user.id", s(rng.pick(USERS))),
-            ],
-            events: if rng.below(4) == 0 {
-                vec![span::Event {
-                    time_unix_nano: now - dur / 2,
-                    name: "cache.miss".into(),
-                    attributes: vec![kv("key", s(format!("item:{}", rng.below(100000))))],
-                    dropped_attributes_count: 0,
-                }]
+    while spans.len() < n {
+        let len = (1 + rng.below(12) as usize).min(n - spans.len());
+        let trace = rng.bytes(16);
+        let (method, route) = (rng.pick(METHODS), rng.pick(ROUTES));
+        let root_dur = 1_000_000 + rng.below(500_000_000);
+        let root_start = now - root_dur - rng.below(1_000_000);
+        // (span id, start, duration) of the trace's spans so far.
+        let mut tree: Vec<(Vec<u8>, u64, u64)> = Vec::with_capacity(len);
+        for k in 0..len {
+            let id = rng.bytes(8);
+            let error = rng.below(20) == 0;
+            let (parent, start, dur) = if k == 0 {
+                (Vec::new(), root_start, root_dur)
             } else {
-                vec![]
-            },
-            status: Some(Status {
-                message: if error {
-                    "upstream failed".into()
+                let (pid, pstart, pdur) = &tree[rng.below(tree.len() as u64) as usize];
+                let offset = rng.below(pdur / 2 + 1);
+                let dur = rng.below((pdur - offset).max(1)) + 1;
+                (pid.clone(), pstart + offset, dur)
+            };
+            let status_code = if error { 500 } else { 200 };
+            let (name, kind, attributes) = if k == 0 {
+                (
+                    format!("{method} {route}"),
+                    2,
+                    vec![
+                        kv("http.request.method", s(method)),
+                        kv("http.route", s(route)),
+                        kv("http.response.status_code", Value::IntValue(status_code)),
+                        kv("url.scheme", s("https")),
+                        kv(
+                            "url.path",
+                            s(route.replace("{id}", &rng.below(100_000).to_string())),
+                        ),
+                        kv("server.address", s("shop.example.com")),
+                        kv("server.port", Value::IntValue(443)),
+                        kv("network.protocol.version", s("1.1")),
+                        kv(
+                            "client.address",
+                            s(format!(
+                                "10.{}.{}.{}",
+                                rng.below(256),
+                                rng.below(256),
+                                rng.below(256)
+                            )),
+                        ),
+                        kv("user_agent.original", s(rng.pick(USER_AGENTS))),
+                        kv("user.id", s(rng.pick(USERS))),
+                    ],
+                )
+            } else if rng.below(2) == 0 {
+                let op = rng.pick(SPAN_OPS);
+                (
+                    op.to_owned(),
+                    if op.starts_with("publish") { 4 } else { 3 },
+                    vec![
+                        kv(
+                            "db.system",
+                            s(if op.starts_with("redis") {
+                                "redis"
+                            } else {
+                                "postgresql"
+                            }),
+                        ),
+                        kv(
+                            "db.statement",
+                            s(format!("{op} WHERE id = ${}", rng.below(4) + 1)),
+                        ),
+                        kv("server.address", s("db.internal")),
+                        kv("server.port", Value::IntValue(5432)),
+                    ],
+                )
+            } else {
+                let (m, r) = (rng.pick(METHODS), rng.pick(ROUTES));
+                (
+                    m.to_owned(),
+                    3,
+                    vec![
+                        kv("http.request.method", s(m)),
+                        kv(
+                            "url.full",
+                            s(format!("http://{}.internal{r}", rng.pick(SERVICES))),
+                        ),
+                        kv("http.response.status_code", Value::IntValue(status_code)),
+                        kv("server.port", Value::IntValue(8080)),
+                    ],
+                )
+            };
+            spans.push(Span {
+                trace_id: trace.clone(),
+                span_id: id.clone(),
+                parent_span_id: parent,
+                name,
+                kind,
+                start_time_unix_nano: start,
+                end_time_unix_nano: start + dur,
+                attributes,
+                events: if rng.below(4) == 0 {
+                    vec![span::Event {
+                        time_unix_nano: start + dur / 2,
+                        name: "cache.miss".into(),
+                        attributes: vec![kv("key", s(format!("item:{}", rng.below(100000))))],
+                        dropped_attributes_count: 0,
+                    }]
                 } else {
-                    String::new()
+                    vec![]
                 },
-                code: if error { 2 } else { 0 },
-            }),
-            ..Default::default()
-        });
-        parent = id;
+                status: Some(Status {
+                    message: if error {
+                        "upstream failed".into()
+                    } else {
+                        String::new()
+                    },
+                    code: if error { 2 } else { 0 },
+                }),
+                ..Default::default()
+            });
+            tree.push((id, start, dur));
+        }
     }
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
@@ -362,15 +471,48 @@ fn spans_batch(rng: &mut Rng, n: usize) -> ExportTraceServiceRequest {
     }
 }
 
+fn encoded_batch(rng: &mut Rng, signal: LoadSignal, batch_size: usize) -> Bytes {
+    match signal {
+        LoadSignal::Logs => Bytes::from(logs_batch(rng, batch_size).encode_to_vec()),
+        LoadSignal::Spans => Bytes::from(spans_batch(rng, batch_size).encode_to_vec()),
+    }
+}
+
 /// Pre-encodes `count` distinct batches.
 pub(crate) fn encoded_batches(signal: LoadSignal, count: usize, batch_size: usize) -> Vec<Bytes> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     (0..count.max(1))
-        .map(|_| match signal {
-            LoadSignal::Logs => Bytes::from(logs_batch(&mut rng, batch_size).encode_to_vec()),
-            LoadSignal::Spans => Bytes::from(spans_batch(&mut rng, batch_size).encode_to_vec()),
-        })
+        .map(|_| encoded_batch(&mut rng, signal, batch_size))
         .collect()
+}
+
+/// Where workers take the next request body from.
+#[derive(Clone)]
+enum Source {
+    Cycle(Arc<Vec<Bytes>>),
+    Fresh(Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Bytes>>>),
+}
+
+impl Source {
+    async fn next(&self, i: usize) -> Option<Bytes> {
+        match self {
+            Source::Cycle(b) => Some(b[i % b.len()].clone()),
+            Source::Fresh(rx) => rx.lock().await.recv().await,
+        }
+    }
+}
+
+/// Generates fresh batches on a thread until the receiver is dropped.
+fn fresh_source(signal: LoadSignal, batch_size: usize) -> Source {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    std::thread::spawn(move || {
+        let mut rng = Rng(now_ns() | 1);
+        while tx
+            .blocking_send(encoded_batch(&mut rng, signal, batch_size))
+            .is_ok()
+        {}
+    });
+    Source::Fresh(Arc::new(tokio::sync::Mutex::new(rx)))
 }
 
 /// A codec that sends pre-encoded bytes and ignores the answer's contents.
@@ -460,6 +602,12 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
     if args.decode_only {
         return decode_only(&args, &batches);
     }
+    let source = if args.fresh {
+        println!("loadgen: sending freshly generated batches");
+        fresh_source(args.signal, args.batch_size)
+    } else {
+        Source::Cycle(Arc::clone(&batches))
+    };
     let path = match (args.protocol, args.signal) {
         (Protocol::Grpc, LoadSignal::Logs) => {
             "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
@@ -479,7 +627,7 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
     });
     let mut workers = Vec::new();
     for w in 0..args.connections {
-        let batches = Arc::clone(&batches);
+        let source = source.clone();
         let tally = Arc::clone(&tally);
         let stop = Arc::clone(&stop);
         let endpoint = args.endpoint.clone();
@@ -523,7 +671,9 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
                     }
                     next += iv;
                 }
-                let body = batches[i % batches.len()].clone();
+                let Some(body) = source.next(i).await else {
+                    break;
+                };
                 i += 1;
                 let len = body.len() as u64;
                 let started = Instant::now();
