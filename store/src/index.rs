@@ -68,6 +68,12 @@ impl TermField {
         }
     }
 
+    /// Trace and span ids: indexed as bytes, not hex text (half the term
+    /// dictionary, where these near-unique terms dominate).
+    fn is_id(self) -> bool {
+        matches!(self, TermField::TraceId | TermField::SpanId)
+    }
+
     fn name(self) -> &'static str {
         match self {
             TermField::Service => "service",
@@ -158,19 +164,9 @@ fn schema(signal: Signal) -> Result<(Schema, Fields)> {
             );
             let body = b.add_text_field("body", text);
             let severity = b.add_i64_field("severity", NumericOptions::default().set_indexed());
-            let terms = term_fields(signal)
-                .iter()
-                .map(|f| (*f, b.add_text_field(f.name(), exact())))
-                .collect();
-            (Some(body), Some(severity), terms)
+            (Some(body), Some(severity), term_schema(&mut b, signal))
         }
-        Signal::Spans => {
-            let terms = term_fields(signal)
-                .iter()
-                .map(|f| (*f, b.add_text_field(f.name(), exact())))
-                .collect();
-            (None, None, terms)
-        }
+        Signal::Spans => (None, None, term_schema(&mut b, signal)),
         Signal::Metrics => {
             return Err(Error::Corrupt("metrics segments have no index".into()));
         }
@@ -185,6 +181,47 @@ fn schema(signal: Signal) -> Result<(Schema, Fields)> {
             attr,
         },
     ))
+}
+
+fn term_schema(b: &mut tantivy::schema::SchemaBuilder, signal: Signal) -> Vec<(TermField, Field)> {
+    term_fields(signal)
+        .iter()
+        .map(|f| {
+            let field = if f.is_id() {
+                b.add_bytes_field(f.name(), tantivy::schema::INDEXED)
+            } else {
+                b.add_text_field(f.name(), exact())
+            };
+            (*f, field)
+        })
+        .collect()
+}
+
+/// The indexed term of a trace or span id: tag 0 and the bytes of a
+/// lowercase hex id (what the converter stores), or tag 1 and the text of
+/// anything else, so no two values share a term. The tag costs nothing: the
+/// term dictionary shares prefixes.
+fn id_term(value: &str) -> Vec<u8> {
+    let hex = value.len().is_multiple_of(2)
+        && value
+            .bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
+    if !hex {
+        let mut t = Vec::with_capacity(value.len() + 1);
+        t.push(1);
+        t.extend_from_slice(value.as_bytes());
+        return t;
+    }
+    let nibble = |c: u8| if c <= b'9' { c - b'0' } else { c - b'a' + 10 };
+    let mut t = Vec::with_capacity(value.len() / 2 + 1);
+    t.push(0);
+    t.extend(
+        value
+            .as_bytes()
+            .chunks_exact(2)
+            .map(|p| nibble(p[0]) << 4 | nibble(p[1])),
+    );
+    t
 }
 
 fn register(index: &Index) {
@@ -294,10 +331,9 @@ impl Builder {
     /// Adds the next rows of the segment.
     pub(crate) fn add(&mut self, batch: &RecordBatch) -> Result<()> {
         let (signal, fields) = (self.signal, &self.fields);
-        let mut term_cols: Vec<(Field, &StringArray, bool)> = Vec::new();
+        let mut term_cols: Vec<(Field, &StringArray, TermField)> = Vec::new();
         for (tf, f) in &fields.terms {
-            let lower = *tf == TermField::SeverityText;
-            term_cols.push((*f, str_col(batch, tf.column())?, lower));
+            term_cols.push((*f, str_col(batch, tf.column())?, *tf));
         }
         let attrs = map_col(batch, record_attrs_column(signal))?;
         let resource = map_col(batch, "resource_attributes")?;
@@ -324,13 +360,13 @@ impl Builder {
             if let Some((f, col)) = severity {
                 doc.add_i64(f, i64::from(col.value(i)));
             }
-            for (f, col, lower) in &term_cols {
+            for (f, col, tf) in &term_cols {
                 if col.is_valid(i) {
                     let v = col.value(i);
-                    if *lower {
-                        doc.add_text(*f, v.to_lowercase());
-                    } else {
-                        doc.add_text(*f, v);
+                    match tf {
+                        TermField::SeverityText => doc.add_text(*f, v.to_lowercase()),
+                        tf if tf.is_id() => doc.add_bytes(*f, &id_term(v)),
+                        _ => doc.add_text(*f, v),
                     }
                 }
             }
@@ -464,6 +500,30 @@ impl SegmentIndex {
         Ok(self.eval(q)?.rows())
     }
 
+    /// Bytes of the index per field and part (`terms`, `postings`,
+    /// `positions`, `fast`), for `lumen inspect`.
+    pub fn space_usage(&self) -> Result<Vec<(String, &'static str, u64)>> {
+        let usage = self
+            .reader
+            .searcher()
+            .space_usage()
+            .map_err(tantivy::TantivyError::from)?;
+        let mut out = Vec::new();
+        for seg in usage.segments() {
+            for (part, per_field) in [
+                ("terms", seg.termdict()),
+                ("postings", seg.postings()),
+                ("positions", seg.positions()),
+                ("fast", seg.fast_fields()),
+            ] {
+                for f in per_field.fields() {
+                    out.push((f.field_name().to_owned(), part, f.total().get_bytes()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Number of rows (documents) in the segment.
     pub fn num_rows(&self) -> u32 {
         self.reader.searcher().num_docs() as u32
@@ -533,15 +593,12 @@ impl SegmentIndex {
             }
             Query::Term(field, value) => {
                 let (tf, field) = f.terms.iter().find(|(tf, _)| tf == field)?;
-                let value = if *tf == TermField::SeverityText {
-                    value.to_lowercase()
-                } else {
-                    value.clone()
+                let term = match tf {
+                    TermField::SeverityText => Term::from_field_text(*field, &value.to_lowercase()),
+                    tf if tf.is_id() => Term::from_field_bytes(*field, &id_term(value)),
+                    _ => Term::from_field_text(*field, value),
                 };
-                Some(Box::new(TermQuery::new(
-                    Term::from_field_text(*field, &value),
-                    IndexRecordOption::Basic,
-                )))
+                Some(Box::new(TermQuery::new(term, IndexRecordOption::Basic)))
             }
             Query::Attr { key, value } => Some(Box::new(TermQuery::new(
                 Term::from_field_text(f.attr, &attr_term(key, value)?),
@@ -753,4 +810,21 @@ pub fn row_views(signal: Signal, batch: &RecordBatch) -> Result<Vec<RowView>> {
         out.push(row);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_terms_are_bytes_for_hex_and_never_collide_with_other_text() {
+        assert_eq!(id_term("0aff"), vec![0, 0x0a, 0xff]);
+        assert_eq!(id_term(""), vec![0]);
+        // Not lowercase hex: kept as text, under another tag, so it cannot
+        // equal the bytes of some hex id (an exact-match scan would not).
+        assert_eq!(id_term("0AFF"), vec![1, b'0', b'A', b'F', b'F']);
+        assert_eq!(id_term("abc"), vec![1, b'a', b'b', b'c']);
+        assert_ne!(id_term("6162"), id_term("ab"));
+        assert_ne!(id_term("zz"), id_term("7a7a"));
+    }
 }
