@@ -3,6 +3,8 @@
 # record after compaction, flush and compaction throughput and CPU share
 # during sustained ingest, peak RSS. Not part of CI.
 #   DURATION=60 SIGNALS="logs spans" ./scripts/bench-store.sh
+# The load generator sends freshly generated records (`--fresh`: no batch is
+# sent twice, so repeats do not flatter compression) unless CYCLE=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lumen-target}"
@@ -10,6 +12,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lumen-target}"
 BIN="${BIN:-$CARGO_TARGET_DIR/release/lumen}"
 DURATION="${DURATION:-60}"
 DATA="$(mktemp -d)"
+if [ -n "${CYCLE:-}" ]; then MODE=""; else MODE="--fresh"; fi
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$DATA"' EXIT
 
 # CPU ticks of the process and of its threads named $2.
@@ -31,12 +34,19 @@ for signal in ${SIGNALS:-logs spans}; do
   until curl -sf 127.0.0.1:27070/health > /dev/null; do sleep 0.2; done
   t0=$(ticks $SERVER); f0=$(thread_ticks $SERVER lumen-flush); c0=$(thread_ticks $SERVER lumen-compact)
   result=$("$BIN" loadgen --signal "$signal" --protocol grpc --endpoint 127.0.0.1:24317 \
-    --connections 4 --duration "$DURATION" --watch-pid $SERVER | grep '^result')
+    --connections 4 --duration "$DURATION" --watch-pid $SERVER $MODE | grep '^result')
   t1=$(ticks $SERVER); f1=$(thread_ticks $SERVER lumen-flush); c1=$(thread_ticks $SERVER lumen-compact)
-  # Let compaction finish: no new merge for 20 s.
-  last=-1; stable=0
-  while [ $stable -lt 20 ]; do
-    now=$(metric lumen_compactions_total); if [ "$now" = "$last" ]; then stable=$((stable + 1)); else stable=0; last=$now; fi
+  # Let compaction finish: every segment indexed, no merge running, and no
+  # new merge for 10 s (a long merge is not idleness).
+  last=-1; stable=0; crss=0
+  while [ $stable -lt 10 ]; do
+    rss=$(awk '/VmRSS/ {print int($2/1024)}' /proc/$SERVER/status); [ "$rss" -gt "$crss" ] && crss=$rss
+    now=$(metric lumen_compactions_total)
+    if [ "$now" = "$last" ] && [ "$(metric lumen_segments_unindexed)" = "0" ] && [ "$(metric lumen_compaction_running)" = "0" ]; then
+      stable=$((stable + 1))
+    else
+      stable=0; last=$now
+    fi
     sleep 1
   done
   t2=$(ticks $SERVER); c2=$(thread_ticks $SERVER lumen-compact)
@@ -55,12 +65,13 @@ for signal in ${SIGNALS:-logs spans}; do
   echo "$result"
   awk -v r="$records" -v p="$parquet" -v i="$idx" -v c="$catalog" -v w="$wire" -v n="$segments" \
       -v fl="$flushed" -v fs="$flush_s" -v co="$compacted" -v cs="$compact_s" -v k="$compactions" \
-      -v t="$((t1 - t0))" -v f="$((f1 - f0))" -v cc="$((c1 - c0))" -v cc2="$((c2 - c1))" -v ta="$((t2 - t1))" -v h="$hwm" 'BEGIN {
+      -v t="$((t1 - t0))" -v f="$((f1 - f0))" -v cc="$((c1 - c0))" -v cc2="$((c2 - c1))" -v ta="$((t2 - t1))" -v h="$hwm" -v cr="$crss" 'BEGIN {
     tot = p + i + c
     printf "records=%d wire_bytes_per_record=%s parquet=%d index=%d catalog=%d segments=%d compactions=%d\n", r, w, p, i, c, n, k
     printf "bytes_per_record=%.2f (parquet %.2f + index %.2f) = %.2f%% of OTLP protobuf\n", tot/r, p/r, i/r, 100*tot/r/w
     printf "flush: %d rows in %.1f s = %.0f rows/s; compaction: %d rows in %.1f s = %.0f rows/s\n", fl, fs, fl/fs, co, (cs > 0 ? cs : 1), co/(cs > 0 ? cs : 1)
     printf "CPU during ingest: server %.2f cores; flusher %.0f%% of it, compactor %.0f%%; after ingest: compactor %.1f s of CPU\n", t/100/'"$DURATION"', 100*f/t, 100*cc/t, cc2/100
-    printf "peak RSS (VmHWM, whole run incl. compaction) %d MiB\n", h
+    printf "peak RSS (VmHWM, whole run incl. compaction) %d MiB; peak RSS while compacting after ingest %d MiB\n", h, cr
   }'
+  "$BIN" inspect --data-dir "$DATA/d" --fields
 done

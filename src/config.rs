@@ -57,6 +57,20 @@ pub(crate) struct ServeArgs {
     /// Keep metrics this long [default: forever].
     #[arg(long, env = "LUMEN_RETENTION_METRICS", value_name = "DURATION")]
     pub(crate) retention_metrics: Option<String>,
+    /// Keep segments and the catalog in an S3-compatible bucket,
+    /// `s3://bucket/prefix`, instead of under the data directory (the WAL
+    /// stays there). Credentials: the standard `AWS_*` variables [default: local].
+    #[arg(long, env = "LUMEN_OBJECT_STORE", value_name = "URL")]
+    pub(crate) object_store: Option<String>,
+    /// Endpoint of a non-AWS S3 service (MinIO, R2, ...), e.g. `http://minio:9000`.
+    #[arg(long, env = "LUMEN_S3_ENDPOINT", value_name = "URL")]
+    pub(crate) s3_endpoint: Option<String>,
+    /// S3 region [default: `AWS_REGION`, else us-east-1].
+    #[arg(long, env = "LUMEN_S3_REGION", value_name = "REGION")]
+    pub(crate) s3_region: Option<String>,
+    /// Allow plain-HTTP S3 endpoints (local MinIO).
+    #[arg(long, env = "LUMEN_S3_ALLOW_HTTP", value_name = "BOOL")]
+    pub(crate) s3_allow_http: Option<bool>,
     /// Log filter, in `RUST_LOG` syntax [default: info].
     #[arg(long, env = "LUMEN_LOG", value_name = "FILTER")]
     pub(crate) log: Option<String>,
@@ -80,6 +94,10 @@ pub(crate) struct FileConfig {
     pub(crate) retention_logs: Option<String>,
     pub(crate) retention_spans: Option<String>,
     pub(crate) retention_metrics: Option<String>,
+    pub(crate) object_store: Option<String>,
+    pub(crate) s3_endpoint: Option<String>,
+    pub(crate) s3_region: Option<String>,
+    pub(crate) s3_allow_http: Option<bool>,
     pub(crate) log: Option<String>,
 }
 
@@ -99,6 +117,8 @@ pub(crate) struct Config {
     pub(crate) sql_memory: usize,
     /// Logs, spans, metrics (by `Signal::index`); `None` keeps forever.
     pub(crate) retention: [Option<Duration>; 3],
+    /// Where segments and the catalog live.
+    pub(crate) storage: lumen_store::objects::Storage,
     pub(crate) log: String,
 }
 
@@ -152,6 +172,16 @@ impl Config {
                     .map(|v| dur("retention-metrics", v))
                     .transpose()?,
             ],
+            storage: match args.object_store.or(file.object_store) {
+                None => lumen_store::objects::Storage::Local,
+                Some(url) => {
+                    let mut s3 = lumen_store::objects::S3Config::from_url(&url)?;
+                    s3.endpoint = args.s3_endpoint.or(file.s3_endpoint);
+                    s3.region = args.s3_region.or(file.s3_region);
+                    s3.allow_http = args.s3_allow_http.or(file.s3_allow_http).unwrap_or(false);
+                    lumen_store::objects::Storage::S3(s3)
+                }
+            },
             log: pick!(log, "info"),
         };
         if config.memory_budget < 4 << 20 {
@@ -247,5 +277,32 @@ mod tests {
         assert_eq!(c.http_addr, "127.0.0.1:2");
         assert_eq!(c.sql_max_rows, 5);
         assert_eq!(c.memory_budget, 256 << 20);
+        assert!(matches!(c.storage, lumen_store::objects::Storage::Local));
+    }
+
+    #[test]
+    fn object_store_url() {
+        let args = ServeArgs {
+            object_store: Some("s3://telemetry/lumen/prod/".into()),
+            s3_endpoint: Some("http://127.0.0.1:9000".into()),
+            s3_allow_http: Some(true),
+            ..Default::default()
+        };
+        let c = Config::resolve(args).expect("resolves");
+        let lumen_store::objects::Storage::S3(s3) = c.storage else {
+            panic!("expected S3 storage");
+        };
+        assert_eq!(s3.bucket, "telemetry");
+        assert_eq!(s3.prefix, "lumen/prod");
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert!(s3.allow_http);
+        for bad in ["gs://bucket", "s3://", "/tmp/x"] {
+            let args = ServeArgs {
+                object_store: Some(bad.into()),
+                ..Default::default()
+            };
+            let err = Config::resolve(args).expect_err(bad);
+            assert!(err.to_string().contains("object store URL"), "{err}");
+        }
     }
 }

@@ -1,6 +1,8 @@
-//! The `lumen` binary: `lumen serve` runs the store; `lumen loadgen` measures it.
+//! The `lumen` binary: `lumen serve` runs the store; `lumen loadgen` measures
+//! it; `lumen inspect` shows what a data directory holds.
 
 mod config;
+mod inspect;
 mod loadgen;
 mod serve;
 
@@ -25,9 +27,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run Lumen: receive OTLP, store it durably, serve queries and the dashboard.
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Send pre-encoded OTLP batches at a server and report throughput and ack latency.
     Loadgen(loadgen::LoadgenArgs),
+    /// Show what a data directory holds: segments, rows and bytes per signal.
+    Inspect(inspect::InspectArgs),
 }
 
 fn init_logging(filter: &str) {
@@ -43,7 +47,7 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            let config = config::Config::resolve(args)?;
+            let config = config::Config::resolve(*args)?;
             init_logging(&config.log);
             serve::run(config).await
         }
@@ -51,5 +55,6 @@ async fn main() -> Result<()> {
             init_logging("warn");
             loadgen::run(args).await
         }
+        Command::Inspect(args) => inspect::run(&args),
     }
 }

@@ -52,6 +52,7 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         flush_bytes: config.flush_size,
         flush_interval: config.flush_interval,
         retention: config.retention,
+        storage: config.storage.clone(),
         ..StoreConfig::new(&data_dir)
     };
     let store = tokio::task::spawn_blocking(move || Store::open(store_config))

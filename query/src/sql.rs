@@ -65,6 +65,10 @@ impl SqlEngine {
             .with_information_schema(true)
             .with_default_catalog_and_schema("lumen", "public");
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        ctx.register_object_store(
+            lumen_store::objects::Objects::url().as_ref(),
+            store.objects().store(),
+        );
         for signal in Signal::ALL {
             ctx.register_table(
                 signal.table(),

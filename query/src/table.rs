@@ -14,12 +14,12 @@ use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
-use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
+use lumen_store::objects::Objects;
 use lumen_store::{Signal, Store};
 
 pub struct SignalTable {
@@ -166,15 +166,13 @@ impl TableProvider for SignalTable {
                     source = source.with_predicate(p);
                 }
             }
-            let dir = self.store.data_dir();
             let files: Vec<PartitionedFile> = snap
                 .segments
                 .iter()
                 .map(|s| {
                     // The plan holds the segment, so retention or compaction
                     // cannot delete its file while this query may read it.
-                    PartitionedFile::new(dir.join(&s.path).to_string_lossy().into_owned(), s.bytes)
-                        .with_extension(Arc::clone(s))
+                    PartitionedFile::new(s.path.clone(), s.bytes).with_extension(Arc::clone(s))
                 })
                 .collect();
             let n = target.max(1).min(files.len());
@@ -182,12 +180,12 @@ impl TableProvider for SignalTable {
             for (i, f) in files.into_iter().enumerate() {
                 groups[i % n].push(f);
             }
-            let config =
-                FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
-                    .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
-                    .with_projection_indices(projection.cloned())?
-                    .with_limit(limit)
-                    .build();
+            // Keys in the store's object store, registered with the session.
+            let config = FileScanConfigBuilder::new(Objects::url(), Arc::new(source))
+                .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+                .with_projection_indices(projection.cloned())?
+                .with_limit(limit)
+                .build();
             plans.push(DataSourceExec::from_data_source(config));
         }
         if plans.is_empty() {

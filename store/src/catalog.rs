@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::objects::Objects;
 use crate::schema::Signal;
 use crate::{Error, Result};
 
@@ -59,6 +60,17 @@ pub(crate) fn index_path(parquet: &str) -> String {
     format!("{stem}.idx")
 }
 
+/// The committed segments of the store in `data_dir` (for tools such as
+/// `lumen inspect`; a running store has them in memory).
+pub fn committed_segments(data_dir: &Path) -> Result<Vec<SegmentMeta>> {
+    let path = Catalog::path(data_dir);
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(Catalog::parse(Some(&bytes))?.segments),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::io("reading", &path, e)),
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Catalog {
@@ -75,21 +87,24 @@ impl Catalog {
         data_dir.join(FILE)
     }
 
-    pub(crate) fn load(data_dir: &Path) -> Result<Catalog> {
-        let path = Self::path(data_dir);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| Error::Corrupt(format!("{}: {e}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Catalog {
+    fn parse(bytes: Option<&[u8]>) -> Result<Catalog> {
+        match bytes {
+            Some(bytes) => {
+                serde_json::from_slice(bytes).map_err(|e| Error::Corrupt(format!("{FILE}: {e}")))
+            }
+            None => Ok(Catalog {
                 version: 1,
                 ..Default::default()
             }),
-            Err(e) => Err(Error::io("reading", &path, e)),
         }
     }
 
-    pub(crate) fn store(&self, data_dir: &Path) -> Result<()> {
+    pub(crate) fn load(objects: &Objects) -> Result<Catalog> {
+        Self::parse(objects.get(FILE)?.as_deref())
+    }
+
+    pub(crate) fn store(&self, objects: &Objects) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::Corrupt(e.to_string()))?;
-        crate::fsutil::write_atomic(&Self::path(data_dir), &bytes)
+        objects.put_atomic(FILE, bytes)
     }
 }

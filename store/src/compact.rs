@@ -14,16 +14,16 @@ use std::time::Duration;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
-use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_expr::expressions::col;
 use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
-use datafusion::prelude::SessionConfig;
+use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::StreamExt;
 
 use crate::catalog::SegmentMeta;
+use crate::objects::Objects;
 use crate::schema::Signal;
 use crate::{Error, Result, Shared, lock, segment};
 
@@ -120,7 +120,7 @@ pub(crate) fn pick(
 /// partition and `SortPreservingMergeExec` merges them batch by batch, so
 /// memory is one batch per input however many rows the merge has.
 fn merged_stream(
-    dir: &std::path::Path,
+    objects: &Objects,
     signal: Signal,
     group: &[Arc<SegmentMeta>],
 ) -> Result<SendableRecordBatchStream> {
@@ -133,15 +133,10 @@ fn merged_stream(
         LexOrdering::new(ordering).ok_or_else(|| Error::Corrupt("empty sort order".into()))?;
     let groups = group
         .iter()
-        .map(|s| {
-            FileGroup::new(vec![PartitionedFile::new(
-                dir.join(&s.path).to_string_lossy().into_owned(),
-                s.bytes,
-            )])
-        })
+        .map(|s| FileGroup::new(vec![PartitionedFile::new(s.path.clone(), s.bytes)]))
         .collect();
     let config = FileScanConfigBuilder::new(
-        ObjectStoreUrl::local_filesystem(),
+        Objects::url(),
         Arc::new(ParquetSource::new(Arc::clone(&schema))),
     )
     .with_file_groups(groups)
@@ -151,14 +146,16 @@ fn merged_stream(
     let merge = SortPreservingMergeExec::new(ordering, scan);
     // Small batches: one is held per input.
     let session = SessionConfig::new().with_batch_size(2048);
-    let ctx = Arc::new(TaskContext::default().with_session_config(session));
-    Ok(merge.execute(0, ctx)?)
+    let ctx = SessionContext::new_with_config(session);
+    ctx.register_object_store(Objects::url().as_ref(), objects.store());
+    Ok(merge.execute(0, ctx.task_ctx())?)
 }
 
 /// Merges `group` (segments of one signal and partition) and commits the result.
 pub(crate) fn merge(shared: &Shared, signal: Signal, group: &[Arc<SegmentMeta>]) -> Result<()> {
     let started = std::time::Instant::now();
     let dir = &shared.config.data_dir;
+    let objects = &shared.objects;
     let min_lsn = group.iter().map(|s| s.min_lsn).min().unwrap_or(0);
     let max_lsn = group.iter().map(|s| s.max_lsn).max().unwrap_or(0);
     let partition = group
@@ -166,15 +163,16 @@ pub(crate) fn merge(shared: &Shared, signal: Signal, group: &[Arc<SegmentMeta>])
         .map(|s| s.partition.clone())
         .ok_or_else(|| Error::Corrupt("empty merge".into()))?;
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .map_err(|e| Error::io("starting the compaction runtime", dir, e))?;
-    let mut stream = merged_stream(dir, signal, group)?;
+    let mut stream = merged_stream(objects, signal, group)?;
     let batches = std::iter::from_fn(|| {
         rt.block_on(stream.next())
             .map(|r| r.map_err(|e| Error::Corrupt(format!("merging segments: {e}"))))
     });
     let merged = vec![segment::write_sorted(
-        dir,
+        objects,
         signal,
         batches,
         &partition,
@@ -196,23 +194,15 @@ pub(crate) fn merge(shared: &Shared, signal: Signal, group: &[Arc<SegmentMeta>])
         if present != group.len() || clash {
             drop(catalog);
             if !clash {
-                for m in &merged {
-                    for f in m.files() {
-                        let _ = std::fs::remove_file(dir.join(f));
-                    }
-                }
+                crate::discard(objects, &merged);
             }
             return Ok(());
         }
         let mut next = catalog.clone();
         next.segments.retain(|s| !paths.contains(s.path.as_str()));
         next.segments.extend(merged.iter().cloned());
-        if let Err(e) = next.store(dir) {
-            for m in &merged {
-                for f in m.files() {
-                    let _ = std::fs::remove_file(dir.join(f));
-                }
-            }
+        if let Err(e) = next.store(objects) {
+            crate::discard(objects, &merged);
             return Err(e);
         }
         *catalog = next;
@@ -241,7 +231,10 @@ pub(crate) fn run(shared: Arc<Shared>) {
         for signal in Signal::ALL {
             let segments = lock(&shared.state).segments[signal.index()].clone();
             if let Some(group) = pick(&segments, &config, crate::now_ns()) {
-                if let Err(e) = merge(&shared, signal, &group) {
+                shared.compacting.store(true, Ordering::Relaxed);
+                let result = merge(&shared, signal, &group);
+                shared.compacting.store(false, Ordering::Relaxed);
+                if let Err(e) = result {
                     tracing::error!(signal = %signal, error = %e, "compaction failed; will retry");
                 }
                 merged_any = true;

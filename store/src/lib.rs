@@ -13,6 +13,7 @@ pub mod compact;
 mod fsutil;
 pub mod index;
 pub mod metrics;
+pub mod objects;
 pub mod schema;
 mod segment;
 pub mod wal;
@@ -54,6 +55,10 @@ pub enum Error {
     Index(#[from] tantivy::TantivyError),
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    #[error("configuration: {0}")]
+    Config(String),
     #[error("corrupt data: {0}")]
     Corrupt(String),
     #[error("write-ahead log write failed: {0}")]
@@ -73,7 +78,10 @@ impl Error {
 
     /// True when the same request may succeed later (the client should retry).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::WalWrite(_) | Error::Closed | Error::Io { .. })
+        matches!(
+            self,
+            Error::WalWrite(_) | Error::Closed | Error::Io { .. } | Error::ObjectStore(_)
+        )
     }
 }
 
@@ -95,6 +103,8 @@ pub struct StoreConfig {
     /// Whole hour partitions are dropped once their end is older than this.
     pub retention: [Option<Duration>; 3],
     pub compaction: compact::CompactionConfig,
+    /// Where segments and the catalog live (the WAL is always in `data_dir`).
+    pub storage: objects::Storage,
 }
 
 impl StoreConfig {
@@ -107,6 +117,7 @@ impl StoreConfig {
             wal_file_bytes: 16 << 20,
             retention: [None; 3],
             compaction: compact::CompactionConfig::default(),
+            storage: objects::Storage::Local,
         }
     }
 }
@@ -138,6 +149,7 @@ struct State {
 /// What the WAL thread, the flusher and the handle share.
 pub(crate) struct Shared {
     config: StoreConfig,
+    objects: objects::Objects,
     state: Mutex<State>,
     budget: Arc<Budget>,
     metrics: Metrics,
@@ -148,6 +160,8 @@ pub(crate) struct Shared {
     /// running query; deleted once nothing else holds them.
     graveyard: Mutex<Vec<Arc<SegmentMeta>>>,
     stop: AtomicBool,
+    /// A merge is running (for `/metrics`).
+    compacting: AtomicBool,
     wake: Condvar,
     wake_lock: Mutex<()>,
 }
@@ -208,8 +222,9 @@ impl Store {
     pub fn open(config: StoreConfig) -> Result<Arc<Store>> {
         let dir = config.data_dir.clone();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating data directory", &dir, e))?;
-        let catalog = Catalog::load(&dir)?;
-        remove_orphans(&dir, &catalog)?;
+        let objects = objects::Objects::open(&dir, &config.storage)?;
+        let catalog = Catalog::load(&objects)?;
+        remove_orphans(&objects, &catalog)?;
         let budget = Budget::new(config.memory_budget);
         let mut state = State::default();
         for seg in &catalog.segments {
@@ -246,6 +261,7 @@ impl Store {
 
         let shared = Arc::new(Shared {
             config: config.clone(),
+            objects,
             state: Mutex::new(state),
             budget,
             metrics: Metrics::default(),
@@ -253,6 +269,7 @@ impl Store {
             wal_files: Mutex::new(files),
             graveyard: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
+            compacting: AtomicBool::new(false),
             wake: Condvar::new(),
             wake_lock: Mutex::new(()),
         });
@@ -288,6 +305,11 @@ impl Store {
 
     pub fn data_dir(&self) -> &Path {
         &self.shared.config.data_dir
+    }
+
+    /// Where segments, indexes and the catalog are.
+    pub fn objects(&self) -> &objects::Objects {
+        &self.shared.objects
     }
 
     pub fn budget(&self) -> &Arc<Budget> {
@@ -345,6 +367,13 @@ impl Store {
         let buffered: usize = state.buffers.iter().map(|b| b.bytes).sum();
         let segments: usize = state.segments.iter().map(Vec::len).sum();
         let segment_bytes: u64 = state.segments.iter().flatten().map(|s| s.bytes).sum();
+        let unindexed = state
+            .segments
+            .iter()
+            .flatten()
+            .filter(|s| index::indexed(s.signal) && s.index_bytes == 0)
+            .count();
+        let index_bytes: u64 = state.segments.iter().flatten().map(|s| s.index_bytes).sum();
         drop(state);
         vec![
             (
@@ -371,6 +400,21 @@ impl Store {
                 "lumen_segment_bytes",
                 "Bytes of Parquet segments in the catalog.",
                 segment_bytes as f64,
+            ),
+            (
+                "lumen_index_bytes",
+                "Bytes of segment indexes in the catalog.",
+                index_bytes as f64,
+            ),
+            (
+                "lumen_segments_unindexed",
+                "Logs and spans segments not yet indexed (searched by scan until compaction indexes them).",
+                unindexed as f64,
+            ),
+            (
+                "lumen_compaction_running",
+                "1 while a compaction merge is running.",
+                f64::from(u8::from(self.shared.compacting.load(Ordering::Relaxed))),
             ),
         ]
     }
@@ -436,30 +480,17 @@ impl Drop for Store {
 }
 
 /// Deletes segment files the catalog does not name: leftovers of a flush
-/// that crashed before its commit.
-fn remove_orphans(dir: &Path, catalog: &Catalog) -> Result<()> {
-    let known: std::collections::HashSet<PathBuf> = catalog
-        .segments
-        .iter()
-        .flat_map(|s| s.files())
-        .map(|f| dir.join(f))
-        .collect();
-    fn walk(path: &Path, known: &std::collections::HashSet<PathBuf>) -> Result<()> {
-        let Ok(entries) = std::fs::read_dir(path) else {
-            return Ok(());
-        };
-        for entry in entries.flatten() {
-            let p = entry.path();
-            if p.is_dir() {
-                walk(&p, known)?;
-            } else if !known.contains(&p) {
-                tracing::info!(file = %p.display(), "removing uncommitted segment file");
-                std::fs::remove_file(&p).map_err(|e| Error::io("removing", &p, e))?;
-            }
+/// or compaction that crashed before its commit.
+fn remove_orphans(objects: &objects::Objects, catalog: &Catalog) -> Result<()> {
+    let known: std::collections::HashSet<String> =
+        catalog.segments.iter().flat_map(|s| s.files()).collect();
+    for key in objects.list("segments/")? {
+        if !known.contains(&key) {
+            tracing::info!(file = %key, "removing uncommitted segment file");
+            objects.delete(&key)?;
         }
-        Ok(())
     }
-    walk(&dir.join("segments"), &known)
+    Ok(())
 }
 
 fn flush_loop(shared: Arc<Shared>, wal_tx: mpsc::Sender<Command>) {
@@ -530,7 +561,7 @@ fn apply_retention(shared: &Shared) -> Result<()> {
     }
     let mut next = catalog.clone();
     next.segments.retain(|s| !expired(s));
-    next.store(&shared.config.data_dir)?;
+    next.store(&shared.objects)?;
     let dropped = catalog.segments.len() - next.segments.len();
     *catalog = next;
     drop(catalog);
@@ -559,32 +590,21 @@ pub(crate) fn sweep_graveyard(shared: &Shared) {
         // The index first: the Parquet file going is what marks the segment gone.
         let mut files = seg.files();
         files.reverse();
-        let mut result = Ok(());
-        let mut path = PathBuf::new();
         for f in files {
-            path = shared.config.data_dir.join(f);
-            result = match std::fs::remove_file(&path) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                r => r,
-            };
-            if result.is_err() {
-                break;
+            if let Err(e) = shared.objects.delete(&f) {
+                tracing::warn!(file = %f, error = %e, "could not delete a dropped segment");
+                return true;
             }
         }
-        match result {
-            Ok(()) => {
-                // Remove the partition directory once it is empty (fails harmlessly otherwise).
-                if let Some(dir) = path.parent() {
-                    let _ = std::fs::remove_dir(dir);
-                }
-                false
-            }
-            Err(e) => {
-                tracing::warn!(file = %path.display(), error = %e, "could not delete a dropped segment");
-                true
-            }
-        }
+        false
     });
+}
+
+/// Removes the files of segments that were written but not committed.
+pub(crate) fn discard(objects: &objects::Objects, metas: &[SegmentMeta]) {
+    for f in metas.iter().flat_map(SegmentMeta::files) {
+        let _ = objects.delete(&f);
+    }
 }
 
 /// Writes one signal's buffer as a segment and commits it.
@@ -604,19 +624,15 @@ fn flush_signal(shared: &Arc<Shared>, signal: Signal) -> Result<()> {
         (batches, min_lsn, buf.max_lsn, bytes)
     };
     let started = Instant::now();
-    let result = segment::write(&shared.config.data_dir, signal, &batches, min_lsn, max_lsn)
-        .and_then(|metas| {
+    let result =
+        segment::write(&shared.objects, signal, &batches, min_lsn, max_lsn).and_then(|metas| {
             crash_point("flush-before-commit");
             let mut catalog = lock(&shared.catalog);
             let mut next = catalog.clone();
             next.segments.extend(metas.iter().cloned());
             next.flushed_lsn[i] = max_lsn;
-            if let Err(e) = next.store(&shared.config.data_dir) {
-                for m in &metas {
-                    for f in m.files() {
-                        let _ = std::fs::remove_file(shared.config.data_dir.join(f));
-                    }
-                }
+            if let Err(e) = next.store(&shared.objects) {
+                discard(&shared.objects, &metas);
                 return Err(e);
             }
             *catalog = next;
@@ -695,7 +711,7 @@ mod tests {
         let snap = store.snapshot(Signal::Logs);
         let mut out: Vec<String> = snap.batches.iter().flat_map(batch_bodies).collect();
         for seg in &snap.segments {
-            out.extend(segment_bodies(&store.data_dir().join(&seg.path)));
+            out.extend(segment_bodies(store.objects(), &seg.path));
         }
         out.sort();
         out
@@ -883,8 +899,63 @@ mod tests {
         )
         .expect("write");
         let store = Store::open(config(dir.path())).expect("open");
-        assert!(std::fs::read_dir(&seg_dir).expect("dir").next().is_none());
+        // The file is gone, and with it its empty partition directory.
+        assert!(!seg_dir.exists());
         drop(store);
+    }
+
+    /// The remote code path (staging, upload, catalog object, listing for
+    /// orphans, deletes) against an in-memory object store.
+    #[test]
+    fn remote_object_store_holds_segments_catalog_and_survives_restart() {
+        use object_store::ObjectStore;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let remote: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let cfg = || StoreConfig {
+            storage: objects::Storage::Remote(Arc::clone(&remote)),
+            ..config(dir.path())
+        };
+        let keys = || {
+            let objects = objects::Objects::open(dir.path(), &cfg().storage).expect("objects");
+            let mut k = objects.list("").expect("list");
+            k.sort();
+            k
+        };
+        {
+            let store = Store::open(cfg()).expect("open");
+            for b in [["a", "b"], ["c", "d"]] {
+                rt().block_on(store.append(Signal::Logs, logs(&b)))
+                    .expect("append");
+                store.flush_all().expect("flush");
+            }
+            store.compact_all().expect("compact");
+            assert_eq!(bodies(&store), vec!["a", "b", "c", "d"]);
+            let segs = store.snapshot(Signal::Logs).segments;
+            assert_eq!(segs.len(), 1, "two flushes merged into one");
+            assert!(segs[0].index_bytes > 0);
+            store.close().expect("close");
+        }
+        // Nothing but the catalog and the committed segment is in the bucket;
+        // nothing of the segments is on local disk (only the WAL).
+        let k = keys();
+        assert_eq!(k.len(), 3, "{k:?}");
+        assert!(k.iter().any(|k| k == "catalog.json"));
+        assert!(k.iter().any(|k| k.ends_with(".parquet")));
+        assert!(k.iter().any(|k| k.ends_with(".idx")));
+        assert!(!dir.path().join("segments").exists());
+        assert!(!dir.path().join("catalog.json").exists());
+        // An object no commit names (an upload a crash interrupted) is removed on open.
+        let stray = object_store::path::Path::from("segments/logs/2023-11-14T22/1-2.parquet");
+        rt().block_on(remote.put_opts(
+            &stray,
+            object_store::PutPayload::from_static(b"half"),
+            Default::default(),
+        ))
+        .expect("put");
+        let store = Store::open(cfg()).expect("reopen");
+        assert_eq!(bodies(&store), vec!["a", "b", "c", "d"]);
+        assert_eq!(keys().len(), 3, "the stray object was removed");
+        store.close().expect("close");
     }
 }
 
@@ -950,9 +1021,9 @@ mod partition_tests {
         (0..a.len()).map(|i| a.value(i).to_owned()).collect()
     }
 
-    /// The `body` column of a logs segment file, in file order.
-    pub(super) fn segment_bodies(path: &Path) -> Vec<String> {
-        let file = std::fs::File::open(path).expect("segment");
+    /// The `body` column of a logs segment, in file order.
+    pub(super) fn segment_bodies(objects: &objects::Objects, key: &str) -> Vec<String> {
+        let file = objects.get(key).expect("get").expect("segment exists");
         datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
             .expect("parquet")
             .build()
@@ -972,14 +1043,16 @@ mod partition_tests {
             ("web", base + 1, "w-h0"),
         ]);
         let b = rows(&[("api", base + 1, "a-h0-a"), ("web", base + h + 1, "w-h1-a")]);
-        let metas = segment::write(dir.path(), Signal::Logs, &[a, b], 1, 2).expect("write");
+        let objects =
+            objects::Objects::open(dir.path(), &objects::Storage::Local).expect("objects");
+        let metas = segment::write(&objects, Signal::Logs, &[a, b], 1, 2).expect("write");
         assert_eq!(metas.len(), 2);
         assert_eq!(metas[0].partition, "2023-11-14T22");
         assert_eq!(metas[1].partition, "2023-11-14T23");
         assert_eq!((metas[0].rows, metas[1].rows), (3, 2));
         assert_eq!((metas[0].min_time, metas[0].max_time), (base + 1, base + 3));
         assert!(metas[0].path.starts_with("segments/logs/2023-11-14T22/"));
-        let read = |path: &str| segment_bodies(&dir.path().join(path));
+        let read = |path: &str| segment_bodies(&objects, path);
         // Sorted by service, then time, within each hour.
         assert_eq!(read(&metas[0].path), vec!["a-h0-a", "a-h0-b", "w-h0"]);
         assert_eq!(read(&metas[1].path), vec!["w-h1-a", "w-h1-b"]);

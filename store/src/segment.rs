@@ -2,7 +2,6 @@
 
 use std::fs::{self, File};
 use std::io::Write as _;
-use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, Int64Array, RecordBatch, TimestampNanosecondArray};
@@ -12,6 +11,7 @@ use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use crate::catalog::SegmentMeta;
+use crate::objects::Objects;
 use crate::schema::Signal;
 use crate::{Error, Result};
 
@@ -56,7 +56,7 @@ pub(crate) fn partition_name(t: i64) -> String {
 /// `segments/<signal>/<hour>/<min lsn>-<max lsn>.parquet` (temp name, fsync,
 /// rename, fsync dir). The caller commits them to the catalog together.
 pub(crate) fn write(
-    data_dir: &Path,
+    objects: &Objects,
     signal: Signal,
     batches: &[RecordBatch],
     min_lsn: u64,
@@ -122,14 +122,14 @@ pub(crate) fn write(
         let sorted = interleave_record_batch(&refs, &pairs)?;
         let partition = partition_name(hour.saturating_mul(PARTITION_NS));
         metas.push(write_one(
-            data_dir, signal, &sorted, &partition, min_lsn, max_lsn,
+            objects, signal, &sorted, &partition, min_lsn, max_lsn,
         )?);
     }
     Ok(metas)
 }
 
 fn write_one(
-    data_dir: &Path,
+    objects: &Objects,
     signal: Signal,
     sorted: &RecordBatch,
     partition: &str,
@@ -138,7 +138,7 @@ fn write_one(
 ) -> Result<SegmentMeta> {
     // No index at flush: compaction builds it (see `CompactionConfig::index_delay`).
     write_sorted(
-        data_dir,
+        objects,
         signal,
         std::iter::once(Ok(sorted.clone())),
         partition,
@@ -158,7 +158,7 @@ pub(crate) const COMPACT_ZSTD_LEVEL: i32 = 3;
 /// batches arrive, so memory does not grow with the segment. Temp names,
 /// fsync, rename; the caller commits the returned segment to the catalog.
 pub(crate) fn write_sorted(
-    data_dir: &Path,
+    objects: &Objects,
     signal: Signal,
     batches: impl Iterator<Item = Result<RecordBatch>>,
     partition: &str,
@@ -170,10 +170,10 @@ pub(crate) fn write_sorted(
         "segments/{}/{partition}/{min_lsn:020}-{max_lsn:020}.parquet",
         signal.table()
     );
-    let path = data_dir.join(&rel);
-    let dir = path.parent().unwrap_or(data_dir).to_owned();
-    fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
-    let tmp = path.with_extension("parquet.tmp");
+    let tmp = objects.staging_path(&rel);
+    if let Some(dir) = tmp.parent() {
+        fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+    }
     let file = File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
     let mut writer = ArrowWriter::try_new(
         file,
@@ -200,35 +200,24 @@ pub(crate) fn write_sorted(
             index.add(&batch)?;
         }
     }
-    let file = writer.into_inner()?;
-    file.sync_all().map_err(|e| Error::io("syncing", &tmp, e))?;
-    let bytes = file
-        .metadata()
-        .map_err(|e| Error::io("stat", &tmp, e))?
-        .len();
-    drop(file);
+    writer.into_inner()?;
+    // The Parquet file is durable (and, remote, uploaded) before its index;
+    // neither is used until the catalog names them.
+    let bytes = objects.commit_file(&rel)?;
     crate::crash_point("segment-parquet-written");
     let index_bytes = match index {
         Some(index) => {
             let bundle = index.finish()?;
-            let idx = data_dir.join(crate::catalog::index_path(&rel));
-            let idx_tmp = idx.with_extension("idx.tmp");
-            let mut f = File::create(&idx_tmp).map_err(|e| Error::io("creating", &idx_tmp, e))?;
-            f.write_all(&bundle)
-                .and_then(|()| f.sync_all())
+            let idx = crate::catalog::index_path(&rel);
+            let idx_tmp = objects.staging_path(&idx);
+            File::create(&idx_tmp)
+                .and_then(|mut f| f.write_all(&bundle))
                 .map_err(|e| Error::io("writing", &idx_tmp, e))?;
-            fs::rename(&idx_tmp, &idx).map_err(|e| Error::io("renaming", &idx, e))?;
-            bundle.len() as u64
+            objects.commit_file(&idx)?
         }
         None => 0,
     };
     crate::crash_point("segment-index-written");
-    fs::rename(&tmp, &path).map_err(|e| Error::io("renaming", &path, e))?;
-    crate::fsutil::sync_dir(&dir)?;
-    // A new partition directory must itself be durable in its parent.
-    if let Some(parent) = dir.parent() {
-        crate::fsutil::sync_dir(parent)?;
-    }
     if rows == 0 {
         (min_time, max_time) = (i64::MIN, i64::MAX);
     }
