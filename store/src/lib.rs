@@ -436,12 +436,14 @@ impl Store {
     /// Compacts until nothing is left to merge, indexing every flushed
     /// segment now instead of after `index_delay` (tests, tools).
     pub fn compact_all(&self) -> Result<()> {
+        let config = compact::CompactionConfig {
+            index_delay: Duration::ZERO,
+            ..self.shared.config.compaction.clone()
+        };
         for signal in Signal::ALL {
             loop {
                 let segments = lock(&self.shared.state).segments[signal.index()].clone();
-                let Some(group) =
-                    compact::pick(&segments, &self.shared.config.compaction, i64::MAX)
-                else {
+                let Some(group) = compact::pick(&segments, &config, i64::MAX) else {
                     break;
                 };
                 compact::merge(&self.shared, signal, &group)?;
@@ -1152,6 +1154,48 @@ mod compaction_tests {
         let segs = store.snapshot(Signal::Logs).segments;
         assert_eq!(segs.len(), 1);
         assert_eq!(segs[0].rows, 5);
+    }
+
+    #[test]
+    fn a_lone_flushed_segment_is_rewritten_with_its_index_under_a_new_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = StoreConfig::new(dir.path());
+        cfg.compaction.min_inputs = usize::MAX;
+        cfg.compaction.index_delay = Duration::MAX;
+        let store = Store::open(cfg).expect("open");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        let batch = partition_tests::rows(&[("web", 1_700_000_000_000_000_000, "only")]);
+        rt.block_on(store.append(Signal::Logs, batch))
+            .expect("append");
+        store.flush_all().expect("flush");
+        let flushed = store.snapshot(Signal::Logs).segments;
+        assert_eq!(flushed.len(), 1);
+        assert_eq!(flushed[0].index_bytes, 0);
+        // Returns: the rewrite commits, so nothing is left to pick.
+        store.compact_all().expect("compact");
+        let after = store.snapshot(Signal::Logs).segments;
+        assert_eq!(after.len(), 1);
+        assert!(after[0].index_bytes > 0);
+        assert_ne!(
+            after[0].path, flushed[0].path,
+            "a committed file is never overwritten"
+        );
+        drop(flushed);
+        sweep_graveyard(&store.shared);
+        let mut files = walk(&store.data_dir().join("segments"));
+        files.sort();
+        let mut expected: Vec<PathBuf> = after[0]
+            .files()
+            .iter()
+            .map(|f| store.data_dir().join(f))
+            .collect();
+        expected.sort();
+        assert_eq!(files, expected);
+        drop(after);
+        store.close().expect("close");
     }
 
     fn walk(dir: &Path) -> Vec<PathBuf> {

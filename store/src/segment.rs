@@ -166,11 +166,60 @@ pub(crate) fn write_sorted(
     zstd_level: i32,
     with_index: bool,
 ) -> Result<SegmentMeta> {
+    // Compaction output gets its own name: a lone segment rewritten for its
+    // index covers the same LSNs as its input, and a committed object is
+    // never overwritten (a query may be reading it).
+    let created_ns = crate::now_ns();
+    let generation = if with_index {
+        format!(".{created_ns:x}")
+    } else {
+        String::new()
+    };
     let rel = format!(
-        "segments/{}/{partition}/{min_lsn:020}-{max_lsn:020}.parquet",
+        "segments/{}/{partition}/{min_lsn:020}-{max_lsn:020}{generation}.parquet",
         signal.table()
     );
-    let tmp = objects.staging_path(&rel);
+    let idx = crate::catalog::index_path(&rel);
+    let result = write_files(objects, signal, batches, &rel, &idx, zstd_level, with_index);
+    if result.is_err() {
+        // Nothing names these files yet; don't leave them for the next start.
+        for key in [&rel, &idx] {
+            let _ = std::fs::remove_file(objects.staging_path(key));
+            let _ = objects.delete(key);
+        }
+    }
+    let (rows, bytes, index_bytes, (mut min_time, mut max_time)) = result?;
+    if rows == 0 {
+        (min_time, max_time) = (i64::MIN, i64::MAX);
+    }
+    Ok(SegmentMeta {
+        signal,
+        partition: partition.to_owned(),
+        path: rel,
+        rows,
+        bytes,
+        min_time,
+        max_time,
+        min_lsn,
+        max_lsn,
+        index_bytes,
+        created_ns,
+    })
+}
+
+/// Rows, Parquet bytes, index bytes and time range of the written segment.
+type Written = (u64, u64, u64, (i64, i64));
+
+fn write_files(
+    objects: &Objects,
+    signal: Signal,
+    batches: impl Iterator<Item = Result<RecordBatch>>,
+    rel: &str,
+    idx: &str,
+    zstd_level: i32,
+    with_index: bool,
+) -> Result<Written> {
+    let tmp = objects.staging_path(rel);
     if let Some(dir) = tmp.parent() {
         fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
     }
@@ -203,37 +252,21 @@ pub(crate) fn write_sorted(
     writer.into_inner()?;
     // The Parquet file is durable (and, remote, uploaded) before its index;
     // neither is used until the catalog names them.
-    let bytes = objects.commit_file(&rel)?;
+    let bytes = objects.commit_file(rel)?;
     crate::crash_point("segment-parquet-written");
     let index_bytes = match index {
         Some(index) => {
             let bundle = index.finish()?;
-            let idx = crate::catalog::index_path(&rel);
-            let idx_tmp = objects.staging_path(&idx);
+            let idx_tmp = objects.staging_path(idx);
             File::create(&idx_tmp)
                 .and_then(|mut f| f.write_all(&bundle))
                 .map_err(|e| Error::io("writing", &idx_tmp, e))?;
-            objects.commit_file(&idx)?
+            objects.commit_file(idx)?
         }
         None => 0,
     };
     crate::crash_point("segment-index-written");
-    if rows == 0 {
-        (min_time, max_time) = (i64::MIN, i64::MAX);
-    }
-    Ok(SegmentMeta {
-        signal,
-        partition: partition.to_owned(),
-        path: rel,
-        rows,
-        bytes,
-        min_time,
-        max_time,
-        min_lsn,
-        max_lsn,
-        index_bytes,
-        created_ns: crate::now_ns(),
-    })
+    Ok((rows, bytes, index_bytes, (min_time, max_time)))
 }
 
 pub(crate) fn time_range(batch: &RecordBatch, signal: Signal) -> (i64, i64) {
