@@ -7,7 +7,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, Int64Array, RecordBatch, TimestampNanosecondArray};
 use datafusion::arrow::compute::{self, SortColumn, interleave_record_batch, lexsort_to_indices};
 use datafusion::parquet::arrow::ArrowWriter;
-use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::basic::{Compression, Encoding, ZstdLevel};
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use crate::catalog::SegmentMeta;
@@ -36,7 +36,22 @@ fn writer_properties(signal: Signal, zstd_level: i32) -> Result<WriterProperties
     for col in ["body", "trace_id", "span_id", "parent_span_id"] {
         b = b.set_column_dictionary_enabled(col.into(), false);
     }
+    // Timestamps are close to sorted within a segment: delta encoding halves
+    // them (measured 3.1 → 1.5 B/row for logs' `timestamp`).
+    for col in delta_columns(signal) {
+        b = b
+            .set_column_dictionary_enabled((*col).into(), false)
+            .set_column_encoding((*col).into(), Encoding::DELTA_BINARY_PACKED);
+    }
     Ok(b.build())
+}
+
+fn delta_columns(signal: Signal) -> &'static [&'static str] {
+    match signal {
+        Signal::Logs => &["timestamp", "observed_timestamp"],
+        Signal::Spans => &["start_time", "end_time"],
+        Signal::Metrics => &["timestamp", "start_timestamp"],
+    }
 }
 
 /// Length of a time partition: one hour, in nanoseconds.
@@ -150,8 +165,10 @@ fn write_one(
 
 /// zstd level of flushed segments: they are written beside ingest.
 pub(crate) const FLUSH_ZSTD_LEVEL: i32 = 1;
-/// zstd level of compacted segments: written once, in the background, kept long.
-pub(crate) const COMPACT_ZSTD_LEVEL: i32 = 3;
+/// zstd level of compacted segments: written once, in the background, kept
+/// long. Measured on fresh loadgen logs (pyarrow, same data): level 3 29.7
+/// B/row, 6 27.6 B/row for 1.6x the encoding CPU, 9 26.4 B/row for 2.3x.
+pub(crate) const COMPACT_ZSTD_LEVEL: i32 = 6;
 
 /// Writes one segment of `partition` (with its index if `with_index` and the
 /// signal has one) from batches already in the segment's sort order, streaming: Parquet row groups and the index are built as the
