@@ -10,13 +10,16 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lumen-target}"
 export CARGO_TERM_COLOR=never
 
 VENV="${LUMEN_VENV:-$HOME/.cache/lumen-venv}"
-PY_REQS="opentelemetry-sdk==1.45.* opentelemetry-exporter-otlp-proto-grpc==1.45.* opentelemetry-exporter-otlp-proto-http==1.45.* pytest==8.* duckdb==1.* pyarrow>=15"
-if [ ! -x "$VENV/bin/pytest" ] || ! "$VENV/bin/python" -c "import opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http, duckdb, pyarrow" 2>/dev/null; then
+PY_REQS="opentelemetry-sdk==1.45.* opentelemetry-exporter-otlp-proto-grpc==1.45.* opentelemetry-exporter-otlp-proto-http==1.45.* pytest==8.* duckdb==1.* pyarrow>=15 moto[server]==5.*"
+if [ ! -x "$VENV/bin/pytest" ] || ! "$VENV/bin/python" -c "import opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http, duckdb, pyarrow, moto.server, boto3" 2>/dev/null; then
   echo "== setting up the Python virtualenv in $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --upgrade pip
+  # Word-split the list, but never glob it (`moto[server]`).
+  set -f
   # shellcheck disable=SC2086
   "$VENV/bin/pip" install --quiet $PY_REQS
+  set +f
 fi
 
 echo "== cargo test (unit + integration)"
