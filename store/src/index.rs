@@ -20,13 +20,14 @@
 //! evaluated by brute force, used by the property test (index = scan).
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::ops::Bound;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use datafusion::arrow::array::{Array, AsArray, MapArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::Int32Type;
 use tantivy::collector::{Collector, SegmentCollector};
-use tantivy::directory::{Directory, RamDirectory};
+use tantivy::directory::{Directory, MmapDirectory, RamDirectory};
 use tantivy::query::{AllQuery, PhraseQuery, Query as TQuery, RangeQuery, TermQuery};
 use tantivy::schema::{
     FAST, Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions,
@@ -302,20 +303,30 @@ fn attr_term(key: &str, value: &str) -> Option<String> {
 }
 
 /// Builds a segment's index from its batches, in the segment's row order.
+/// tantivy writes to a scratch directory on disk, not to memory: the index
+/// of a large merge is hundreds of MiB (and twice that while its parts are
+/// merged), which must not count against the process's memory.
 pub(crate) struct Builder {
     signal: Signal,
     index: Index,
-    dir: RamDirectory,
+    dir: tempfile::TempDir,
     writer: IndexWriter<TantivyDocument>,
     fields: Fields,
     next_row: u64,
 }
 
 impl Builder {
-    pub(crate) fn new(signal: Signal) -> Result<Self> {
+    /// A builder working in a new directory under `scratch`.
+    pub(crate) fn new(signal: Signal, scratch: &Path) -> Result<Self> {
         let (schema, fields) = schema(signal)?;
-        let dir = RamDirectory::create();
-        let index = Index::create(dir.clone(), schema, Default::default())?;
+        std::fs::create_dir_all(scratch).map_err(|e| Error::io("creating", scratch, e))?;
+        let dir = tempfile::Builder::new()
+            .prefix("index-")
+            .tempdir_in(scratch)
+            .map_err(|e| Error::io("creating a scratch directory in", scratch, e))?;
+        let mmap = MmapDirectory::open(dir.path())
+            .map_err(|e| Error::Corrupt(format!("opening scratch index directory: {e}")))?;
+        let index = Index::create(mmap, schema, Default::default())?;
         register(&index);
         let writer = index.writer_with_num_threads(1, WRITER_MEMORY)?;
         Ok(Builder {
@@ -383,15 +394,16 @@ impl Builder {
         Ok(())
     }
 
-    /// Commits, merges into one tantivy segment and returns the bundle.
-    pub(crate) fn finish(mut self) -> Result<Vec<u8>> {
+    /// Commits, merges into one tantivy segment and writes the bundle to
+    /// `out` (not synced); returns its length. The scratch directory goes.
+    pub(crate) fn finish(mut self, out: &Path) -> Result<u64> {
         self.writer.commit()?;
         let ids = self.index.searchable_segment_ids()?;
         if ids.len() > 1 {
             futures::executor::block_on(self.writer.merge(&ids))?;
         }
         self.writer.wait_merging_threads()?;
-        Bundle::write(&self.index, &self.dir)
+        Bundle::write(&self.index, self.dir.path(), out)
     }
 }
 
@@ -405,7 +417,8 @@ pub(crate) struct Bundle;
 const MAGIC: &[u8; 8] = b"LUMENIX1";
 
 impl Bundle {
-    fn write(index: &Index, dir: &RamDirectory) -> Result<Vec<u8>> {
+    /// Concatenates the index files in `dir` into `out`, streaming.
+    fn write(index: &Index, dir: &Path, out_path: &Path) -> Result<u64> {
         let mut names: Vec<PathBuf> = vec![PathBuf::from("meta.json")];
         for meta in index.searchable_segment_metas()? {
             use tantivy::index::SegmentComponent as C;
@@ -421,27 +434,31 @@ impl Bundle {
                 names.push(meta.relative_path(c));
             }
         }
-        let mut out = Vec::new();
+        let file =
+            std::fs::File::create(out_path).map_err(|e| Error::io("creating", out_path, e))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
         let mut table: Vec<(String, u64, u64)> = Vec::with_capacity(names.len());
+        let mut offset = 0u64;
         for name in names {
-            if !dir.exists(&name).map_err(tantivy::TantivyError::from)? {
-                continue; // e.g. no deletes file
-            }
-            let bytes = dir
-                .atomic_read(&name)
-                .map_err(tantivy::TantivyError::from)?;
-            table.push((
-                name.to_string_lossy().into_owned(),
-                out.len() as u64,
-                bytes.len() as u64,
-            ));
-            out.extend_from_slice(&bytes);
+            let path = dir.join(&name);
+            let mut f = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue, // e.g. no deletes
+                Err(e) => return Err(Error::io("reading", &path, e)),
+            };
+            let len =
+                std::io::copy(&mut f, &mut out).map_err(|e| Error::io("copying", &path, e))?;
+            table.push((name.to_string_lossy().into_owned(), offset, len));
+            offset += len;
         }
         let json = serde_json::to_vec(&table)?;
-        out.extend_from_slice(&json);
-        out.extend_from_slice(&(json.len() as u64).to_le_bytes());
-        out.extend_from_slice(MAGIC);
-        Ok(out)
+        let mut tail = json.clone();
+        tail.extend_from_slice(&(json.len() as u64).to_le_bytes());
+        tail.extend_from_slice(MAGIC);
+        out.write_all(&tail)
+            .and_then(|()| out.flush())
+            .map_err(|e| Error::io("writing", out_path, e))?;
+        Ok(offset + tail.len() as u64)
     }
 
     fn open(bytes: &[u8]) -> Result<Index> {

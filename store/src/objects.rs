@@ -109,6 +109,9 @@ pub struct Objects {
     rt: Option<tokio::runtime::Runtime>,
 }
 
+/// Scratch directory (in the data directory) for index builds.
+const SCRATCH: &str = "scratch";
+
 /// Largest object uploaded with one PUT; larger ones go in parts.
 const SINGLE_PUT_BYTES: u64 = 32 << 20;
 const PART_BYTES: usize = 16 << 20;
@@ -137,6 +140,8 @@ impl Objects {
             // Left over from uploads a crash interrupted: never committed.
             let _ = std::fs::remove_dir_all(&staging);
         }
+        // Index builds a crash interrupted.
+        let _ = std::fs::remove_dir_all(data_dir.join(SCRATCH));
         Ok(Objects {
             store,
             local,
@@ -168,6 +173,14 @@ impl Objects {
             let _ = tx.send(fut.await);
         });
         rx.recv().map_err(|_| Error::Closed)
+    }
+
+    /// Where work files (index builds) go; emptied on start.
+    pub(crate) fn scratch_dir(&self) -> PathBuf {
+        match &self.local {
+            Some(dir) => dir.join(SCRATCH),
+            None => self.staging.join(SCRATCH),
+        }
     }
 
     /// The local file a new object `key` is written to before [`Self::commit_file`].

@@ -1,7 +1,6 @@
 //! Writing a flushed buffer as one immutable Parquet segment.
 
 use std::fs::{self, File};
-use std::io::Write as _;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, Int64Array, RecordBatch, TimestampNanosecondArray};
@@ -247,7 +246,7 @@ fn write_files(
         Some(writer_properties(signal, zstd_level)?),
     )?;
     let mut index = if with_index && crate::index::indexed(signal) {
-        Some(crate::index::Builder::new(signal)?)
+        Some(crate::index::Builder::new(signal, &objects.scratch_dir())?)
     } else {
         None
     };
@@ -273,11 +272,7 @@ fn write_files(
     crate::crash_point("segment-parquet-written");
     let index_bytes = match index {
         Some(index) => {
-            let bundle = index.finish()?;
-            let idx_tmp = objects.staging_path(idx);
-            File::create(&idx_tmp)
-                .and_then(|mut f| f.write_all(&bundle))
-                .map_err(|e| Error::io("writing", &idx_tmp, e))?;
+            index.finish(&objects.staging_path(idx))?;
             objects.commit_file(idx)?
         }
         None => 0,
