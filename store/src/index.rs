@@ -329,6 +329,9 @@ impl Builder {
         let index = Index::create(mmap, schema, Default::default())?;
         register(&index);
         let writer = index.writer_with_num_threads(1, WRITER_MEMORY)?;
+        // Everything is merged into one segment in `finish`; merging parts
+        // in the background as well would do that work twice.
+        writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
         Ok(Builder {
             signal,
             index,
