@@ -15,15 +15,21 @@ DATA="$(mktemp -d)"
 if [ -n "${CYCLE:-}" ]; then MODE=""; else MODE="--fresh"; fi
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$DATA"' EXIT
 
-# CPU ticks of the process and of its threads named $2.
+# CPU ticks of the process and of its threads whose name matches the regex $2
+# (compaction: its own thread and tantivy's indexing and merge threads).
 ticks() { awk '{print $14+$15}' /proc/"$1"/stat; }
 thread_ticks() {
   local sum=0
   for t in /proc/"$1"/task/*; do
-    if [ "$(cat "$t/comm")" = "$2" ]; then sum=$((sum + $(awk '{print $14+$15}' "$t/stat"))); fi
+    if [[ "$(cat "$t/comm" 2>/dev/null)" =~ $2 ]]; then sum=$((sum + $(awk '{print $14+$15}' "$t/stat" 2>/dev/null || echo 0))); fi
   done
   echo $sum
 }
+# tantivy's indexing threads end with each merge (and take their CPU ticks
+# with them), so compaction's share is what is left of the process's CPU after
+# the long-lived ingest and flush threads.
+INGEST='^(tokio-rt-worker|lumen-wal|lumen-io|lumen)$'
+compact_ticks() { echo $(( $(ticks "$1") - $(thread_ticks "$1" '^lumen-flush$') - $(thread_ticks "$1" "$INGEST") )); }
 metric() { curl -sf 127.0.0.1:27070/metrics | awk -v m="$1" '$1==m {print $2}'; }
 
 for signal in ${SIGNALS:-logs spans}; do
@@ -32,10 +38,10 @@ for signal in ${SIGNALS:-logs spans}; do
     --http-addr 127.0.0.1:27070 > "$DATA/serve.log" 2>&1 &
   SERVER=$!
   until curl -sf 127.0.0.1:27070/health > /dev/null; do sleep 0.2; done
-  t0=$(ticks $SERVER); f0=$(thread_ticks $SERVER lumen-flush); c0=$(thread_ticks $SERVER lumen-compact)
+  t0=$(ticks $SERVER); f0=$(thread_ticks $SERVER '^lumen-flush$'); c0=$(compact_ticks $SERVER)
   result=$("$BIN" loadgen --signal "$signal" --protocol grpc --endpoint 127.0.0.1:24317 \
     --connections 4 --duration "$DURATION" --watch-pid $SERVER $MODE | grep '^result')
-  t1=$(ticks $SERVER); f1=$(thread_ticks $SERVER lumen-flush); c1=$(thread_ticks $SERVER lumen-compact)
+  t1=$(ticks $SERVER); f1=$(thread_ticks $SERVER '^lumen-flush$'); c1=$(compact_ticks $SERVER)
   # Let compaction finish: every segment indexed, no merge running, and no
   # new merge for 10 s (a long merge is not idleness).
   last=-1; stable=0; crss=0
@@ -49,7 +55,7 @@ for signal in ${SIGNALS:-logs spans}; do
     fi
     sleep 1
   done
-  t2=$(ticks $SERVER); c2=$(thread_ticks $SERVER lumen-compact)
+  t2=$(ticks $SERVER); c2=$(compact_ticks $SERVER)
   records=$(curl -sf 127.0.0.1:27070/metrics | awk -v s="$signal" '$1 ~ /^lumen_records_received_total/ && $1 ~ s {print $2}')
   flushed=$(metric lumen_flushed_rows_total); flush_s=$(metric lumen_flush_seconds_sum)
   compacted=$(metric lumen_compacted_rows_total); compact_s=$(metric lumen_compaction_seconds_sum)
