@@ -1075,18 +1075,7 @@ mod compaction_tests {
     #[test]
     fn compaction_merges_a_partition_and_defers_deleting_inputs() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut cfg = StoreConfig {
-            flush_interval: Duration::from_secs(3600),
-            ..StoreConfig::new(dir.path())
-        };
-        // Keep the background compactor out of the way; this test drives it.
-        cfg.compaction.min_inputs = usize::MAX;
-        cfg.compaction.index_delay = Duration::MAX;
-        let store = Store::open(cfg).expect("open");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("rt");
+        let (store, rt) = driven_store(dir.path());
         let base = 1_700_000_000_000_000_000i64;
         for i in 0..5i64 {
             let body = format!("b{i}");
@@ -1134,18 +1123,7 @@ mod compaction_tests {
         drop(before);
         sweep_graveyard(&store.shared);
         // Only the merged segment's Parquet file and its index remain.
-        let mut files: Vec<_> = walk(&store.data_dir().join("segments"));
-        files.sort();
-        let expected: Vec<PathBuf> = {
-            let mut v: Vec<PathBuf> = after[0]
-                .files()
-                .iter()
-                .map(|f| store.data_dir().join(f))
-                .collect();
-            v.sort();
-            v
-        };
-        assert_eq!(files, expected);
+        assert_only_files_of(&store, &after[0]);
         assert!(after[0].index_bytes > 0);
         // The catalog survives a restart with the merged segment only, and the data is whole.
         drop(after);
@@ -1159,14 +1137,7 @@ mod compaction_tests {
     #[test]
     fn a_lone_flushed_segment_is_rewritten_with_its_index_under_a_new_name() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut cfg = StoreConfig::new(dir.path());
-        cfg.compaction.min_inputs = usize::MAX;
-        cfg.compaction.index_delay = Duration::MAX;
-        let store = Store::open(cfg).expect("open");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("rt");
+        let (store, rt) = driven_store(dir.path());
         let batch = partition_tests::rows(&[("web", 1_700_000_000_000_000_000, "only")]);
         rt.block_on(store.append(Signal::Logs, batch))
             .expect("append");
@@ -1185,17 +1156,39 @@ mod compaction_tests {
         );
         drop(flushed);
         sweep_graveyard(&store.shared);
+        assert_only_files_of(&store, &after[0]);
+        drop(after);
+        store.close().expect("close");
+    }
+
+    /// A store whose background compactor stays out of the way (the test
+    /// drives compaction), and a runtime to append with.
+    fn driven_store(dir: &Path) -> (Arc<Store>, tokio::runtime::Runtime) {
+        let mut cfg = StoreConfig {
+            flush_interval: Duration::from_secs(3600),
+            ..StoreConfig::new(dir)
+        };
+        cfg.compaction.min_inputs = usize::MAX;
+        cfg.compaction.index_delay = Duration::MAX;
+        let store = Store::open(cfg).expect("open");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        (store, rt)
+    }
+
+    /// The segments directory holds exactly `seg`'s files.
+    fn assert_only_files_of(store: &Store, seg: &SegmentMeta) {
         let mut files = walk(&store.data_dir().join("segments"));
         files.sort();
-        let mut expected: Vec<PathBuf> = after[0]
+        let mut expected: Vec<PathBuf> = seg
             .files()
             .iter()
             .map(|f| store.data_dir().join(f))
             .collect();
         expected.sort();
         assert_eq!(files, expected);
-        drop(after);
-        store.close().expect("close");
     }
 
     fn walk(dir: &Path) -> Vec<PathBuf> {
