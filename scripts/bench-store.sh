@@ -38,6 +38,13 @@ for signal in ${SIGNALS:-logs spans}; do
     --http-addr 127.0.0.1:27070 > "$DATA/serve.log" 2>&1 &
   SERVER=$!
   until curl -sf 127.0.0.1:27070/health > /dev/null; do sleep 0.2; done
+  # Peak anonymous and file-backed RSS, sampled every 0.2 s: file-backed pages
+  # (mmap'd index files) are reclaimable, the anonymous part is the heap.
+  ( anon=0; file=0; while kill -0 $SERVER 2>/dev/null; do
+      read -r a f < <(awk '/RssAnon/ {a=int($2/1024)} /RssFile/ {f=int($2/1024)} END {print a+0, f+0}' /proc/$SERVER/status 2>/dev/null || echo "0 0")
+      [ "$a" -gt "$anon" ] && anon=$a; [ "$f" -gt "$file" ] && file=$f
+      echo "$anon $file" > "$DATA/rss.$signal"; sleep 0.2
+    done ) &
   t0=$(ticks $SERVER); f0=$(thread_ticks $SERVER '^lumen-flush$'); c0=$(compact_ticks $SERVER)
   result=$("$BIN" loadgen --signal "$signal" --protocol grpc --endpoint 127.0.0.1:24317 \
     --connections 4 --duration "$DURATION" --watch-pid $SERVER $MODE | grep '^result')
@@ -61,6 +68,7 @@ for signal in ${SIGNALS:-logs spans}; do
   compacted=$(metric lumen_compacted_rows_total); compact_s=$(metric lumen_compaction_seconds_sum)
   compactions=$(metric lumen_compactions_total)
   hwm=$(awk '/VmHWM/ {print int($2/1024)}' /proc/$SERVER/status)
+  read -r anon_peak file_peak < "$DATA/rss.$signal"
   kill -TERM $SERVER; wait $SERVER || true
   parquet=$(find "$DATA/d/segments" -name '*.parquet' -printf '%s\n' | awk '{s+=$1} END {print s+0}')
   idx=$(find "$DATA/d/segments" -name '*.idx' -printf '%s\n' | awk '{s+=$1} END {print s+0}')
@@ -71,13 +79,14 @@ for signal in ${SIGNALS:-logs spans}; do
   echo "$result"
   awk -v r="$records" -v p="$parquet" -v i="$idx" -v c="$catalog" -v w="$wire" -v n="$segments" \
       -v fl="$flushed" -v fs="$flush_s" -v co="$compacted" -v cs="$compact_s" -v k="$compactions" \
-      -v t="$((t1 - t0))" -v f="$((f1 - f0))" -v cc="$((c1 - c0))" -v cc2="$((c2 - c1))" -v ta="$((t2 - t1))" -v h="$hwm" -v cr="$crss" 'BEGIN {
+      -v t="$((t1 - t0))" -v f="$((f1 - f0))" -v cc="$((c1 - c0))" -v cc2="$((c2 - c1))" -v ta="$((t2 - t1))" -v h="$hwm" -v cr="$crss" -v an="$anon_peak" -v fi="$file_peak" 'BEGIN {
     tot = p + i + c
     printf "records=%d wire_bytes_per_record=%s parquet=%d index=%d catalog=%d segments=%d compactions=%d\n", r, w, p, i, c, n, k
     printf "bytes_per_record=%.2f (parquet %.2f + index %.2f) = %.2f%% of OTLP protobuf\n", tot/r, p/r, i/r, 100*tot/r/w
     printf "flush: %d rows in %.1f s = %.0f rows/s; compaction: %d rows in %.1f s = %.0f rows/s\n", fl, fs, fl/fs, co, (cs > 0 ? cs : 1), co/(cs > 0 ? cs : 1)
     printf "CPU during ingest: server %.2f cores; flusher %.0f%% of it, compactor %.0f%%; after ingest: compactor %.1f s of CPU\n", t/100/'"$DURATION"', 100*f/t, 100*cc/t, cc2/100
     printf "peak RSS (VmHWM, whole run incl. compaction) %d MiB; peak RSS while compacting after ingest %d MiB\n", h, cr
+    printf "peak RssAnon %d MiB, peak RssFile %d MiB (sampled every 0.2 s over the whole run)\n", an, fi
   }'
   "$BIN" inspect --data-dir "$DATA/d" --fields
 done

@@ -397,6 +397,14 @@ impl Builder {
         Ok(())
     }
 
+    /// Commits what was added so far as its own tantivy segment, as the
+    /// writer does by itself whenever its memory budget fills.
+    #[cfg(test)]
+    fn commit_part(&mut self) -> Result<()> {
+        self.writer.commit()?;
+        Ok(())
+    }
+
     /// Commits, merges into one tantivy segment and writes the bundle to
     /// `out` (not synced); returns its length. The scratch directory goes.
     pub(crate) fn finish(mut self, out: &Path) -> Result<u64> {
@@ -846,5 +854,44 @@ mod tests {
         assert_eq!(id_term("abc"), vec![1, b'a', b'b', b'c']);
         assert_ne!(id_term("6162"), id_term("ab"));
         assert_ne!(id_term("zz"), id_term("7a7a"));
+    }
+
+    /// Regression: with tantivy's default merge policy, background merges
+    /// of the parts raced the final merge in `finish`, which then failed
+    /// ("segments that were merged could not be found") on large segments.
+    #[test]
+    fn an_index_built_in_many_parts_merges_into_one_with_every_row() {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let mut b = Builder::new(Signal::Logs, scratch.path()).expect("builder");
+        let parts = 24usize;
+        let per_part = 200usize;
+        for p in 0..parts {
+            let bodies: Vec<String> = (0..per_part)
+                .map(|i| format!("part{p} line{i} common"))
+                .collect();
+            let rows: Vec<(&str, i64, &str)> = bodies
+                .iter()
+                .enumerate()
+                .map(|(i, body)| ("svc", i as i64, body.as_str()))
+                .collect();
+            b.add(&crate::partition_tests::rows(&rows)).expect("add");
+            b.commit_part().expect("commit");
+        }
+        // No part was merged in the background (that is what raced).
+        assert_eq!(b.index.searchable_segment_ids().expect("ids").len(), parts);
+        let out = scratch.path().join("bundle.idx");
+        let len = b.finish(&out).expect("finish merges every part");
+        let bytes = std::fs::read(&out).expect("read bundle");
+        assert_eq!(bytes.len() as u64, len);
+        let index = SegmentIndex::open(Signal::Logs, &bytes).expect("open");
+        assert_eq!(index.reader.searcher().segment_readers().len(), 1, "one part left");
+        assert_eq!(index.num_rows() as usize, parts * per_part);
+        let all = index.search(&Query::Text("common".into())).expect("search");
+        assert_eq!(all, (0..(parts * per_part) as u32).collect::<Vec<_>>());
+        // Row numbers survive the merge: part p's line i is row p * per_part + i.
+        for p in [0, 7, parts - 1] {
+            let rows = index.search(&Query::Text(format!("part{p} line3"))).expect("search");
+            assert_eq!(rows, vec![(p * per_part + 3) as u32]);
+        }
     }
 }
