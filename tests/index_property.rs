@@ -229,12 +229,33 @@ fn spans_request(rng: &mut Rng, trace_ids: &[Vec<u8>]) -> ExportTraceServiceRequ
     ExportTraceServiceRequest { resource_spans }
 }
 
+/// A glob matching `word`, mostly: a prefix and `*`, `*` and a suffix, one
+/// character replaced by `?`, or `*` alone.
+fn glob_from(rng: &mut Rng, word: String) -> String {
+    let chars: Vec<char> = word.chars().collect();
+    if chars.is_empty() {
+        return "*".into();
+    }
+    let k = rng.below(chars.len() + 1);
+    match rng.below(4) {
+        0 => chars[..k].iter().chain(['*'].iter()).collect(),
+        1 => ['*'].iter().chain(chars[k..].iter()).collect(),
+        2 => {
+            let mut c = chars;
+            let i = k.min(c.len() - 1);
+            c[i] = '?';
+            c.into_iter().collect()
+        }
+        _ => "*".into(),
+    }
+}
+
 /// A random query built from values that occur in `rows` (so most match
 /// something) and some that do not.
 fn query(rng: &mut Rng, signal: Signal, rows: &[index::RowView], depth: usize) -> Query {
     let row = rng.pick(rows).clone();
     let leaf = |rng: &mut Rng| -> Query {
-        match (signal, rng.below(8)) {
+        match (signal, rng.below(11)) {
             (Signal::Logs, 0) => Query::Text((*rng.pick(WORDS)).to_uppercase()),
             (Signal::Logs, 1) => {
                 // A phrase cut from a real body, so phrases do match.
@@ -272,6 +293,24 @@ fn query(rng: &mut Rng, signal: Signal, rows: &[index::RowView], depth: usize) -
                 TermField::SpanId,
                 row.terms.get("span_id").cloned().unwrap_or_default(),
             ),
+            (Signal::Logs, 8) => {
+                // A glob cut from a word of the body (or a list word), in
+                // any case: a prefix, a suffix, or one character as `?`.
+                let body = row.body.clone().unwrap_or_default();
+                let mut words: Vec<String> = index::tokens(&body).into_iter().flatten().collect();
+                words.push((*rng.pick(WORDS)).to_uppercase());
+                let word = rng.pick(&words).clone();
+                Query::TextWildcard(glob_from(rng, word))
+            }
+            (_, 9) if !row.attrs.is_empty() => {
+                let (key, value) = rng.pick(&row.attrs).clone();
+                let pattern = glob_from(rng, value);
+                Query::AttrWildcard { key, pattern }
+            }
+            (_, 10) => {
+                let service = (*rng.pick(SERVICES)).to_owned();
+                Query::TermWildcard(TermField::Service, glob_from(rng, service))
+            }
             _ => Query::Attr {
                 key: "region".into(),
                 value: format!("v{}", rng.below(5)),

@@ -3,6 +3,7 @@
 //! place ([`Error::into_response`]).
 
 pub mod json;
+pub mod lang;
 pub mod sql;
 pub mod table;
 

@@ -103,6 +103,16 @@ pub enum Query {
         key: String,
         value: String,
     },
+    /// A token of the log body matching a glob pattern (`*` any run of
+    /// characters, `?` one), case-insensitively.
+    TextWildcard(String),
+    /// A field's whole value matching a glob pattern (not for ids).
+    TermWildcard(TermField, String),
+    /// An attribute whose whole value matches a glob pattern.
+    AttrWildcard {
+        key: String,
+        pattern: String,
+    },
     /// Severity number in `[min, max]`.
     Severity {
         min: i32,
@@ -123,6 +133,58 @@ pub fn tokens(text: &str) -> Vec<Option<String>> {
             (t.len() <= MAX_TOKEN_BYTES).then(|| t.chars().flat_map(char::to_lowercase).collect())
         })
         .collect()
+}
+
+/// Whether all of `text` matches the glob `pattern` (`*` matches any run of
+/// characters, `?` exactly one).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    // Iterative, with backtracking to the last `*` only: linear in practice.
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        match p.get(pi) {
+            Some('*') => {
+                star = Some((pi, ti));
+                pi += 1;
+            }
+            Some(&c) if c == '?' || c == t[ti] => {
+                pi += 1;
+                ti += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    pi = sp + 1;
+                    ti = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// The glob as a regular expression over a whole term (every literal
+/// character escaped).
+fn glob_regex(pattern: &str) -> String {
+    let mut re = String::with_capacity(pattern.len() * 2);
+    for c in pattern.chars() {
+        match c {
+            '*' => re.push_str(".*"),
+            '?' => re.push('.'),
+            c => push_literal(&mut re, c),
+        }
+    }
+    re
+}
+
+fn push_literal(re: &mut String, c: char) {
+    if c.is_alphanumeric() {
+        re.push(c);
+    } else {
+        re.push_str(&format!("\\x{{{:x}}}", c as u32));
+    }
 }
 
 fn analyzer() -> TextAnalyzer {
@@ -632,6 +694,25 @@ impl SegmentIndex {
                 Term::from_field_text(f.attr, &attr_term(key, value)?),
                 IndexRecordOption::Basic,
             ))),
+            Query::TextWildcard(pattern) => {
+                let body = f.body?;
+                regex(&glob_regex(&pattern.to_lowercase()), body)
+            }
+            Query::TermWildcard(field, pattern) => {
+                let (tf, field) = f.terms.iter().find(|(tf, _)| tf == field)?;
+                match tf {
+                    tf if tf.is_id() => None,
+                    TermField::SeverityText => regex(&glob_regex(&pattern.to_lowercase()), *field),
+                    _ => regex(&glob_regex(pattern), *field),
+                }
+            }
+            Query::AttrWildcard { key, pattern } => {
+                let mut re = String::new();
+                key.chars().for_each(|c| push_literal(&mut re, c));
+                re.push_str("\\x{0}");
+                re.push_str(&glob_regex(pattern));
+                regex(&re, f.attr)
+            }
             Query::Severity { min, max } => {
                 let field = f.severity.filter(|_| min <= max)?;
                 Some(Box::new(RangeQuery::new(
@@ -640,6 +721,18 @@ impl SegmentIndex {
                 )))
             }
             Query::All | Query::And(_) | Query::Or(_) | Query::Not(_) => Some(Box::new(AllQuery)),
+        }
+    }
+}
+
+/// A regular-expression query over a field's terms. Patterns come from
+/// [`glob_regex`], so they always compile; if one did not, nothing matches.
+fn regex(pattern: &str, field: Field) -> Option<Box<dyn TQuery>> {
+    match tantivy::query::RegexQuery::from_pattern(pattern, field) {
+        Ok(q) => Some(Box::new(q)),
+        Err(e) => {
+            tracing::warn!(error = %e, "wildcard pattern did not compile");
+            None
         }
     }
 }
@@ -791,6 +884,25 @@ pub fn matches_row(q: &Query, row: &RowView) -> bool {
             key.len() + 1 + value.len() <= MAX_ATTR_TERM_BYTES
                 && row.attrs.iter().any(|(k, v)| k == key && v == value)
         }
+        Query::TextWildcard(pattern) => {
+            let pattern = pattern.to_lowercase();
+            row.body
+                .as_deref()
+                .is_some_and(|b| tokens(b).iter().flatten().any(|t| glob_match(&pattern, t)))
+        }
+        Query::TermWildcard(field, pattern) => {
+            !field.is_id()
+                && row.terms.get(field.name()).is_some_and(|v| {
+                    if *field == TermField::SeverityText {
+                        glob_match(&pattern.to_lowercase(), &v.to_lowercase())
+                    } else {
+                        glob_match(pattern, v)
+                    }
+                })
+        }
+        Query::AttrWildcard { key, pattern } => row.attrs.iter().any(|(k, v)| {
+            k == key && k.len() + 1 + v.len() <= MAX_ATTR_TERM_BYTES && glob_match(pattern, v)
+        }),
         Query::Severity { min, max } => (*min..=*max).contains(&row.severity_number),
         Query::And(qs) => qs.iter().all(|q| matches_row(q, row)),
         Query::Or(qs) => qs.iter().any(|q| matches_row(q, row)),
@@ -856,6 +968,21 @@ mod tests {
         assert_ne!(id_term("zz"), id_term("7a7a"));
     }
 
+    #[test]
+    fn globs() {
+        assert!(glob_match("*", ""));
+        assert!(glob_match("err*", "error"));
+        assert!(glob_match("*or", "error"));
+        assert!(glob_match("e?ror", "error"));
+        assert!(glob_match("*r*o*", "error"));
+        assert!(!glob_match("err", "error"));
+        assert!(!glob_match("e?", "err"));
+        assert!(glob_match("caf?", "café"));
+        assert!(glob_match("a*b*c", "aXbYbZc"));
+        assert!(!glob_match("a*b*c", "aXbYbZ"));
+        assert_eq!(glob_regex("a.b*"), "a\\x{2e}b.*");
+    }
+
     /// Regression: with tantivy's default merge policy, background merges
     /// of the parts raced the final merge in `finish`, which then failed
     /// ("segments that were merged could not be found") on large segments.
@@ -884,13 +1011,19 @@ mod tests {
         let bytes = std::fs::read(&out).expect("read bundle");
         assert_eq!(bytes.len() as u64, len);
         let index = SegmentIndex::open(Signal::Logs, &bytes).expect("open");
-        assert_eq!(index.reader.searcher().segment_readers().len(), 1, "one part left");
+        assert_eq!(
+            index.reader.searcher().segment_readers().len(),
+            1,
+            "one part left"
+        );
         assert_eq!(index.num_rows() as usize, parts * per_part);
         let all = index.search(&Query::Text("common".into())).expect("search");
         assert_eq!(all, (0..(parts * per_part) as u32).collect::<Vec<_>>());
         // Row numbers survive the merge: part p's line i is row p * per_part + i.
         for p in [0, 7, parts - 1] {
-            let rows = index.search(&Query::Text(format!("part{p} line3"))).expect("search");
+            let rows = index
+                .search(&Query::Text(format!("part{p} line3")))
+                .expect("search");
             assert_eq!(rows, vec![(p * per_part + 3) as u32]);
         }
     }
