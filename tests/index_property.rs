@@ -362,11 +362,14 @@ fn check_segments(
     for seg in store.snapshot(signal).segments {
         let batch = read_segment(&store.data_dir().join(&seg.path));
         let rows = index::row_views(signal, &batch).unwrap();
+        // File-backed, as queries open it; and from memory, as from a remote store.
+        let idx = store.segment_index(&seg).unwrap().unwrap();
         let bundle = std::fs::read(store.data_dir().join(seg.index_path().unwrap())).unwrap();
-        let idx = SegmentIndex::open(signal, &bundle).unwrap();
+        let in_memory = SegmentIndex::open(signal, &bundle).unwrap();
         for _ in 0..500 {
             let q = query(rng, signal, &rows, 2);
             let from_index = idx.search(&q).unwrap();
+            assert_eq!(in_memory.search(&q).unwrap(), from_index);
             let from_scan: Vec<u32> = rows
                 .iter()
                 .enumerate()

@@ -27,7 +27,11 @@ use std::path::{Path, PathBuf};
 use datafusion::arrow::array::{Array, AsArray, MapArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::Int32Type;
 use tantivy::collector::{Collector, SegmentCollector};
-use tantivy::directory::{Directory, MmapDirectory, RamDirectory};
+use tantivy::directory::error::{DeleteError, OpenReadError, OpenWriteError};
+use tantivy::directory::{
+    Directory, FileHandle, FileSlice, MmapDirectory, OwnedBytes, WatchCallback, WatchHandle,
+    WritePtr,
+};
 use tantivy::query::{AllQuery, PhraseQuery, Query as TQuery, RangeQuery, TermQuery};
 use tantivy::schema::{
     FAST, Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions,
@@ -534,31 +538,155 @@ impl Bundle {
         Ok(offset + tail.len() as u64)
     }
 
-    fn open(bytes: &[u8]) -> Result<Index> {
+    /// Opens the bundle in `file` without copying it: each inner file is a
+    /// slice of it, read on demand.
+    fn open(file: FileSlice) -> Result<Index> {
         let bad = |why: &str| Error::Corrupt(format!("index bundle: {why}"));
-        let n = bytes.len();
-        if n < 16 || &bytes[n - 8..] != MAGIC {
+        let read = |range: std::ops::Range<usize>| {
+            file.read_bytes_slice(range)
+                .map_err(|e| Error::Corrupt(format!("index bundle: {e}")))
+        };
+        let n = tantivy::HasLen::len(&file);
+        if n < 16 {
+            return Err(bad("too short"));
+        }
+        let tail = read(n - 16..n)?;
+        if &tail.as_slice()[8..] != MAGIC {
             return Err(bad("bad magic"));
         }
         let mut len = [0u8; 8];
-        len.copy_from_slice(&bytes[n - 16..n - 8]);
+        len.copy_from_slice(&tail.as_slice()[..8]);
         let json_len = usize::try_from(u64::from_le_bytes(len)).map_err(|_| bad("length"))?;
         let json_start = (n - 16)
             .checked_sub(json_len)
             .ok_or_else(|| bad("length"))?;
-        let table: Vec<(String, u64, u64)> = serde_json::from_slice(&bytes[json_start..n - 16])?;
-        let dir = RamDirectory::create();
+        let table: Vec<(String, u64, u64)> =
+            serde_json::from_slice(read(json_start..n - 16)?.as_slice())?;
+        let mut files = HashMap::with_capacity(table.len());
         for (name, offset, len) in table {
             let start = usize::try_from(offset).map_err(|_| bad("offset"))?;
-            let end = usize::try_from(offset + len).map_err(|_| bad("offset"))?;
-            let data = bytes.get(start..end).filter(|_| end <= json_start);
-            let data = data.ok_or_else(|| bad("file out of range"))?;
-            dir.atomic_write(std::path::Path::new(&name), data)
-                .map_err(|e| bad(&e.to_string()))?;
+            let end = offset
+                .checked_add(len)
+                .and_then(|e| usize::try_from(e).ok())
+                .filter(|&e| e <= json_start)
+                .ok_or_else(|| bad("file out of range"))?;
+            files.insert(PathBuf::from(name), file.slice(start..end));
         }
-        let index = Index::open(dir)?;
+        let index = Index::open(BundleDirectory {
+            files: std::sync::Arc::new(files),
+        })?;
         register(&index);
         Ok(index)
+    }
+}
+
+/// The files of one bundle, read-only, as a tantivy directory.
+#[derive(Debug, Clone)]
+struct BundleDirectory {
+    files: std::sync::Arc<HashMap<PathBuf, FileSlice>>,
+}
+
+impl BundleDirectory {
+    fn file(&self, path: &Path) -> Result<&FileSlice, OpenReadError> {
+        self.files
+            .get(path)
+            .ok_or_else(|| OpenReadError::FileDoesNotExist(path.to_owned()))
+    }
+}
+
+fn read_only() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::PermissionDenied,
+        "index bundles are read-only",
+    )
+}
+
+impl Directory for BundleDirectory {
+    fn get_file_handle(
+        &self,
+        path: &Path,
+    ) -> Result<std::sync::Arc<dyn FileHandle>, OpenReadError> {
+        Ok(std::sync::Arc::new(self.file(path)?.clone()))
+    }
+
+    fn open_read(&self, path: &Path) -> Result<FileSlice, OpenReadError> {
+        Ok(self.file(path)?.clone())
+    }
+
+    fn delete(&self, path: &Path) -> Result<(), DeleteError> {
+        Err(DeleteError::IoError {
+            io_error: std::sync::Arc::new(read_only()),
+            filepath: path.to_owned(),
+        })
+    }
+
+    fn exists(&self, path: &Path) -> Result<bool, OpenReadError> {
+        Ok(self.files.contains_key(path))
+    }
+
+    fn open_write(&self, path: &Path) -> Result<WritePtr, OpenWriteError> {
+        Err(OpenWriteError::IoError {
+            io_error: std::sync::Arc::new(read_only()),
+            filepath: path.to_owned(),
+        })
+    }
+
+    fn atomic_read(&self, path: &Path) -> Result<Vec<u8>, OpenReadError> {
+        let slice = self.file(path)?;
+        slice
+            .read_bytes()
+            .map(|b| b.as_slice().to_vec())
+            .map_err(|io_error| OpenReadError::IoError {
+                io_error: std::sync::Arc::new(io_error),
+                filepath: path.to_owned(),
+            })
+    }
+
+    fn atomic_write(&self, _path: &Path, _data: &[u8]) -> std::io::Result<()> {
+        Err(read_only())
+    }
+
+    fn sync_directory(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    /// Nothing writes a bundle, so readers need no lock.
+    fn acquire_lock(
+        &self,
+        _lock: &tantivy::directory::Lock,
+    ) -> Result<tantivy::directory::DirectoryLock, tantivy::directory::error::LockError> {
+        Ok(tantivy::directory::DirectoryLock::from(Box::new(())))
+    }
+
+    fn watch(&self, _cb: WatchCallback) -> tantivy::Result<WatchHandle> {
+        Ok(WatchHandle::empty())
+    }
+}
+
+/// A local bundle file read with positioned reads, so an opened index costs
+/// no memory beyond what queries touch (the page cache does the caching).
+#[derive(Debug)]
+struct LocalFile {
+    file: std::fs::File,
+    len: usize,
+}
+
+impl tantivy::HasLen for LocalFile {
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl FileHandle for LocalFile {
+    fn read_bytes(&self, range: std::ops::Range<usize>) -> std::io::Result<OwnedBytes> {
+        use std::os::unix::fs::FileExt as _;
+        let end = range.end.min(self.len);
+        if range.start >= end {
+            return Ok(OwnedBytes::empty());
+        }
+        let mut buf = vec![0u8; end - range.start];
+        self.file.read_exact_at(&mut buf, range.start as u64)?;
+        Ok(OwnedBytes::new(buf))
     }
 }
 
@@ -570,8 +698,26 @@ pub struct SegmentIndex {
 }
 
 impl SegmentIndex {
-    /// Opens an index bundle of a segment of `signal`.
+    /// Opens an index bundle of a segment of `signal` held in memory.
     pub fn open(signal: Signal, bundle: &[u8]) -> Result<Self> {
+        Self::open_slice(signal, FileSlice::from(bundle.to_vec()))
+    }
+
+    /// Opens the index bundle in a local file, reading it on demand.
+    pub fn open_file(signal: Signal, path: &Path) -> Result<Self> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io("opening", path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("reading the size of", path, e))?
+            .len();
+        let len = usize::try_from(len).map_err(|_| Error::Corrupt("index too large".into()))?;
+        Self::open_slice(
+            signal,
+            FileSlice::new(std::sync::Arc::new(LocalFile { file, len })),
+        )
+    }
+
+    fn open_slice(signal: Signal, bundle: FileSlice) -> Result<Self> {
         let index = Bundle::open(bundle)?;
         let (_, fields) = schema(signal)?;
         let reader = index

@@ -215,7 +215,20 @@ pub struct Store {
     wal_thread: Mutex<Option<JoinHandle<()>>>,
     flusher: Mutex<Option<JoinHandle<()>>>,
     compactor: Mutex<Option<JoinHandle<()>>>,
+    indexes: Mutex<IndexCache>,
 }
+
+/// Opened segment indexes by index key (segments are immutable, so an entry
+/// never goes stale), least recently used evicted past [`INDEX_CACHE`].
+#[derive(Default)]
+struct IndexCache {
+    tick: u64,
+    entries: std::collections::HashMap<String, (u64, Arc<index::SegmentIndex>)>,
+}
+
+/// Opened indexes kept: each costs little (local bundles are read on demand),
+/// but opening one reads its term dictionary's block index.
+const INDEX_CACHE: usize = 1024;
 
 impl Store {
     /// Opens (or creates) the store in `config.data_dir`, replaying the WAL.
@@ -288,6 +301,7 @@ impl Store {
             wal_thread: Mutex::new(Some(wal_thread)),
             flusher: Mutex::new(None),
             compactor: Mutex::new(None),
+            indexes: Mutex::new(IndexCache::default()),
         });
         let for_compactor = Arc::clone(&shared);
         let compactor = std::thread::Builder::new()
@@ -305,6 +319,47 @@ impl Store {
 
     pub fn data_dir(&self) -> &Path {
         &self.shared.config.data_dir
+    }
+
+    /// The opened index of `seg`, `None` if it has none (not yet compacted,
+    /// or metrics). Blocking: reads the object store.
+    pub fn segment_index(&self, seg: &SegmentMeta) -> Result<Option<Arc<index::SegmentIndex>>> {
+        let Some(key) = seg.index_path() else {
+            return Ok(None);
+        };
+        {
+            let mut cache = lock(&self.indexes);
+            cache.tick += 1;
+            let tick = cache.tick;
+            if let Some(entry) = cache.entries.get_mut(&key) {
+                entry.0 = tick;
+                return Ok(Some(Arc::clone(&entry.1)));
+            }
+        }
+        let objects = &self.shared.objects;
+        let opened = Arc::new(match objects.local_path(&key) {
+            Some(path) => index::SegmentIndex::open_file(seg.signal, &path)?,
+            None => {
+                let bytes = objects
+                    .get(&key)?
+                    .ok_or_else(|| Error::Corrupt(format!("index {key} is missing")))?;
+                index::SegmentIndex::open(seg.signal, &bytes)?
+            }
+        });
+        let mut cache = lock(&self.indexes);
+        let tick = cache.tick;
+        if cache.entries.len() >= INDEX_CACHE {
+            if let Some(oldest) = cache
+                .entries
+                .iter()
+                .min_by_key(|(_, (t, _))| *t)
+                .map(|(k, _)| k.clone())
+            {
+                cache.entries.remove(&oldest);
+            }
+        }
+        cache.entries.insert(key, (tick, Arc::clone(&opened)));
+        Ok(Some(opened))
     }
 
     /// Where segments, indexes and the catalog are.

@@ -160,6 +160,11 @@ impl Objects {
         ObjectStoreUrl::parse(URL).unwrap_or_else(|_| ObjectStoreUrl::local_filesystem())
     }
 
+    /// The file holding object `key`, when objects are local files.
+    pub fn local_path(&self, key: &str) -> Option<PathBuf> {
+        self.local.as_ref().map(|d| d.join(key))
+    }
+
     pub fn is_local(&self) -> bool {
         self.local.is_some()
     }
