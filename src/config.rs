@@ -39,6 +39,10 @@ pub(crate) struct ServeArgs {
     /// Write a non-empty buffer as a segment at least this often [default: 30s].
     #[arg(long, env = "LUMEN_FLUSH_INTERVAL", value_name = "DURATION")]
     pub(crate) flush_interval: Option<String>,
+    /// A flushed segment not merged with others within this time is indexed
+    /// on its own; until then search scans it [default: 30s].
+    #[arg(long, env = "LUMEN_INDEX_DELAY", value_name = "DURATION")]
+    pub(crate) index_delay: Option<String>,
     /// Time limit of one SQL query [default: 30s].
     #[arg(long, env = "LUMEN_SQL_TIMEOUT", value_name = "DURATION")]
     pub(crate) sql_timeout: Option<String>,
@@ -88,6 +92,7 @@ pub(crate) struct FileConfig {
     pub(crate) max_request_size: Option<String>,
     pub(crate) flush_size: Option<String>,
     pub(crate) flush_interval: Option<String>,
+    pub(crate) index_delay: Option<String>,
     pub(crate) sql_timeout: Option<String>,
     pub(crate) sql_max_rows: Option<usize>,
     pub(crate) sql_memory: Option<String>,
@@ -112,6 +117,7 @@ pub(crate) struct Config {
     pub(crate) max_request_size: usize,
     pub(crate) flush_size: usize,
     pub(crate) flush_interval: Duration,
+    pub(crate) index_delay: Duration,
     pub(crate) sql_timeout: Duration,
     pub(crate) sql_max_rows: usize,
     pub(crate) sql_memory: usize,
@@ -155,6 +161,7 @@ impl Config {
             max_request_size: size("max-request-size", pick!(max_request_size, "16MiB"))?,
             flush_size: size("flush-size", pick!(flush_size, "48MiB"))?,
             flush_interval: dur("flush-interval", pick!(flush_interval, "30s"))?,
+            index_delay: dur("index-delay", pick!(index_delay, "30s"))?,
             sql_timeout: dur("sql-timeout", pick!(sql_timeout, "30s"))?,
             sql_max_rows: args.sql_max_rows.or(file.sql_max_rows).unwrap_or(10_000),
             sql_memory: size("sql-memory", pick!(sql_memory, "512MiB"))?,

@@ -47,7 +47,7 @@ pub(crate) async fn run(config: Config) -> Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&config.data_dir)?;
-    let store_config = StoreConfig {
+    let mut store_config = StoreConfig {
         memory_budget: config.memory_budget,
         flush_bytes: config.flush_size,
         flush_interval: config.flush_interval,
@@ -55,6 +55,7 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         storage: config.storage.clone(),
         ..StoreConfig::new(&data_dir)
     };
+    store_config.compaction.index_delay = config.index_delay;
     let store = tokio::task::spawn_blocking(move || Store::open(store_config))
         .await?
         .context("opening the store")?;

@@ -4,6 +4,7 @@
 
 pub mod json;
 pub mod lang;
+pub mod search;
 pub mod sql;
 pub mod table;
 
@@ -24,6 +25,8 @@ pub use sql::{SqlEngine, SqlLimits};
 pub enum Error {
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    Syntax(lang::SyntaxError),
     #[error("{0}")]
     Timeout(String),
     #[error("{0}")]
@@ -60,7 +63,7 @@ impl Error {
 
     fn status(&self) -> StatusCode {
         match self {
-            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::BadRequest(_) | Error::Syntax(_) => StatusCode::BAD_REQUEST,
             Error::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::ResourcesExhausted(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -73,11 +76,13 @@ impl IntoResponse for Error {
         if matches!(self, Error::Internal(_)) {
             tracing::error!(error = %self, "query failed");
         }
-        (
-            self.status(),
-            Json(serde_json::json!({ "error": self.to_string() })),
-        )
-            .into_response()
+        let body = match &self {
+            Error::Syntax(e) => {
+                serde_json::json!({ "error": self.to_string(), "position": e.position })
+            }
+            _ => serde_json::json!({ "error": self.to_string() }),
+        };
+        (self.status(), Json(body)).into_response()
     }
 }
 
@@ -96,6 +101,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/api/v1/sql", post(sql_query))
+        .route("/api/v1/logs/search", get(logs_search))
+        .route("/api/v1/logs/histogram", get(logs_histogram))
         .fallback(get(static_file))
         .with_state(state)
 }
@@ -139,6 +146,174 @@ async fn sql_query(
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     Ok(Json(result?))
+}
+
+/// Query-string parameters, rejecting any the endpoint does not know.
+fn params(
+    pairs: Vec<(String, String)>,
+    known: &[&str],
+) -> Result<std::collections::HashMap<String, String>> {
+    let mut out = std::collections::HashMap::new();
+    for (k, v) in pairs {
+        if !known.contains(&k.as_str()) {
+            return Err(Error::BadRequest(format!(
+                "unknown parameter {k:?} (expected one of: {})",
+                known.join(", ")
+            )));
+        }
+        if out.insert(k.clone(), v).is_some() {
+            return Err(Error::BadRequest(format!("parameter {k:?} given twice")));
+        }
+    }
+    Ok(out)
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// `start`/`end`: RFC 3339, Unix seconds (fractional allowed), `now` or
+/// `now-15m` (units ms, s, m, h, d, w).
+pub fn parse_time(name: &str, s: &str, now: i64) -> Result<i64> {
+    let bad = |why: &str| {
+        Error::BadRequest(format!(
+            "{name}={s:?}: {why} (expected RFC 3339 like 2024-05-01T12:00:00Z, Unix seconds like 1714564800.5, now or now-15m)"
+        ))
+    };
+    let s = s.trim();
+    if let Some(rest) = s.strip_prefix("now") {
+        if rest.is_empty() {
+            return Ok(now);
+        }
+        let (sign, amount) = match rest.as_bytes()[0] {
+            b'-' => (-1i128, &rest[1..]),
+            b'+' => (1i128, &rest[1..]),
+            _ => return Err(bad("expected - or + after now")),
+        };
+        let digits = amount.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+        let unit = &amount[digits.len()..];
+        let n: i128 = digits
+            .parse()
+            .map_err(|_| bad("expected a number after now-"))?;
+        let scale: i128 = match unit {
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            "d" => 86_400_000_000_000,
+            "w" => 604_800_000_000_000,
+            _ => return Err(bad("unknown unit")),
+        };
+        let t = i128::from(now) + sign * n * scale;
+        return i64::try_from(t).map_err(|_| bad("out of range"));
+    }
+    if s.bytes()
+        .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
+        && !s.is_empty()
+    {
+        let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+        if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad("at most 9 decimals"));
+        }
+        let secs: i128 = int.parse().map_err(|_| bad("not a number"))?;
+        let frac_ns: i128 = format!("{frac:0<9}")
+            .parse()
+            .map_err(|_| bad("not a number"))?;
+        let t = secs * 1_000_000_000 + if secs < 0 { -frac_ns } else { frac_ns };
+        return i64::try_from(t).map_err(|_| bad("out of range"));
+    }
+    datafusion::arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(s)
+        .map_err(|_| bad("not a time"))
+}
+
+/// The `start`, `end` and `q` shared by search and histogram.
+fn query_and_range(
+    p: &std::collections::HashMap<String, String>,
+) -> Result<(lumen_store::index::Query, i64, i64)> {
+    let now = now_ns();
+    let start = p
+        .get("start")
+        .map(|s| parse_time("start", s, now))
+        .transpose()?
+        .unwrap_or(i64::MIN);
+    let end = p
+        .get("end")
+        .map(|s| parse_time("end", s, now))
+        .transpose()?
+        .unwrap_or(i64::MAX);
+    if start > end {
+        return Err(Error::BadRequest("start is after end".into()));
+    }
+    let q = lang::parse(p.get("q").map_or("", String::as_str), lang::Target::Logs)
+        .map_err(Error::Syntax)?;
+    Ok((q, start, end))
+}
+
+fn count_param(
+    p: &std::collections::HashMap<String, String>,
+    name: &str,
+    default: usize,
+    max: usize,
+) -> Result<usize> {
+    match p.get(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                Error::BadRequest(format!(
+                    "{name}={v:?}: expected a whole number from 1 to {max}"
+                ))
+            }),
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("search task failed: {e}")))?
+}
+
+async fn logs_search(
+    State(s): State<Arc<AppState>>,
+    axum::extract::Query(pairs): axum::extract::Query<Vec<(String, String)>>,
+) -> Result<Json<search::Page>> {
+    let p = params(pairs, &["q", "start", "end", "limit", "cursor"])?;
+    let (query, start, end) = query_and_range(&p)?;
+    let req = search::SearchRequest {
+        query,
+        start,
+        end,
+        limit: count_param(&p, "limit", 100, search::MAX_LIMIT)?,
+        cursor: p
+            .get("cursor")
+            .map(|c| search::Cursor::decode(c))
+            .transpose()?,
+    };
+    let started = Instant::now();
+    let store = Arc::clone(&s.store);
+    let page = blocking(move || search::search(&store, &req)).await;
+    s.store
+        .metrics()
+        .query_seconds
+        .observe(started.elapsed().as_secs_f64());
+    Ok(Json(page?))
+}
+
+async fn logs_histogram(
+    State(s): State<Arc<AppState>>,
+    axum::extract::Query(pairs): axum::extract::Query<Vec<(String, String)>>,
+) -> Result<Json<search::Histogram>> {
+    let p = params(pairs, &["q", "start", "end", "buckets"])?;
+    let (query, start, end) = query_and_range(&p)?;
+    let buckets = count_param(&p, "buckets", 60, search::MAX_BUCKETS)?;
+    let store = Arc::clone(&s.store);
+    Ok(Json(
+        blocking(move || search::histogram(&store, &query, start, end, buckets)).await?,
+    ))
 }
 
 async fn static_file(uri: Uri) -> Response {

@@ -348,15 +348,14 @@ impl Store {
         });
         let mut cache = lock(&self.indexes);
         let tick = cache.tick;
-        if cache.entries.len() >= INDEX_CACHE {
-            if let Some(oldest) = cache
+        if cache.entries.len() >= INDEX_CACHE
+            && let Some(oldest) = cache
                 .entries
                 .iter()
                 .min_by_key(|(_, (t, _))| *t)
                 .map(|(k, _)| k.clone())
-            {
-                cache.entries.remove(&oldest);
-            }
+        {
+            cache.entries.remove(&oldest);
         }
         cache.entries.insert(key, (tick, Arc::clone(&opened)));
         Ok(Some(opened))

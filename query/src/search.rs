@@ -1,0 +1,527 @@
+//! Log search and histograms: the search language answered from each
+//! segment's tantivy index (segments not yet indexed, and the fresh buffer,
+//! by scan with the same semantics), newest first, with a cursor that stays
+//! stable while data arrives.
+//!
+//! Order is `(timestamp, key)` descending, where `key` is a hash of the
+//! record's content: it does not change when a record moves from the buffer
+//! to a segment or between segments, so a cursor (the last record's
+//! timestamp and key) resumes exactly where a page ended.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::compute::{concat_batches, take_record_batch};
+use datafusion::arrow::datatypes::TimestampNanosecondType;
+use datafusion::parquet::arrow::ProjectionMask;
+use datafusion::parquet::arrow::arrow_reader::{
+    ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+};
+use datafusion::parquet::file::reader::ChunkReader;
+use lumen_store::index::{self, Query};
+use lumen_store::{SegmentMeta, Signal, Store};
+use serde_json::{Map, Value};
+
+use crate::{Error, Result};
+
+/// Most records one search page returns.
+pub const MAX_LIMIT: usize = 10_000;
+/// Most histogram buckets.
+pub const MAX_BUCKETS: usize = 10_000;
+
+/// Where a page ended: records strictly older (in search order) come next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub ts: i64,
+    pub key: u64,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        format!("{}.{:016x}", self.ts, self.key)
+    }
+
+    pub fn decode(s: &str) -> Result<Cursor> {
+        let bad = || {
+            Error::BadRequest(format!(
+                "invalid cursor {s:?}: pass next_cursor back unchanged"
+            ))
+        };
+        let (ts, key) = s.split_once('.').ok_or_else(bad)?;
+        Ok(Cursor {
+            ts: ts.parse().map_err(|_| bad())?,
+            key: u64::from_str_radix(key, 16).map_err(|_| bad())?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SearchRequest {
+    pub query: Query,
+    /// Inclusive bounds, ns since the epoch.
+    pub start: i64,
+    pub end: i64,
+    pub limit: usize,
+    pub cursor: Option<Cursor>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Page {
+    pub logs: Vec<Map<String, Value>>,
+    pub next_cursor: Option<String>,
+}
+
+/// The columns of a search result, and their names in the answer.
+const RESULT_COLUMNS: &[(&str, &str)] = &[
+    ("timestamp", "timestamp"),
+    ("observed_timestamp", "observed_timestamp"),
+    ("service_name", "service_name"),
+    ("severity_text", "severity_text"),
+    ("severity_number", "severity_number"),
+    ("body", "body"),
+    ("trace_id", "trace_id"),
+    ("span_id", "span_id"),
+    ("log_attributes", "attributes"),
+    ("resource_attributes", "resource_attributes"),
+    ("scope_name", "scope_name"),
+];
+
+/// A fetched record: its time, its key (see the module docs) and its JSON.
+type Record = (i64, u64, Map<String, Value>);
+
+/// Where matching rows come from.
+enum Source {
+    Buffer(RecordBatch),
+    Segment(Arc<SegmentMeta>),
+}
+
+/// A matching row: its time, its source (index into the sources) and row.
+#[derive(Debug, Clone, Copy)]
+struct Hit {
+    ts: i64,
+    source: usize,
+    row: u32,
+}
+
+struct Sources {
+    list: Vec<Source>,
+}
+
+impl Sources {
+    /// The buffer's batches, then the segments overlapping `[start, end]`,
+    /// newest first.
+    fn new(store: &Store, start: i64, end: i64) -> Sources {
+        let snap = store.snapshot(Signal::Logs);
+        let mut segs: Vec<Arc<SegmentMeta>> = snap
+            .segments
+            .into_iter()
+            .filter(|s| s.max_time >= start && s.min_time <= end)
+            .collect();
+        segs.sort_by_key(|s| std::cmp::Reverse(s.max_time));
+        let mut list: Vec<Source> = snap.batches.into_iter().map(Source::Buffer).collect();
+        list.extend(segs.into_iter().map(Source::Segment));
+        Sources { list }
+    }
+
+    /// Newest time a source can hold (buffers: unknown, so the maximum).
+    fn max_time(&self, i: usize) -> i64 {
+        match &self.list[i] {
+            Source::Buffer(_) => i64::MAX,
+            Source::Segment(s) => s.max_time,
+        }
+    }
+
+    /// Every row of source `i` matching `q` with a time in `[start, end]`.
+    fn hits(&self, store: &Store, i: usize, q: &Query, start: i64, end: i64) -> Result<Vec<Hit>> {
+        let in_range = |ts: i64| ts >= start && ts <= end;
+        let scan = |batch: &RecordBatch| -> Result<Vec<Hit>> {
+            let ts = timestamps(batch)?;
+            let views = index::row_views(Signal::Logs, batch).map_err(internal)?;
+            Ok(views
+                .iter()
+                .enumerate()
+                .filter(|(r, v)| in_range(ts[*r]) && index::matches_row(q, v))
+                .map(|(r, _)| Hit {
+                    ts: ts[r],
+                    source: i,
+                    row: r as u32,
+                })
+                .collect())
+        };
+        match &self.list[i] {
+            Source::Buffer(batch) => scan(batch),
+            Source::Segment(seg) => match store.segment_index(seg).map_err(internal)? {
+                None => scan(&read_segment(store, seg, None, None)?),
+                Some(idx) => {
+                    let rows = idx.search(q).map_err(internal)?;
+                    if rows.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    let ts = segment_times(store, seg, &rows)?;
+                    Ok(rows
+                        .iter()
+                        .zip(ts)
+                        .filter(|(_, t)| in_range(*t))
+                        .map(|(&row, ts)| Hit { ts, source: i, row })
+                        .collect())
+                }
+            },
+        }
+    }
+
+    /// The result records of `hits` (any order), with their keys.
+    fn fetch(&self, store: &Store, hits: &[Hit]) -> Result<Vec<Record>> {
+        let mut by_source: std::collections::BTreeMap<usize, Vec<Hit>> = Default::default();
+        for h in hits {
+            by_source.entry(h.source).or_default().push(*h);
+        }
+        let mut out = Vec::with_capacity(hits.len());
+        for (source, mut hs) in by_source {
+            hs.sort_by_key(|h| h.row);
+            hs.dedup_by_key(|h| h.row);
+            let rows: Vec<u32> = hs.iter().map(|h| h.row).collect();
+            let batch = match &self.list[source] {
+                Source::Buffer(b) => {
+                    let idx = datafusion::arrow::array::UInt32Array::from(rows.clone());
+                    take_record_batch(b, &idx)?
+                }
+                Source::Segment(seg) => {
+                    let names: Vec<&str> = RESULT_COLUMNS.iter().map(|c| c.0).collect();
+                    read_segment(store, seg, Some(&rows), Some(&names))?
+                }
+            };
+            let batch = project(&batch)?;
+            for (h, rec) in hs.iter().zip(crate::json::rows(&[batch])?) {
+                let key = record_key(&rec);
+                out.push((h.ts, key, rec));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn internal(e: lumen_store::Error) -> Error {
+    Error::Internal(e.to_string())
+}
+
+/// The result columns of a logs batch, renamed for the answer.
+fn project(batch: &RecordBatch) -> Result<RecordBatch> {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    let mut fields = Vec::with_capacity(RESULT_COLUMNS.len());
+    let mut cols = Vec::with_capacity(RESULT_COLUMNS.len());
+    for (col, name) in RESULT_COLUMNS {
+        let (i, f) = batch
+            .schema()
+            .column_with_name(col)
+            .map(|(i, f)| (i, f.clone()))
+            .ok_or_else(|| Error::Internal(format!("logs column {col} missing")))?;
+        fields.push(Field::new(*name, f.data_type().clone(), true));
+        cols.push(Arc::clone(batch.column(i)));
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
+}
+
+/// A stable 64-bit hash of a record (FNV-1a over its JSON rendering, whose
+/// keys are sorted): the tie-breaker of the search order.
+fn record_key(rec: &Map<String, Value>) -> u64 {
+    let text = serde_json::to_string(rec).unwrap_or_default();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn timestamps(batch: &RecordBatch) -> Result<Vec<i64>> {
+    let col = batch
+        .column_by_name("timestamp")
+        .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
+        .ok_or_else(|| Error::Internal("logs timestamp column missing".into()))?;
+    Ok(col.values().to_vec())
+}
+
+/// A segment's Parquet file, for the synchronous reader: the local file, or
+/// the object's bytes from a remote store.
+enum SegmentFile {
+    Local(std::fs::File),
+    Remote(bytes::Bytes),
+}
+
+fn open_segment(store: &Store, seg: &SegmentMeta) -> Result<SegmentFile> {
+    let objects = store.objects();
+    match objects.local_path(&seg.path) {
+        Some(path) => std::fs::File::open(&path)
+            .map(SegmentFile::Local)
+            .map_err(|e| Error::Internal(format!("opening {}: {e}", path.display()))),
+        None => objects
+            .get(&seg.path)
+            .map_err(internal)?
+            .map(SegmentFile::Remote)
+            .ok_or_else(|| Error::Internal(format!("segment {} is missing", seg.path))),
+    }
+}
+
+/// Rows `rows` (ascending; all when `None`) of columns `columns` (all when
+/// `None`) of a segment, reading only the pages that hold them.
+fn read_segment(
+    store: &Store,
+    seg: &SegmentMeta,
+    rows: Option<&[u32]>,
+    columns: Option<&[&str]>,
+) -> Result<RecordBatch> {
+    match open_segment(store, seg)? {
+        SegmentFile::Local(f) => read_parquet(f, rows, columns),
+        SegmentFile::Remote(b) => read_parquet(b, rows, columns),
+    }
+}
+
+fn read_parquet<R: ChunkReader + 'static>(
+    file: R,
+    rows: Option<&[u32]>,
+    columns: Option<&[&str]>,
+) -> Result<RecordBatch> {
+    let perr = |e: datafusion::parquet::errors::ParquetError| {
+        Error::Internal(format!("reading a segment: {e}"))
+    };
+    // The offset index lets a row selection skip whole pages.
+    let options = ArrowReaderOptions::new()
+        .with_page_index_policy(datafusion::parquet::file::metadata::PageIndexPolicy::Optional);
+    let mut b =
+        ParquetRecordBatchReaderBuilder::try_new_with_options(file, options).map_err(perr)?;
+    let schema = Arc::clone(b.schema());
+    if let Some(names) = columns {
+        let roots: Vec<usize> = names
+            .iter()
+            .filter_map(|n| schema.index_of(n).ok())
+            .collect();
+        let mask = ProjectionMask::roots(b.parquet_schema(), roots);
+        b = b.with_projection(mask);
+    }
+    if let Some(rows) = rows {
+        b = b.with_row_selection(selection(rows));
+    }
+    let reader = b.with_batch_size(8192).build().map_err(perr)?;
+    let out_schema = datafusion::arrow::record_batch::RecordBatchReader::schema(&reader);
+    let batches: Vec<RecordBatch> = reader.collect::<std::result::Result<_, _>>()?;
+    Ok(concat_batches(&out_schema, &batches)?)
+}
+
+/// The row selection of ascending `rows`.
+fn selection(rows: &[u32]) -> RowSelection {
+    let mut sel = Vec::new();
+    let mut next = 0u32;
+    let mut i = 0;
+    while i < rows.len() {
+        let start = rows[i];
+        let mut end = start + 1;
+        i += 1;
+        while i < rows.len() && rows[i] == end {
+            end += 1;
+            i += 1;
+        }
+        if start > next {
+            sel.push(RowSelector::skip((start - next) as usize));
+        }
+        sel.push(RowSelector::select((end - start) as usize));
+        next = end;
+    }
+    RowSelection::from(sel)
+}
+
+/// The timestamps of `rows` (ascending) of a segment: the whole column when
+/// many rows match, else only the pages holding them.
+fn segment_times(store: &Store, seg: &SegmentMeta, rows: &[u32]) -> Result<Vec<i64>> {
+    if rows.len() as u64 > seg.rows / 8 {
+        let all = timestamps(&read_segment(store, seg, None, Some(&["timestamp"]))?)?;
+        return rows
+            .iter()
+            .map(|&r| all.get(r as usize).copied())
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                Error::Internal(format!("index of {} names rows past its end", seg.path))
+            });
+    }
+    let ts = timestamps(&read_segment(store, seg, Some(rows), Some(&["timestamp"]))?)?;
+    if ts.len() != rows.len() {
+        return Err(Error::Internal(format!(
+            "index of {} names rows past its end",
+            seg.path
+        )));
+    }
+    Ok(ts)
+}
+
+/// Keeps the `n` newest hits and any that tie with the last of them.
+fn keep_newest(hits: &mut Vec<Hit>, n: usize) {
+    if hits.len() <= n || n == 0 {
+        return;
+    }
+    hits.sort_unstable_by_key(|h| std::cmp::Reverse(h.ts));
+    let boundary = hits[n - 1].ts;
+    hits.retain(|h| h.ts >= boundary);
+}
+
+/// One page of records matching `req`, newest first.
+pub fn search(store: &Store, req: &SearchRequest) -> Result<Page> {
+    let end = req.cursor.map_or(req.end, |c| c.ts.min(req.end));
+    let sources = Sources::new(store, req.start, end);
+    let need = req.limit + 1;
+    // Hits at the cursor's own time come after it only if their key is
+    // lower, which needs the record: they are kept aside, all of them.
+    let mut at_cursor: Vec<Hit> = Vec::new();
+    let mut older: Vec<Hit> = Vec::new();
+    for i in 0..sources.list.len() {
+        // Sources come newest first (after the buffer): once `need` hits are
+        // newer than everything a source holds, it and the rest can go.
+        if older.len() >= need {
+            keep_newest(&mut older, need);
+            if older
+                .iter()
+                .map(|h| h.ts)
+                .min()
+                .is_some_and(|oldest| sources.max_time(i) < oldest)
+            {
+                break;
+            }
+        }
+        for h in sources.hits(store, i, &req.query, req.start, end)? {
+            if req.cursor.is_some_and(|c| c.ts == h.ts) {
+                at_cursor.push(h);
+            } else {
+                older.push(h);
+            }
+        }
+    }
+    let mut records = sources.fetch(store, &at_cursor)?;
+    if let Some(c) = req.cursor {
+        records.retain(|(_, key, _)| *key < c.key);
+    }
+    keep_newest(&mut older, need.saturating_sub(records.len()));
+    records.extend(sources.fetch(store, &older)?);
+    records.sort_by_key(|r| std::cmp::Reverse((r.0, r.1)));
+    let more = records.len() > req.limit;
+    records.truncate(req.limit);
+    let next_cursor = if more {
+        records
+            .last()
+            .map(|(ts, key, _)| Cursor { ts: *ts, key: *key }.encode())
+    } else {
+        None
+    };
+    Ok(Page {
+        logs: records.into_iter().map(|(_, _, r)| r).collect(),
+        next_cursor,
+    })
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Bucket {
+    /// Start of the bucket, RFC 3339.
+    pub start: String,
+    pub count: u64,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Histogram {
+    pub buckets: Vec<Bucket>,
+    /// Width of each bucket in milliseconds (the last may be cut by `end`).
+    pub interval_ms: f64,
+}
+
+/// Counts of records matching `q` in `buckets` equal slices of `[start,
+/// end]`; unbounded sides are taken from the data.
+pub fn histogram(
+    store: &Store,
+    q: &Query,
+    start: i64,
+    end: i64,
+    buckets: usize,
+) -> Result<Histogram> {
+    let sources = Sources::new(store, start, end);
+    let mut hits = Vec::new();
+    for i in 0..sources.list.len() {
+        hits.extend(
+            sources
+                .hits(store, i, q, start, end)?
+                .into_iter()
+                .map(|h| h.ts),
+        );
+    }
+    let (lo, hi) = if start == i64::MIN || end == i64::MAX {
+        let data_lo = hits.iter().copied().min().unwrap_or(0);
+        let data_hi = hits.iter().copied().max().unwrap_or(0);
+        (
+            if start == i64::MIN { data_lo } else { start },
+            if end == i64::MAX { data_hi } else { end },
+        )
+    } else {
+        (start, end)
+    };
+    let span = (i128::from(hi) - i128::from(lo) + 1).max(1);
+    let width = ((span + buckets as i128 - 1) / buckets as i128).max(1);
+    let mut counts = vec![0u64; buckets];
+    for ts in hits {
+        let b = ((i128::from(ts) - i128::from(lo)) / width) as usize;
+        if let Some(c) = counts.get_mut(b) {
+            *c += 1;
+        }
+    }
+    Ok(Histogram {
+        buckets: counts
+            .into_iter()
+            .enumerate()
+            .map(|(i, count)| Bucket {
+                start: crate::json::rfc3339_nanos((i128::from(lo) + width * i as i128) as i64),
+                count,
+            })
+            .collect(),
+        interval_ms: width as f64 / 1e6,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selections_cover_exactly_the_rows() {
+        let s: Vec<RowSelector> = selection(&[0, 1, 2, 5, 9, 10]).into();
+        assert_eq!(
+            s,
+            vec![
+                RowSelector::select(3),
+                RowSelector::skip(2),
+                RowSelector::select(1),
+                RowSelector::skip(3),
+                RowSelector::select(2)
+            ]
+        );
+    }
+
+    #[test]
+    fn cursors_round_trip_and_bad_ones_are_refused() {
+        let c = Cursor {
+            ts: -5,
+            key: 0xdead_beef,
+        };
+        assert_eq!(Cursor::decode(&c.encode()).expect("decodes"), c);
+        assert!(Cursor::decode("x").is_err());
+        assert!(Cursor::decode("1.zz").is_err());
+    }
+
+    #[test]
+    fn keep_newest_keeps_ties() {
+        let h = |ts| Hit {
+            ts,
+            source: 0,
+            row: 0,
+        };
+        let mut hits = vec![h(1), h(5), h(3), h(5), h(4)];
+        keep_newest(&mut hits, 1);
+        assert_eq!(hits.len(), 2);
+        let mut hits = vec![h(1), h(5), h(3), h(4)];
+        keep_newest(&mut hits, 2);
+        assert_eq!(hits.iter().map(|h| h.ts).collect::<Vec<_>>(), vec![5, 4]);
+    }
+}
