@@ -313,7 +313,9 @@ fn histograms_count_what_sql_counts() {
 fn bad_searches_get_400_with_a_position_and_the_server_stays_up() {
     let server = TestServer::start();
     post_batch(&server, 0, 10);
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    // (endpoint, parameters, what the error must say)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         ("/api/v1/logs/search", &[("q", "a (b")], "never closed"),
         ("/api/v1/logs/search", &[("q", "\"abc")], "closing"),
         ("/api/v1/logs/search", &[("q", "a OR")], "expected a term"),
