@@ -15,7 +15,8 @@ use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use datafusion::arrow::datatypes::TimestampNanosecondType;
 use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::{
-    ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
+    RowSelector,
 };
 use datafusion::parquet::file::reader::ChunkReader;
 use lumen_store::index::{self, Query};
@@ -271,12 +272,25 @@ fn read_segment(
     columns: Option<&[&str]>,
 ) -> Result<RecordBatch> {
     match open_segment(store, seg)? {
-        SegmentFile::Local(f) => read_parquet(f, rows, columns),
-        SegmentFile::Remote(b) => read_parquet(b, rows, columns),
+        SegmentFile::Local(f) => read_parquet(&seg.path, f, rows, columns),
+        SegmentFile::Remote(b) => read_parquet(&seg.path, b, rows, columns),
     }
 }
 
+type MetadataCache = std::sync::Mutex<std::collections::HashMap<String, ArrowReaderMetadata>>;
+
+/// Parsed footers (with page indexes) of segments by key: parsing them is
+/// most of the cost of reading a few rows, and segments never change.
+fn metadata_cache() -> &'static MetadataCache {
+    static CACHE: std::sync::OnceLock<MetadataCache> = std::sync::OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// Footers kept; past this the cache starts over.
+const METADATA_CACHE: usize = 1024;
+
 fn read_parquet<R: ChunkReader + 'static>(
+    key: &str,
     file: R,
     rows: Option<&[u32]>,
     columns: Option<&[&str]>,
@@ -284,11 +298,24 @@ fn read_parquet<R: ChunkReader + 'static>(
     let perr = |e: datafusion::parquet::errors::ParquetError| {
         Error::Internal(format!("reading a segment: {e}"))
     };
-    // The offset index lets a row selection skip whole pages.
-    let options = ArrowReaderOptions::new()
-        .with_page_index_policy(datafusion::parquet::file::metadata::PageIndexPolicy::Optional);
-    let mut b =
-        ParquetRecordBatchReaderBuilder::try_new_with_options(file, options).map_err(perr)?;
+    let poisoned = |_| Error::Internal("segment metadata cache poisoned".into());
+    let cached = metadata_cache().lock().map_err(poisoned)?.get(key).cloned();
+    let meta = match cached {
+        Some(m) => m,
+        None => {
+            // The offset index lets a row selection skip whole pages.
+            let options = ArrowReaderOptions::new()
+                .with_page_index_policy(datafusion::parquet::file::metadata::PageIndexPolicy::Optional);
+            let m = ArrowReaderMetadata::load(&file, options).map_err(perr)?;
+            let mut cache = metadata_cache().lock().map_err(poisoned)?;
+            if cache.len() >= METADATA_CACHE {
+                cache.clear();
+            }
+            cache.insert(key.to_owned(), m.clone());
+            m
+        }
+    };
+    let mut b = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta);
     let schema = Arc::clone(b.schema());
     if let Some(names) = columns {
         let roots: Vec<usize> = names
