@@ -304,8 +304,9 @@ fn read_parquet<R: ChunkReader + 'static>(
         Some(m) => m,
         None => {
             // The offset index lets a row selection skip whole pages.
-            let options = ArrowReaderOptions::new()
-                .with_page_index_policy(datafusion::parquet::file::metadata::PageIndexPolicy::Optional);
+            let options = ArrowReaderOptions::new().with_page_index_policy(
+                datafusion::parquet::file::metadata::PageIndexPolicy::Optional,
+            );
             let m = ArrowReaderMetadata::load(&file, options).map_err(perr)?;
             let mut cache = metadata_cache().lock().map_err(poisoned)?;
             if cache.len() >= METADATA_CACHE {
