@@ -271,9 +271,15 @@ fn read_segment(
     rows: Option<&[u32]>,
     columns: Option<&[&str]>,
 ) -> Result<RecordBatch> {
+    // Keys are relative to a store: the cache is process-wide.
+    let key = store
+        .data_dir()
+        .join(&seg.path)
+        .to_string_lossy()
+        .into_owned();
     match open_segment(store, seg)? {
-        SegmentFile::Local(f) => read_parquet(&seg.path, f, rows, columns),
-        SegmentFile::Remote(b) => read_parquet(&seg.path, b, rows, columns),
+        SegmentFile::Local(f) => read_parquet(&key, f, rows, columns),
+        SegmentFile::Remote(b) => read_parquet(&key, b, rows, columns),
     }
 }
 
