@@ -2,6 +2,7 @@
 //! dashboard. Errors become `{"error": "..."}` with a status code in one
 //! place ([`Error::into_response`]).
 
+pub mod jaeger;
 pub mod json;
 pub mod lang;
 pub mod search;
@@ -61,7 +62,7 @@ impl Error {
         }
     }
 
-    fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Error::BadRequest(_) | Error::Syntax(_) => StatusCode::BAD_REQUEST,
             Error::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -103,6 +104,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/sql", post(sql_query))
         .route("/api/v1/logs/search", get(logs_search))
         .route("/api/v1/logs/histogram", get(logs_histogram))
+        .route("/api/services", get(jaeger::services))
+        .route(
+            "/api/services/{service}/operations",
+            get(jaeger::service_operations),
+        )
+        .route("/api/operations", get(jaeger::operations))
+        .route("/api/traces", get(jaeger::find_traces))
+        .route("/api/traces/{trace_id}", get(jaeger::get_trace))
+        .route("/api/dependencies", get(jaeger::dependencies))
         .fallback(get(static_file))
         .with_state(state)
 }
@@ -168,7 +178,7 @@ fn params(
     Ok(out)
 }
 
-fn now_ns() -> i64 {
+pub(crate) fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
@@ -271,7 +281,9 @@ fn count_param(
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Internal(format!("search task failed: {e}")))?

@@ -33,7 +33,7 @@ pub const MAX_BUCKETS: usize = 10_000;
 /// Where a page ended: records strictly older (in search order) come next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
-    pub ts: i64,
+    pub(crate) ts: i64,
     pub key: u64,
 }
 
@@ -91,28 +91,30 @@ const RESULT_COLUMNS: &[(&str, &str)] = &[
 type Record = (i64, u64, Map<String, Value>);
 
 /// Where matching rows come from.
-enum Source {
+pub(crate) enum Source {
     Buffer(RecordBatch),
     Segment(Arc<SegmentMeta>),
 }
 
 /// A matching row: its time, its source (index into the sources) and row.
 #[derive(Debug, Clone, Copy)]
-struct Hit {
-    ts: i64,
-    source: usize,
-    row: u32,
+pub(crate) struct Hit {
+    pub(crate) ts: i64,
+    pub source: usize,
+    pub row: u32,
 }
 
-struct Sources {
-    list: Vec<Source>,
+/// One consistent snapshot of a signal's records: buffer, then segments.
+pub(crate) struct Sources {
+    pub signal: Signal,
+    pub list: Vec<Source>,
 }
 
 impl Sources {
     /// The buffer's batches, then the segments overlapping `[start, end]`,
     /// newest first.
-    fn new(store: &Store, start: i64, end: i64) -> Sources {
-        let snap = store.snapshot(Signal::Logs);
+    pub(crate) fn new(store: &Store, signal: Signal, start: i64, end: i64) -> Sources {
+        let snap = store.snapshot(signal);
         let mut segs: Vec<Arc<SegmentMeta>> = snap
             .segments
             .into_iter()
@@ -121,11 +123,11 @@ impl Sources {
         segs.sort_by_key(|s| std::cmp::Reverse(s.max_time));
         let mut list: Vec<Source> = snap.batches.into_iter().map(Source::Buffer).collect();
         list.extend(segs.into_iter().map(Source::Segment));
-        Sources { list }
+        Sources { signal, list }
     }
 
     /// Newest time a source can hold (buffers: unknown, so the maximum).
-    fn max_time(&self, i: usize) -> i64 {
+    pub(crate) fn max_time(&self, i: usize) -> i64 {
         match &self.list[i] {
             Source::Buffer(_) => i64::MAX,
             Source::Segment(s) => s.max_time,
@@ -133,11 +135,19 @@ impl Sources {
     }
 
     /// Every row of source `i` matching `q` with a time in `[start, end]`.
-    fn hits(&self, store: &Store, i: usize, q: &Query, start: i64, end: i64) -> Result<Vec<Hit>> {
+    pub(crate) fn hits(
+        &self,
+        store: &Store,
+        i: usize,
+        q: &Query,
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<Hit>> {
         let in_range = |ts: i64| ts >= start && ts <= end;
+        let time_column = self.signal.time_column();
         let scan = |batch: &RecordBatch| -> Result<Vec<Hit>> {
-            let ts = timestamps(batch)?;
-            let views = index::row_views(Signal::Logs, batch).map_err(internal)?;
+            let ts = timestamps(batch, time_column)?;
+            let views = index::row_views(self.signal, batch).map_err(internal)?;
             Ok(views
                 .iter()
                 .enumerate()
@@ -158,7 +168,7 @@ impl Sources {
                     if rows.is_empty() {
                         return Ok(Vec::new());
                     }
-                    let ts = segment_times(store, seg, &rows)?;
+                    let ts = segment_times(store, seg, &rows, time_column)?;
                     Ok(rows
                         .iter()
                         .zip(ts)
@@ -201,7 +211,7 @@ impl Sources {
     }
 }
 
-fn internal(e: lumen_store::Error) -> Error {
+pub(crate) fn internal(e: lumen_store::Error) -> Error {
     Error::Internal(e.to_string())
 }
 
@@ -234,11 +244,11 @@ fn record_key(rec: &Map<String, Value>) -> u64 {
     h
 }
 
-fn timestamps(batch: &RecordBatch) -> Result<Vec<i64>> {
+pub(crate) fn timestamps(batch: &RecordBatch, column: &str) -> Result<Vec<i64>> {
     let col = batch
-        .column_by_name("timestamp")
+        .column_by_name(column)
         .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
-        .ok_or_else(|| Error::Internal("logs timestamp column missing".into()))?;
+        .ok_or_else(|| Error::Internal(format!("time column {column} missing")))?;
     Ok(col.values().to_vec())
 }
 
@@ -265,7 +275,7 @@ fn open_segment(store: &Store, seg: &SegmentMeta) -> Result<SegmentFile> {
 
 /// Rows `rows` (ascending; all when `None`) of columns `columns` (all when
 /// `None`) of a segment, reading only the pages that hold them.
-fn read_segment(
+pub(crate) fn read_segment(
     store: &Store,
     seg: &SegmentMeta,
     rows: Option<&[u32]>,
@@ -365,9 +375,9 @@ fn selection(rows: &[u32]) -> RowSelection {
 
 /// The timestamps of `rows` (ascending) of a segment: the whole column when
 /// many rows match, else only the pages holding them.
-fn segment_times(store: &Store, seg: &SegmentMeta, rows: &[u32]) -> Result<Vec<i64>> {
+fn segment_times(store: &Store, seg: &SegmentMeta, rows: &[u32], column: &str) -> Result<Vec<i64>> {
     if rows.len() as u64 > seg.rows / 8 {
-        let all = timestamps(&read_segment(store, seg, None, Some(&["timestamp"]))?)?;
+        let all = timestamps(&read_segment(store, seg, None, Some(&[column]))?, column)?;
         return rows
             .iter()
             .map(|&r| all.get(r as usize).copied())
@@ -376,7 +386,10 @@ fn segment_times(store: &Store, seg: &SegmentMeta, rows: &[u32]) -> Result<Vec<i
                 Error::Internal(format!("index of {} names rows past its end", seg.path))
             });
     }
-    let ts = timestamps(&read_segment(store, seg, Some(rows), Some(&["timestamp"]))?)?;
+    let ts = timestamps(
+        &read_segment(store, seg, Some(rows), Some(&[column]))?,
+        column,
+    )?;
     if ts.len() != rows.len() {
         return Err(Error::Internal(format!(
             "index of {} names rows past its end",
@@ -399,7 +412,7 @@ fn keep_newest(hits: &mut Vec<Hit>, n: usize) {
 /// One page of records matching `req`, newest first.
 pub fn search(store: &Store, req: &SearchRequest) -> Result<Page> {
     let end = req.cursor.map_or(req.end, |c| c.ts.min(req.end));
-    let sources = Sources::new(store, req.start, end);
+    let sources = Sources::new(store, Signal::Logs, req.start, end);
     let need = req.limit + 1;
     // Hits at the cursor's own time come after it only if their key is
     // lower, which needs the record: they are kept aside, all of them.
@@ -472,7 +485,7 @@ pub fn histogram(
     end: i64,
     buckets: usize,
 ) -> Result<Histogram> {
-    let sources = Sources::new(store, start, end);
+    let sources = Sources::new(store, Signal::Logs, start, end);
     let mut hits = Vec::new();
     for i in 0..sources.list.len() {
         hits.extend(

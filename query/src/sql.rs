@@ -83,6 +83,20 @@ impl SqlEngine {
         &self.ctx
     }
 
+    /// Runs a plan built in code (the Jaeger API's), under the same time and
+    /// memory limits as SQL text, and returns all its rows.
+    pub async fn collect(&self, df: datafusion::dataframe::DataFrame) -> Result<Vec<RecordBatch>> {
+        tokio::time::timeout(self.limits.timeout, df.collect())
+            .await
+            .map_err(|_| {
+                Error::Timeout(format!(
+                    "query exceeded the time limit of {:?}",
+                    self.limits.timeout
+                ))
+            })?
+            .map_err(Error::from_datafusion)
+    }
+
     /// Runs one read-only statement.
     pub async fn run(&self, query: &str) -> Result<SqlResult> {
         let started = Instant::now();
