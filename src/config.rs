@@ -52,6 +52,13 @@ pub(crate) struct ServeArgs {
     /// Memory all running SQL queries may use together [default: 512MiB].
     #[arg(long, env = "LUMEN_SQL_MEMORY", value_name = "SIZE")]
     pub(crate) sql_memory: Option<String>,
+    /// Records a live-tail subscriber may have waiting; past it the oldest
+    /// are dropped and the client told how many [default: 10000].
+    #[arg(long, env = "LUMEN_TAIL_BUFFER", value_name = "N")]
+    pub(crate) tail_buffer: Option<usize>,
+    /// Live-tail WebSocket subscribers at once [default: 256].
+    #[arg(long, env = "LUMEN_TAIL_MAX_SUBSCRIBERS", value_name = "N")]
+    pub(crate) tail_max_subscribers: Option<usize>,
     /// Keep logs this long, e.g. `7d`; whole hours are dropped once older [default: forever].
     #[arg(long, env = "LUMEN_RETENTION_LOGS", value_name = "DURATION")]
     pub(crate) retention_logs: Option<String>,
@@ -96,6 +103,8 @@ pub(crate) struct FileConfig {
     pub(crate) sql_timeout: Option<String>,
     pub(crate) sql_max_rows: Option<usize>,
     pub(crate) sql_memory: Option<String>,
+    pub(crate) tail_buffer: Option<usize>,
+    pub(crate) tail_max_subscribers: Option<usize>,
     pub(crate) retention_logs: Option<String>,
     pub(crate) retention_spans: Option<String>,
     pub(crate) retention_metrics: Option<String>,
@@ -121,6 +130,8 @@ pub(crate) struct Config {
     pub(crate) sql_timeout: Duration,
     pub(crate) sql_max_rows: usize,
     pub(crate) sql_memory: usize,
+    pub(crate) tail_buffer: usize,
+    pub(crate) tail_max_subscribers: usize,
     /// Logs, spans, metrics (by `Signal::index`); `None` keeps forever.
     pub(crate) retention: [Option<Duration>; 3],
     /// Where segments and the catalog live.
@@ -165,6 +176,11 @@ impl Config {
             sql_timeout: dur("sql-timeout", pick!(sql_timeout, "30s"))?,
             sql_max_rows: args.sql_max_rows.or(file.sql_max_rows).unwrap_or(10_000),
             sql_memory: size("sql-memory", pick!(sql_memory, "512MiB"))?,
+            tail_buffer: args.tail_buffer.or(file.tail_buffer).unwrap_or(10_000),
+            tail_max_subscribers: args
+                .tail_max_subscribers
+                .or(file.tail_max_subscribers)
+                .unwrap_or(256),
             retention: [
                 args.retention_logs
                     .or(file.retention_logs)
@@ -194,8 +210,8 @@ impl Config {
         if config.memory_budget < 4 << 20 {
             bail!("memory-budget must be at least 4MiB");
         }
-        if config.max_request_size == 0 || config.sql_max_rows == 0 {
-            bail!("max-request-size and sql-max-rows must be positive");
+        if config.max_request_size == 0 || config.sql_max_rows == 0 || config.tail_buffer == 0 {
+            bail!("max-request-size, sql-max-rows and tail-buffer must be positive");
         }
         Ok(config)
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use lumen_collector::grpc::{Logs, Metrics, OtlpGrpc, Traces};
 use lumen_collector::{Collector, Limits};
+use lumen_query::tail::TailLimits;
 use lumen_query::{AppState, SqlEngine, SqlLimits};
 use lumen_store::{Store, StoreConfig};
 use tokio::net::TcpListener;
@@ -74,10 +75,14 @@ pub(crate) async fn run(config: Config) -> Result<()> {
             memory_bytes: config.sql_memory,
         },
     )?;
-    let state = Arc::new(AppState {
-        store: Arc::clone(&store),
+    let state = Arc::new(AppState::new(
+        Arc::clone(&store),
         sql,
-    });
+        TailLimits {
+            buffer_records: config.tail_buffer,
+            max_subscribers: config.tail_max_subscribers,
+        },
+    ));
 
     let grpc_listener = bind(&config.otlp_grpc_addr, "OTLP/gRPC").await?;
     let otlp_http_listener = bind(&config.otlp_http_addr, "OTLP/HTTP").await?;

@@ -8,6 +8,7 @@ pub mod lang;
 pub mod search;
 pub mod sql;
 pub mod table;
+pub mod tail;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -91,6 +92,20 @@ impl IntoResponse for Error {
 pub struct AppState {
     pub store: Arc<Store>,
     pub sql: SqlEngine,
+    pub tail: tail::TailLimits,
+    tail_permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<Store>, sql: SqlEngine, tail: tail::TailLimits) -> Self {
+        let permits = Arc::new(tokio::sync::Semaphore::new(tail.max_subscribers));
+        AppState {
+            store,
+            sql,
+            tail,
+            tail_permits: permits,
+        }
+    }
 }
 
 #[derive(RustEmbed)]
@@ -104,6 +119,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/sql", post(sql_query))
         .route("/api/v1/logs/search", get(logs_search))
         .route("/api/v1/logs/histogram", get(logs_histogram))
+        .route("/api/v1/tail", get(tail::tail))
         .route("/api/services", get(jaeger::services))
         .route(
             "/api/services/{service}/operations",
@@ -159,7 +175,7 @@ async fn sql_query(
 }
 
 /// Query-string parameters, rejecting any the endpoint does not know.
-fn params(
+pub(crate) fn params(
     pairs: Vec<(String, String)>,
     known: &[&str],
 ) -> Result<std::collections::HashMap<String, String>> {

@@ -73,7 +73,7 @@ pub struct Page {
 }
 
 /// The columns of a search result, and their names in the answer.
-const RESULT_COLUMNS: &[(&str, &str)] = &[
+pub(crate) const RESULT_COLUMNS: &[(&str, &str)] = &[
     ("timestamp", "timestamp"),
     ("observed_timestamp", "observed_timestamp"),
     ("service_name", "service_name"),
@@ -201,7 +201,7 @@ impl Sources {
                     read_segment(store, seg, Some(&rows), Some(&names))?
                 }
             };
-            let batch = project(&batch)?;
+            let batch = project(&batch, RESULT_COLUMNS)?;
             for (h, rec) in hs.iter().zip(crate::json::rows(&[batch])?) {
                 let key = record_key(&rec);
                 out.push((h.ts, key, rec));
@@ -215,17 +215,17 @@ pub(crate) fn internal(e: lumen_store::Error) -> Error {
     Error::Internal(e.to_string())
 }
 
-/// The result columns of a logs batch, renamed for the answer.
-fn project(batch: &RecordBatch) -> Result<RecordBatch> {
+/// Columns `(column, name in the answer)` of a batch, renamed.
+pub(crate) fn project(batch: &RecordBatch, columns: &[(&str, &str)]) -> Result<RecordBatch> {
     use datafusion::arrow::datatypes::{Field, Schema};
-    let mut fields = Vec::with_capacity(RESULT_COLUMNS.len());
-    let mut cols = Vec::with_capacity(RESULT_COLUMNS.len());
-    for (col, name) in RESULT_COLUMNS {
+    let mut fields = Vec::with_capacity(columns.len());
+    let mut cols = Vec::with_capacity(columns.len());
+    for (col, name) in columns {
         let (i, f) = batch
             .schema()
             .column_with_name(col)
             .map(|(i, f)| (i, f.clone()))
-            .ok_or_else(|| Error::Internal(format!("logs column {col} missing")))?;
+            .ok_or_else(|| Error::Internal(format!("column {col} missing")))?;
         fields.push(Field::new(*name, f.data_type().clone(), true));
         cols.push(Arc::clone(batch.column(i)));
     }

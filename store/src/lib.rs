@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod objects;
 pub mod schema;
 mod segment;
+pub mod tail;
 pub mod wal;
 
 use std::path::{Path, PathBuf};
@@ -164,6 +165,8 @@ pub(crate) struct Shared {
     compacting: AtomicBool,
     wake: Condvar,
     wake_lock: Mutex<()>,
+    /// Live-tail subscribers.
+    fanout: Arc<tail::Fanout>,
 }
 
 /// Test hook: with `LUMEN_TEST_CRASH_AT=<point>` in the environment the
@@ -189,6 +192,11 @@ impl wal::Sink for Arc<Shared> {
     fn committed(&self, records: Vec<(u64, Signal, RecordBatch)>, fsync_seconds: f64) {
         self.metrics.wal_fsync_seconds.observe(fsync_seconds);
         let mut charged = 0;
+        let tailed: Vec<(Signal, RecordBatch)> = if self.fanout.subscribers() > 0 {
+            records.iter().map(|(_, s, b)| (*s, b.clone())).collect()
+        } else {
+            Vec::new()
+        };
         let mut state = lock(&self.state);
         for (lsn, signal, batch) in records {
             let bytes = batch.get_array_memory_size();
@@ -202,6 +210,10 @@ impl wal::Sink for Arc<Shared> {
         }
         drop(state);
         self.budget.charge(charged);
+        // Now durable and visible to queries: on to the tails.
+        for (signal, batch) in &tailed {
+            self.fanout.publish(*signal, batch);
+        }
     }
 
     fn file_closed(&self, file: WalFile) {
@@ -285,6 +297,7 @@ impl Store {
             compacting: AtomicBool::new(false),
             wake: Condvar::new(),
             wake_lock: Mutex::new(()),
+            fanout: Arc::new(tail::Fanout::default()),
         });
         trim_wal(&shared);
 
@@ -402,6 +415,17 @@ impl Store {
         Ok(())
     }
 
+    /// Subscribes to `signal`'s new records as they become visible, with a
+    /// queue of at most `max_rows` records (the oldest are dropped past it).
+    pub fn subscribe(&self, signal: Signal, max_rows: usize) -> tail::Subscription {
+        self.shared.fanout.subscribe(signal, max_rows)
+    }
+
+    /// Live-tail subscribers now.
+    pub fn tail_subscribers(&self) -> usize {
+        self.shared.fanout.subscribers()
+    }
+
     /// A consistent view of one signal for a query.
     pub fn snapshot(&self, signal: Signal) -> Snapshot {
         let state = lock(&self.shared.state);
@@ -449,6 +473,11 @@ impl Store {
                 "lumen_segments",
                 "Parquet segments in the catalog.",
                 segments as f64,
+            ),
+            (
+                "lumen_tail_subscribers",
+                "Live-tail subscribers connected.",
+                self.shared.fanout.subscribers() as f64,
             ),
             (
                 "lumen_segment_bytes",
