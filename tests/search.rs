@@ -186,6 +186,53 @@ fn search_equals_sql_across_indexed_segments_and_the_buffer() {
     }
     assert!(!sql_bodies(&server, "body LIKE '%timeout%'").is_empty());
 
+    // The same text queries through SQL's matches(), which the indexes answer
+    // for segments and a scan for the buffer.
+    let mut text_cases = 0;
+    for (q, filter) in CASES {
+        if q.contains(':') || q.contains('>') || q.contains('<') {
+            continue;
+        }
+        text_cases += 1;
+        let lit = q.replace('\'', "''");
+        assert_eq!(
+            sql_bodies(&server, &format!("matches(body, '{lit}')")),
+            sql_bodies(&server, filter),
+            "matches(body, {q:?})"
+        );
+    }
+    assert!(text_cases >= 10);
+    assert_eq!(
+        sql_bodies(&server, "matches(body, 'timeout') AND service_name = 'payments'"),
+        sql_bodies(&server, "body LIKE '%timeout%' AND service_name = 'payments'")
+    );
+    // Segments without a match are not planned at all.
+    let plan = |filter: &str| {
+        server.sql_rows(&format!("EXPLAIN SELECT body FROM logs WHERE {filter}"))
+            .iter()
+            .map(|r| r["plan"].as_str().unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(plan("body LIKE '%nothingmatches%'").contains(".parquet"));
+    assert!(!plan("matches(body, 'nothingmatches')").contains(".parquet"));
+    // matches() works on any text column, by scan.
+    assert_eq!(
+        server.sql_rows("SELECT count(*) AS n FROM logs WHERE matches(service_name, 'check*')")[0]["n"],
+        90
+    );
+    // Field queries, syntax errors and non-literal queries are refused clearly.
+    for bad in [
+        "SELECT * FROM logs WHERE matches(body, 'service:checkout')",
+        "SELECT * FROM logs WHERE matches(body, '(timeout')",
+        "SELECT * FROM logs WHERE matches(body, body)",
+        "SELECT matches(body) FROM logs",
+    ] {
+        let (status, v) = server.sql_raw(bad);
+        assert_eq!(status, 400, "{bad}: {v}");
+        assert!(v["error"].as_str().unwrap().len() > 10, "{v}");
+    }
+
     // A time range: start and end are inclusive.
     let start = "1700000000.010"; // record 10
     let end = "2023-11-14T22:13:20.100Z"; // record 100

@@ -9,6 +9,7 @@ pub mod search;
 pub mod sql;
 pub mod table;
 pub mod tail;
+pub mod udf;
 
 use std::sync::Arc;
 use std::time::Instant;

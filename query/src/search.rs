@@ -352,7 +352,7 @@ fn read_parquet<R: ChunkReader + 'static>(
 }
 
 /// The row selection of ascending `rows`.
-fn selection(rows: &[u32]) -> RowSelection {
+pub(crate) fn selection(rows: &[u32]) -> RowSelection {
     let mut sel = Vec::new();
     let mut next = 0u32;
     let mut i = 0;

@@ -65,6 +65,7 @@ impl SqlEngine {
             .with_information_schema(true)
             .with_default_catalog_and_schema("lumen", "public");
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        ctx.register_udf(crate::udf::Matches::udf());
         ctx.register_object_store(
             lumen_store::objects::Objects::url().as_ref(),
             store.objects().store(),

@@ -12,7 +12,9 @@ use datafusion::common::{DFSchema, Result};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
@@ -108,6 +110,20 @@ pub fn time_bounds(filters: &[Expr], column: &str) -> (i64, i64) {
     (lo, hi)
 }
 
+fn external(e: lumen_store::Error) -> datafusion::error::DataFusionError {
+    datafusion::error::DataFusionError::External(Box::new(e))
+}
+
+/// The selection of ascending `rows` out of a file of `total` rows.
+fn file_selection(rows: &[u32], total: u64) -> RowSelection {
+    let mut sel: Vec<RowSelector> = crate::search::selection(rows).into();
+    let end = rows.last().map_or(0, |r| u64::from(*r) + 1);
+    if total > end {
+        sel.push(RowSelector::skip((total - end) as usize));
+    }
+    RowSelection::from(sel)
+}
+
 /// Spreads batches over `n` partitions so scans run on every core.
 fn partitions(batches: Vec<RecordBatch>, n: usize) -> Vec<Vec<RecordBatch>> {
     let n = n.max(1).min(batches.len().max(1));
@@ -149,6 +165,38 @@ impl TableProvider for SignalTable {
         let (lo, hi) = time_bounds(filters, self.signal.time_column());
         snap.segments
             .retain(|s| s.max_time >= lo && s.min_time <= hi);
+        // `matches(body, '...')` on logs: the segments' indexes say which
+        // rows can match; segments with none are not read at all.
+        let mut selections: std::collections::HashMap<String, RowSelection> = Default::default();
+        if self.signal == Signal::Logs {
+            let pushed: Vec<&str> = filters
+                .iter()
+                .filter_map(|f| crate::udf::pushed_query(f, "body"))
+                .collect();
+            if !pushed.is_empty() {
+                let queries = pushed
+                    .iter()
+                    .map(|q| crate::udf::text_query(q))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(datafusion::error::DataFusionError::Plan)?;
+                let q = lumen_store::index::Query::And(queries);
+                let mut kept = Vec::with_capacity(snap.segments.len());
+                for seg in snap.segments {
+                    let idx = self.store.segment_index(&seg).map_err(external)?;
+                    match idx {
+                        None => kept.push(seg),
+                        Some(idx) => {
+                            let rows = idx.search(&q).map_err(external)?;
+                            if !rows.is_empty() {
+                                selections.insert(seg.path.clone(), file_selection(&rows, seg.rows));
+                                kept.push(seg);
+                            }
+                        }
+                    }
+                }
+                snap.segments = kept;
+            }
+        }
         let target = state.config().target_partitions();
         let mut plans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !snap.batches.is_empty() {
@@ -172,7 +220,11 @@ impl TableProvider for SignalTable {
                 .map(|s| {
                     // The plan holds the segment, so retention or compaction
                     // cannot delete its file while this query may read it.
-                    PartitionedFile::new(s.path.clone(), s.bytes).with_extension(Arc::clone(s))
+                    let f = PartitionedFile::new(s.path.clone(), s.bytes).with_extension(Arc::clone(s));
+                    match selections.remove(&s.path) {
+                        Some(sel) => f.with_extension(ParquetRowSelection::new(sel)),
+                        None => f,
+                    }
                 })
                 .collect();
             let n = target.max(1).min(files.len());
