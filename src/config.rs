@@ -52,6 +52,9 @@ pub(crate) struct ServeArgs {
     /// Memory all running SQL queries may use together [default: 512MiB].
     #[arg(long, env = "LUMEN_SQL_MEMORY", value_name = "SIZE")]
     pub(crate) sql_memory: Option<String>,
+    /// Memory one SQL query may use of that [default: 256MiB].
+    #[arg(long, env = "LUMEN_SQL_QUERY_MEMORY", value_name = "SIZE")]
+    pub(crate) sql_query_memory: Option<String>,
     /// Records a live-tail subscriber may have waiting; past it the oldest
     /// are dropped and the client told how many [default: 10000].
     #[arg(long, env = "LUMEN_TAIL_BUFFER", value_name = "N")]
@@ -103,6 +106,7 @@ pub(crate) struct FileConfig {
     pub(crate) sql_timeout: Option<String>,
     pub(crate) sql_max_rows: Option<usize>,
     pub(crate) sql_memory: Option<String>,
+    pub(crate) sql_query_memory: Option<String>,
     pub(crate) tail_buffer: Option<usize>,
     pub(crate) tail_max_subscribers: Option<usize>,
     pub(crate) retention_logs: Option<String>,
@@ -130,6 +134,7 @@ pub(crate) struct Config {
     pub(crate) sql_timeout: Duration,
     pub(crate) sql_max_rows: usize,
     pub(crate) sql_memory: usize,
+    pub(crate) sql_query_memory: usize,
     pub(crate) tail_buffer: usize,
     pub(crate) tail_max_subscribers: usize,
     /// Logs, spans, metrics (by `Signal::index`); `None` keeps forever.
@@ -176,6 +181,7 @@ impl Config {
             sql_timeout: dur("sql-timeout", pick!(sql_timeout, "30s"))?,
             sql_max_rows: args.sql_max_rows.or(file.sql_max_rows).unwrap_or(10_000),
             sql_memory: size("sql-memory", pick!(sql_memory, "512MiB"))?,
+            sql_query_memory: size("sql-query-memory", pick!(sql_query_memory, "256MiB"))?,
             tail_buffer: args.tail_buffer.or(file.tail_buffer).unwrap_or(10_000),
             tail_max_subscribers: args
                 .tail_max_subscribers

@@ -73,6 +73,7 @@ pub(crate) async fn run(config: Config) -> Result<()> {
             timeout: config.sql_timeout,
             max_rows: config.sql_max_rows,
             memory_bytes: config.sql_memory,
+            query_memory_bytes: config.sql_query_memory.min(config.sql_memory),
         },
     )?;
     let state = Arc::new(AppState::new(

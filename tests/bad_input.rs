@@ -630,3 +630,24 @@ fn sql_is_read_only_and_bad_sql_is_400() {
     assert_eq!(big["rows"].as_array().unwrap().len(), 10_000);
     assert_eq!(big["truncated"], true);
 }
+
+#[test]
+fn sql_limits_give_clear_errors() {
+    let server = TestServer::start_with(&["--sql-query-memory", "1MiB", "--sql-timeout", "1s"]);
+    // A sort of 3 million rows needs more than 1 MiB.
+    let (status, body) =
+        server.sql_raw("SELECT value FROM generate_series(1, 3000000) ORDER BY value DESC");
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("memory"), "{body}");
+    // A query past the time limit is cancelled.
+    let (status, body) = server
+        .sql_raw("SELECT count(*) FROM generate_series(1, 2000000000) a WHERE a.value % 7 = 3");
+    assert_eq!(status, 408, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("time limit"),
+        "{body}"
+    );
+    // The server answers the next query normally.
+    assert_eq!(server.sql_raw("SELECT 1 AS one").0, 200);
+    assert!(server.healthy());
+}

@@ -2,11 +2,16 @@
 //! time limit, a row limit and a memory limit.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::execution::memory_pool::{
+    MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
+};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use lumen_store::{Signal, Store};
@@ -23,6 +28,8 @@ pub struct SqlLimits {
     pub max_rows: usize,
     /// Memory all running queries may use for sorts, joins and aggregations.
     pub memory_bytes: usize,
+    /// Memory one query may use of that.
+    pub query_memory_bytes: usize,
 }
 
 impl Default for SqlLimits {
@@ -31,6 +38,7 @@ impl Default for SqlLimits {
             timeout: Duration::from_secs(30),
             max_rows: 10_000,
             memory_bytes: 512 << 20,
+            query_memory_bytes: 256 << 20,
         }
     }
 }
@@ -98,16 +106,35 @@ impl SqlEngine {
             .map_err(Error::from_datafusion)
     }
 
+    /// A session for one query: the shared tables and functions, with a
+    /// memory pool of the query's own inside the shared one.
+    fn query_context(&self) -> Result<SessionContext> {
+        let shared = &self.ctx.runtime_env();
+        let pool = Arc::new(QueryPool {
+            shared: Arc::clone(&shared.memory_pool),
+            limit: self.limits.query_memory_bytes,
+            used: AtomicUsize::new(0),
+        });
+        let runtime = RuntimeEnvBuilder::from_runtime_env(shared)
+            .with_memory_pool(pool)
+            .build_arc()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let state = SessionStateBuilder::new_from_existing(self.ctx.state())
+            .with_runtime_env(runtime)
+            .build();
+        Ok(SessionContext::new_with_state(state))
+    }
+
     /// Runs one read-only statement.
     pub async fn run(&self, query: &str) -> Result<SqlResult> {
         let started = Instant::now();
+        let ctx = self.query_context()?;
         let run = async {
             let options = SQLOptions::new()
                 .with_allow_ddl(false)
                 .with_allow_dml(false)
                 .with_allow_statements(false);
-            let df = self
-                .ctx
+            let df = ctx
                 .sql_with_options(query, options)
                 .await
                 .map_err(Error::from_datafusion)?;
@@ -152,6 +179,81 @@ impl SqlEngine {
             truncated,
             elapsed_ms: started.elapsed().as_millis() as u64,
         })
+    }
+}
+
+/// One query's share of the shared pool: reservations count against both,
+/// so one query cannot take all the memory the others need.
+#[derive(Debug)]
+struct QueryPool {
+    shared: Arc<dyn MemoryPool>,
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl std::fmt::Display for QueryPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "query pool: {} of {} bytes",
+            self.used.load(Ordering::Relaxed),
+            self.limit
+        )
+    }
+}
+
+impl MemoryPool for QueryPool {
+    fn name(&self) -> &str {
+        "lumen-query"
+    }
+
+    fn register(&self, consumer: &MemoryConsumer) {
+        self.shared.register(consumer);
+    }
+
+    fn unregister(&self, consumer: &MemoryConsumer) {
+        self.shared.unregister(consumer);
+    }
+
+    fn grow(&self, reservation: &MemoryReservation, additional: usize) {
+        self.used.fetch_add(additional, Ordering::Relaxed);
+        self.shared.grow(reservation, additional);
+    }
+
+    fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
+        self.used.fetch_sub(shrink, Ordering::Relaxed);
+        self.shared.shrink(reservation, shrink);
+    }
+
+    fn try_grow(
+        &self,
+        reservation: &MemoryReservation,
+        additional: usize,
+    ) -> datafusion::error::Result<()> {
+        let used = self.used.fetch_add(additional, Ordering::Relaxed);
+        if used + additional > self.limit {
+            self.used.fetch_sub(additional, Ordering::Relaxed);
+            return Err(datafusion::error::DataFusionError::ResourcesExhausted(
+                format!(
+                    "the query needs more than its {} MiB (sql-query-memory); \
+                 add filters, a LIMIT or fewer GROUP BY keys",
+                    self.limit >> 20
+                ),
+            ));
+        }
+        if let Err(e) = self.shared.try_grow(reservation, additional) {
+            self.used.fetch_sub(additional, Ordering::Relaxed);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn reserved(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn memory_limit(&self) -> MemoryLimit {
+        MemoryLimit::Finite(self.limit)
     }
 }
 

@@ -14,10 +14,10 @@ use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
-use datafusion::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
@@ -188,7 +188,8 @@ impl TableProvider for SignalTable {
                         Some(idx) => {
                             let rows = idx.search(&q).map_err(external)?;
                             if !rows.is_empty() {
-                                selections.insert(seg.path.clone(), file_selection(&rows, seg.rows));
+                                selections
+                                    .insert(seg.path.clone(), file_selection(&rows, seg.rows));
                                 kept.push(seg);
                             }
                         }
@@ -220,7 +221,8 @@ impl TableProvider for SignalTable {
                 .map(|s| {
                     // The plan holds the segment, so retention or compaction
                     // cannot delete its file while this query may read it.
-                    let f = PartitionedFile::new(s.path.clone(), s.bytes).with_extension(Arc::clone(s));
+                    let f =
+                        PartitionedFile::new(s.path.clone(), s.bytes).with_extension(Arc::clone(s));
                     match selections.remove(&s.path) {
                         Some(sel) => f.with_extension(ParquetRowSelection::new(sel)),
                         None => f,

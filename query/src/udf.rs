@@ -117,7 +117,11 @@ impl ScalarUDFImpl for Matches {
         let array = datafusion::arrow::compute::cast(&array, &DataType::Utf8)?;
         let strings = array.as_string::<i32>();
         let out: BooleanArray = (0..strings.len())
-            .map(|i| strings.is_valid(i).then(|| matches_text(&q, strings.value(i))))
+            .map(|i| {
+                strings
+                    .is_valid(i)
+                    .then(|| matches_text(&q, strings.value(i)))
+            })
             .collect();
         Ok(match text {
             ColumnarValue::Array(_) => ColumnarValue::Array(Arc::new(out)),
