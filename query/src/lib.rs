@@ -121,6 +121,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/logs/search", get(logs_search))
         .route("/api/v1/logs/histogram", get(logs_histogram))
         .route("/api/v1/tail", get(tail::tail))
+        .route("/api/openapi.json", get(openapi))
         .route("/api/services", get(jaeger::services))
         .route(
             "/api/services/{service}/operations",
@@ -132,6 +133,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/dependencies", get(jaeger::dependencies))
         .fallback(get(static_file))
         .with_state(state)
+}
+
+/// The OpenAPI description of the endpoints.
+async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
 }
 
 async fn health() -> impl IntoResponse {

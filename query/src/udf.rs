@@ -50,12 +50,15 @@ pub fn pushed_query<'a>(e: &'a Expr, column: &str) -> Option<&'a str> {
         return None;
     }
     match (&f.args[0], &f.args[1]) {
-        (Expr::Column(c), Expr::Literal(v, _)) if c.name == column => match v {
-            ScalarValue::Utf8(Some(s))
-            | ScalarValue::LargeUtf8(Some(s))
-            | ScalarValue::Utf8View(Some(s)) => Some(s.as_str()),
-            _ => None,
-        },
+        (
+            Expr::Column(c),
+            Expr::Literal(
+                ScalarValue::Utf8(Some(s))
+                | ScalarValue::LargeUtf8(Some(s))
+                | ScalarValue::Utf8View(Some(s)),
+                _,
+            ),
+        ) if c.name == column => Some(s.as_str()),
         _ => None,
     }
 }
