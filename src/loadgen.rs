@@ -74,7 +74,7 @@ pub(crate) struct LoadgenArgs {
 }
 
 /// A small deterministic generator, so runs are comparable.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -241,7 +241,7 @@ fn resource(rng: &mut Rng) -> Resource {
     }
 }
 
-fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
@@ -250,7 +250,7 @@ fn now_ns() -> u64 {
 /// One batch of `n` log lines as services write them: lines come in
 /// requests of 1–8 lines that share a trace id (a span id per one to three
 /// lines), a fifth of them background work without trace context.
-fn logs_batch(rng: &mut Rng, n: usize) -> ExportLogsServiceRequest {
+pub(crate) fn logs_batch(rng: &mut Rng, n: usize) -> ExportLogsServiceRequest {
     let now = now_ns();
     let mut records = Vec::with_capacity(n);
     while records.len() < n {

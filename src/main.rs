@@ -1,6 +1,7 @@
 //! The `lumen` binary: `lumen serve` runs the store; `lumen loadgen` measures
 //! it; `lumen inspect` shows what a data directory holds.
 
+mod benchtail;
 mod config;
 mod inspect;
 mod loadgen;
@@ -30,6 +31,8 @@ enum Command {
     Serve(Box<config::ServeArgs>),
     /// Send pre-encoded OTLP batches at a server and report throughput and ack latency.
     Loadgen(loadgen::LoadgenArgs),
+    /// Measure live-tail latency: acknowledgement to WebSocket frame, at a fixed rate.
+    BenchTail(benchtail::BenchTailArgs),
     /// Show what a data directory holds: segments, rows and bytes per signal.
     Inspect(inspect::InspectArgs),
 }
@@ -54,6 +57,10 @@ async fn main() -> Result<()> {
         Command::Loadgen(args) => {
             init_logging("warn");
             loadgen::run(args).await
+        }
+        Command::BenchTail(args) => {
+            init_logging("warn");
+            benchtail::run(args).await
         }
         Command::Inspect(args) => inspect::run(&args),
     }

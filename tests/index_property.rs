@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use lumen_store::index::{self, Query, SegmentIndex, TermField};
 use lumen_store::{Signal, Store, StoreConfig};
@@ -366,10 +366,30 @@ fn check_segments(
         let idx = store.segment_index(&seg).unwrap().unwrap();
         let bundle = std::fs::read(store.data_dir().join(seg.index_path().unwrap())).unwrap();
         let in_memory = SegmentIndex::open(signal, &bundle).unwrap();
+        // The times (and span durations) the index keeps are the segment's.
+        let times = batch
+            .column_by_name(signal.time_column())
+            .unwrap()
+            .as_primitive::<datafusion::arrow::datatypes::TimestampNanosecondType>()
+            .clone();
+        let durations = batch.column_by_name("duration_ns").map(|c| {
+            c.as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                .clone()
+        });
         for _ in 0..500 {
             let q = query(rng, signal, &rows, 2);
             let from_index = idx.search(&q).unwrap();
             assert_eq!(in_memory.search(&q).unwrap(), from_index);
+            let timed = idx
+                .search_timed(&q)
+                .unwrap()
+                .expect("new indexes keep times");
+            assert_eq!(timed.iter().map(|t| t.row).collect::<Vec<_>>(), from_index);
+            for t in &timed {
+                assert_eq!(t.time, times.value(t.row as usize));
+                let d = durations.as_ref().map_or(0, |d| d.value(t.row as usize));
+                assert_eq!(t.duration, d);
+            }
             let from_scan: Vec<u32> = rows
                 .iter()
                 .enumerate()

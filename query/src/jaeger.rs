@@ -24,7 +24,7 @@ use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::{Int64Type, TimestampNanosecondType, UInt32Type};
 use datafusion::prelude::{col, lit};
 use datafusion::scalar::ScalarValue;
-use lumen_store::index::{Query, TermField};
+use lumen_store::index::{Query, TermField, TimedRow};
 use lumen_store::{Signal, Store};
 use serde_json::{Map, Value, json};
 
@@ -189,6 +189,34 @@ fn column_tag(key: &str, value: &str) -> Result<Option<ColumnTag>> {
 /// The columns a search reads for every candidate span.
 const CANDIDATE_COLUMNS: &[&str] = &["trace_id", "duration_ns", "kind", "status_code"];
 
+/// Whether a span's kind and status satisfy the column tags.
+fn column_tags_hold(tags: &[ColumnTag], kind: &str, status: &str) -> bool {
+    tags.iter().all(|t| match t {
+        ColumnTag::Error(e) => (status == "STATUS_CODE_ERROR") == *e,
+        ColumnTag::Kind(k) => kind == k,
+        ColumnTag::Status(s) => status == s,
+    })
+}
+
+/// The `limit`-th newest trace key, once there are that many.
+fn kth_newest(newest: &HashMap<String, i64>, limit: usize) -> Option<i64> {
+    if newest.len() < limit {
+        return None;
+    }
+    let mut keys: Vec<i64> = newest.values().copied().collect();
+    keys.select_nth_unstable_by(limit - 1, |a, b| b.cmp(a));
+    Some(keys[limit - 1])
+}
+
+fn note(newest: &mut HashMap<String, i64>, trace: &str, ts: i64) {
+    match newest.get_mut(trace) {
+        Some(k) => *k = (*k).max(ts),
+        None => {
+            newest.insert(trace.to_owned(), ts);
+        }
+    }
+}
+
 /// Ids of the traces matching `q`, most recent first (by their newest
 /// matching span).
 pub fn search_traces(store: &Store, q: &TraceQuery) -> Result<Vec<String>> {
@@ -207,18 +235,64 @@ pub fn search_traces(store: &Store, q: &TraceQuery) -> Result<Vec<String>> {
         }
     }
     let index_query = Query::And(index_terms);
+    let duration_ok =
+        |d: i64| !(q.min_duration.is_some_and(|m| d < m) || q.max_duration.is_some_and(|m| d > m));
     let sources = Sources::new(store, Signal::Spans, q.start, q.end);
     let mut newest: HashMap<String, i64> = HashMap::new();
     for i in 0..sources.list.len() {
         // Sources come newest first: once `limit` traces are newer than all
         // a source holds, it cannot change which traces are chosen.
-        if newest.len() >= q.limit {
-            let mut keys: Vec<i64> = newest.values().copied().collect();
-            keys.sort_unstable_by(|a, b| b.cmp(a));
-            if sources.max_time(i) < keys[q.limit - 1] {
-                break;
-            }
+        if kth_newest(&newest, q.limit).is_some_and(|k| sources.max_time(i) < k) {
+            break;
         }
+        if let Source::Segment(seg) = &sources.list[i]
+            && let Some(idx) = store.segment_index(seg).map_err(internal)?
+            && let Some(timed) = idx.search_timed(&index_query).map_err(internal)?
+        {
+            // Times and durations come from the index; trace ids (and kind
+            // and status, when asked for) are read for the newest
+            // candidates only, in growing chunks, until no older one can
+            // make the cut.
+            let mut cands: Vec<TimedRow> = timed
+                .into_iter()
+                .filter(|t| t.time >= q.start && t.time <= q.end && duration_ok(t.duration))
+                .collect();
+            cands.sort_unstable_by(|a, b| b.time.cmp(&a.time));
+            let columns: &[&str] = if column_tags.is_empty() {
+                &["trace_id"]
+            } else {
+                &["trace_id", "kind", "status_code"]
+            };
+            let mut pos = 0;
+            let mut chunk = (q.limit * 4).max(256);
+            while pos < cands.len() {
+                if kth_newest(&newest, q.limit).is_some_and(|k| cands[pos].time < k) {
+                    break;
+                }
+                let end = (pos + chunk).min(cands.len());
+                let mut part = cands[pos..end].to_vec();
+                part.sort_unstable_by_key(|t| t.row);
+                let rows: Vec<u32> = part.iter().map(|t| t.row).collect();
+                let batch = read_segment(store, seg, Some(&rows), Some(columns))?;
+                let tid = str_col(&batch, "trace_id")?;
+                if tid.len() != part.len() {
+                    return Err(Error::Internal("candidate rows do not line up".into()));
+                }
+                let kinds = str_col(&batch, "kind").ok();
+                let statuses = str_col(&batch, "status_code").ok();
+                for (j, t) in part.iter().enumerate() {
+                    let kind = kinds.map_or("", |k| k.value(j));
+                    let status = statuses.map_or("", |s| s.value(j));
+                    if column_tags_hold(&column_tags, kind, status) {
+                        note(&mut newest, tid.value(j), t.time);
+                    }
+                }
+                pos = end;
+                chunk *= 4;
+            }
+            continue;
+        }
+        // The buffer, unindexed segments, and indexes without times.
         let mut hits = sources.hits(store, i, &index_query, q.start, q.end)?;
         if hits.is_empty() {
             continue;
@@ -239,20 +313,11 @@ pub fn search_traces(store: &Store, q: &TraceQuery) -> Result<Vec<String>> {
             return Err(Error::Internal("candidate rows do not line up".into()));
         }
         for (j, h) in hits.iter().enumerate() {
-            let d = c.duration.value(j);
-            if q.min_duration.is_some_and(|m| d < m) || q.max_duration.is_some_and(|m| d > m) {
-                continue;
+            if duration_ok(c.duration.value(j))
+                && column_tags_hold(&column_tags, c.kind.value(j), c.status.value(j))
+            {
+                note(&mut newest, c.trace_id.value(j), h.ts);
             }
-            let ok = column_tags.iter().all(|t| match t {
-                ColumnTag::Error(e) => (c.status.value(j) == "STATUS_CODE_ERROR") == *e,
-                ColumnTag::Kind(k) => c.kind.value(j) == k,
-                ColumnTag::Status(s) => c.status.value(j) == s,
-            });
-            if !ok {
-                continue;
-            }
-            let e = newest.entry(c.trace_id.value(j).to_owned()).or_insert(h.ts);
-            *e = (*e).max(h.ts);
         }
     }
     let mut traces: Vec<(String, i64)> = newest.into_iter().collect();

@@ -164,6 +164,18 @@ impl Sources {
             Source::Segment(seg) => match store.segment_index(seg).map_err(internal)? {
                 None => scan(&read_segment(store, seg, None, None)?),
                 Some(idx) => {
+                    if let Some(timed) = idx.search_timed(q).map_err(internal)? {
+                        return Ok(timed
+                            .into_iter()
+                            .filter(|t| in_range(t.time))
+                            .map(|t| Hit {
+                                ts: t.time,
+                                source: i,
+                                row: t.row,
+                            })
+                            .collect());
+                    }
+                    // An index from before times were kept: read them from Parquet.
                     let rows = idx.search(q).map_err(internal)?;
                     if rows.is_empty() {
                         return Ok(Vec::new());

@@ -25,7 +25,7 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
 use datafusion::arrow::array::{Array, AsArray, MapArray, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::Int32Type;
+use datafusion::arrow::datatypes::{Int32Type, Int64Type, TimestampNanosecondType};
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::directory::error::{DeleteError, OpenReadError, OpenWriteError};
 use tantivy::directory::{
@@ -204,6 +204,22 @@ struct Fields {
     severity: Option<Field>,
     terms: Vec<(TermField, Field)>,
     attr: Field,
+    /// The record's time (logs: `timestamp`, spans: `start_time`), so that
+    /// searches need not read it from Parquet. Added after the first
+    /// release of the format: older indexes lack it (and `duration`).
+    time: Field,
+    /// Spans: `duration_ns`.
+    duration: Option<Field>,
+}
+
+/// A matching row with what the index keeps of it besides its terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimedRow {
+    pub row: u32,
+    /// ns since the epoch.
+    pub time: i64,
+    /// Spans: duration in ns; 0 for logs.
+    pub duration: i64,
 }
 
 /// An exact-value field. No fieldnorms anywhere: nothing is scored, and they
@@ -238,6 +254,9 @@ fn schema(signal: Signal) -> Result<(Schema, Fields)> {
             return Err(Error::Corrupt("metrics segments have no index".into()));
         }
     };
+    // New fields go last: field ids are positions, so older indexes keep theirs.
+    let time = b.add_i64_field("time", FAST);
+    let duration = (signal == Signal::Spans).then(|| b.add_i64_field("duration", FAST));
     Ok((
         b.build(),
         Fields {
@@ -246,6 +265,8 @@ fn schema(signal: Signal) -> Result<(Schema, Fields)> {
             severity,
             terms,
             attr,
+            time,
+            duration,
         },
     ))
 }
@@ -421,6 +442,21 @@ impl Builder {
             Some(f) => Some((f, str_col(batch, "body")?)),
             None => None,
         };
+        let time_col = self.signal.time_column();
+        let times = batch
+            .column_by_name(time_col)
+            .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
+            .ok_or_else(|| Error::Corrupt(format!("{time_col} missing")))?;
+        let durations = match fields.duration {
+            Some(f) => Some((
+                f,
+                batch
+                    .column_by_name("duration_ns")
+                    .and_then(|c| c.as_primitive_opt::<Int64Type>())
+                    .ok_or_else(|| Error::Corrupt("duration_ns missing".into()))?,
+            )),
+            None => None,
+        };
         let severity = match fields.severity {
             Some(f) => Some((
                 f,
@@ -434,6 +470,10 @@ impl Builder {
         for i in 0..batch.num_rows() {
             let mut doc = TantivyDocument::new();
             doc.add_u64(fields.row, self.next_row + i as u64);
+            doc.add_i64(fields.time, times.value(i));
+            if let Some((f, col)) = durations {
+                doc.add_i64(f, col.value(i));
+            }
             if let Some((f, col)) = body.filter(|(_, c)| c.is_valid(i)) {
                 doc.add_text(f, col.value(i));
             }
@@ -695,6 +735,11 @@ pub struct SegmentIndex {
     index: Index,
     reader: tantivy::IndexReader,
     fields: Fields,
+    /// The index has the `time` (and spans' `duration`) fast fields.
+    timed: bool,
+    /// Document ids equal rows (one tantivy segment, parts merged in
+    /// order), so a row's fast fields are read directly; checked once.
+    doc_is_row: std::sync::OnceLock<bool>,
 }
 
 impl SegmentIndex {
@@ -720,6 +765,7 @@ impl SegmentIndex {
     fn open_slice(signal: Signal, bundle: FileSlice) -> Result<Self> {
         let index = Bundle::open(bundle)?;
         let (_, fields) = schema(signal)?;
+        let timed = index.schema().get_field("time").is_ok();
         let reader = index
             .reader_builder()
             .reload_policy(tantivy::ReloadPolicy::Manual)
@@ -728,12 +774,58 @@ impl SegmentIndex {
             index,
             reader,
             fields,
+            timed,
+            doc_is_row: std::sync::OnceLock::new(),
         })
     }
 
     /// Rows (positions in the segment's Parquet file) matching `q`, ascending.
     pub fn search(&self, q: &Query) -> Result<Vec<u32>> {
         Ok(self.eval(q)?.rows())
+    }
+
+    /// Rows matching `q` with their time (and spans' duration), ascending by
+    /// row, read from the index's fast fields; `None` for an index written
+    /// before it kept them (then read them from Parquet).
+    pub fn search_timed(&self, q: &Query) -> Result<Option<Vec<TimedRow>>> {
+        if !self.timed {
+            return Ok(None);
+        }
+        let set = self.eval(q)?;
+        let searcher = self.reader.searcher();
+        let mut out = Vec::new();
+        for seg in searcher.segment_readers() {
+            let ff = seg.fast_fields();
+            let rows = ff.u64("row")?;
+            let time = ff.i64("time")?;
+            let duration = match self.fields.duration {
+                Some(_) => Some(ff.i64("duration")?),
+                None => None,
+            };
+            let timed = |doc: DocId, row: u32| TimedRow {
+                row,
+                time: time.first(doc).unwrap_or(i64::MIN),
+                duration: duration.as_ref().and_then(|d| d.first(doc)).unwrap_or(0),
+            };
+            let single = searcher.segment_readers().len() == 1;
+            let doc_is_row = single
+                && *self.doc_is_row.get_or_init(|| {
+                    (0..seg.max_doc()).all(|d| rows.first(d) == Some(u64::from(d)))
+                });
+            if doc_is_row {
+                out.extend(set.rows().into_iter().map(|r| timed(r, r)));
+            } else {
+                for doc in 0..seg.max_doc() {
+                    if let Some(row) = rows.first(doc).and_then(|r| u32::try_from(r).ok())
+                        && set.contains(row)
+                    {
+                        out.push(timed(doc, row));
+                    }
+                }
+            }
+        }
+        out.sort_unstable_by_key(|t| t.row);
+        Ok(Some(out))
     }
 
     /// Bytes of the index per field and part (`terms`, `postings`,
@@ -908,6 +1000,12 @@ impl RowSet {
         if let Some(w) = self.words.get_mut(row as usize / 64) {
             *w |= 1 << (row % 64);
         }
+    }
+
+    fn contains(&self, row: u32) -> bool {
+        self.words
+            .get(row as usize / 64)
+            .is_some_and(|w| w & (1 << (row % 64)) != 0)
     }
 
     fn and(&mut self, other: &RowSet) {
