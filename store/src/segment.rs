@@ -23,11 +23,18 @@ pub(crate) fn sort_columns(signal: Signal) -> &'static [&'static str] {
     }
 }
 
+/// Rows per Parquet data page, at most (and the 1 MiB size limit still holds).
+const PAGE_ROWS: usize = 4096;
+
 fn writer_properties(signal: Signal, zstd_level: i32) -> Result<WriterProperties> {
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(zstd_level)?))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_row_count(Some(256 * 1024));
+        .set_max_row_group_row_count(Some(256 * 1024))
+        // Point reads (search results, traces by id) decode whole pages:
+        // pages of at most this many rows keep that cheap.
+        .set_data_page_row_count_limit(PAGE_ROWS)
+        .set_write_batch_size(PAGE_ROWS);
     if matches!(signal, Signal::Logs | Signal::Spans) {
         b = b.set_column_bloom_filter_enabled("trace_id".into(), true);
     }
