@@ -498,33 +498,64 @@ pub fn histogram(
     buckets: usize,
 ) -> Result<Histogram> {
     let sources = Sources::new(store, Signal::Logs, start, end);
-    let mut hits = Vec::new();
+    let in_range = |ts: i64| ts >= start && ts <= end;
+    let need_bounds = start == i64::MIN || end == i64::MAX;
+    let (mut data_lo, mut data_hi) = (i64::MAX, i64::MIN);
+    // Indexes that keep times are streamed (twice when the data's own range
+    // is needed): nothing per matching record is collected. Other sources'
+    // times are collected.
+    let mut streamed = Vec::new();
+    let mut collected: Vec<i64> = Vec::new();
     for i in 0..sources.list.len() {
-        hits.extend(
-            sources
-                .hits(store, i, q, start, end)?
-                .into_iter()
-                .map(|h| h.ts),
-        );
+        if let Source::Segment(seg) = &sources.list[i]
+            && let Some(idx) = store.segment_index(seg).map_err(internal)?
+        {
+            let timed = if need_bounds {
+                idx.for_each_timed(q, |t| {
+                    if in_range(t.time) {
+                        data_lo = data_lo.min(t.time);
+                        data_hi = data_hi.max(t.time);
+                    }
+                })
+            } else {
+                Ok(idx.has_times())
+            }
+            .map_err(internal)?;
+            if timed {
+                streamed.push(idx);
+                continue;
+            }
+        }
+        for h in sources.hits(store, i, q, start, end)? {
+            data_lo = data_lo.min(h.ts);
+            data_hi = data_hi.max(h.ts);
+            collected.push(h.ts);
+        }
     }
-    let (lo, hi) = if start == i64::MIN || end == i64::MAX {
-        let data_lo = hits.iter().copied().min().unwrap_or(0);
-        let data_hi = hits.iter().copied().max().unwrap_or(0);
-        (
-            if start == i64::MIN { data_lo } else { start },
-            if end == i64::MAX { data_hi } else { end },
-        )
-    } else {
-        (start, end)
-    };
+    if data_lo > data_hi {
+        (data_lo, data_hi) = (0, 0);
+    }
+    let (lo, hi) = (
+        if start == i64::MIN { data_lo } else { start },
+        if end == i64::MAX { data_hi } else { end },
+    );
     let span = (i128::from(hi) - i128::from(lo) + 1).max(1);
     let width = ((span + buckets as i128 - 1) / buckets as i128).max(1);
     let mut counts = vec![0u64; buckets];
-    for ts in hits {
+    let mut count = |ts: i64| {
         let b = ((i128::from(ts) - i128::from(lo)) / width) as usize;
         if let Some(c) = counts.get_mut(b) {
             *c += 1;
         }
+    };
+    collected.into_iter().for_each(&mut count);
+    for idx in streamed {
+        idx.for_each_timed(q, |t| {
+            if in_range(t.time) {
+                count(t.time);
+            }
+        })
+        .map_err(internal)?;
     }
     Ok(Histogram {
         buckets: counts

@@ -515,8 +515,19 @@ impl Builder {
     /// `out` (not synced); returns its length. The scratch directory goes.
     pub(crate) fn finish(mut self, out: &Path) -> Result<u64> {
         self.writer.commit()?;
-        let ids = self.index.searchable_segment_ids()?;
+        let mut ids = self.index.searchable_segment_ids()?;
         if ids.len() > 1 {
+            // Merged documents are numbered in the order of the parts given:
+            // in row order, a document's id is its row, which lets searches
+            // read fast fields by row directly.
+            let reader = self.index.reader()?;
+            let mut first_row: HashMap<tantivy::index::SegmentId, u64> = HashMap::new();
+            for seg in reader.searcher().segment_readers() {
+                let rows = seg.fast_fields().u64("row")?;
+                first_row.insert(seg.segment_id(), rows.first(0).unwrap_or(u64::MAX));
+            }
+            drop(reader);
+            ids.sort_by_key(|id| first_row.get(id).copied().unwrap_or(u64::MAX));
             futures::executor::block_on(self.writer.merge(&ids))?;
         }
         self.writer.wait_merging_threads()?;
@@ -784,16 +795,29 @@ impl SegmentIndex {
         Ok(self.eval(q)?.rows())
     }
 
-    /// Rows matching `q` with their time (and spans' duration), ascending by
-    /// row, read from the index's fast fields; `None` for an index written
-    /// before it kept them (then read them from Parquet).
+    /// Rows matching `q` with their time (and spans' duration), read from
+    /// the index's fast fields, in no particular order; `None` for an index
+    /// written before it kept them (then read them from Parquet).
+    /// Whether the index keeps times (see [`SegmentIndex::search_timed`]).
+    pub fn has_times(&self) -> bool {
+        self.timed
+    }
+
     pub fn search_timed(&self, q: &Query) -> Result<Option<Vec<TimedRow>>> {
+        let mut out = Vec::new();
+        Ok(self.for_each_timed(q, |t| out.push(t))?.then_some(out))
+    }
+
+    /// Calls `f` with every row matching `q` and its time (and duration),
+    /// without collecting them; `false` (and no calls) for an index written
+    /// before it kept times.
+    pub fn for_each_timed(&self, q: &Query, mut f: impl FnMut(TimedRow)) -> Result<bool> {
         if !self.timed {
-            return Ok(None);
+            return Ok(false);
         }
         let set = self.eval(q)?;
         let searcher = self.reader.searcher();
-        let mut out = Vec::new();
+        let single = searcher.segment_readers().len() == 1;
         for seg in searcher.segment_readers() {
             let ff = seg.fast_fields();
             let rows = ff.u64("row")?;
@@ -807,25 +831,23 @@ impl SegmentIndex {
                 time: time.first(doc).unwrap_or(i64::MIN),
                 duration: duration.as_ref().and_then(|d| d.first(doc)).unwrap_or(0),
             };
-            let single = searcher.segment_readers().len() == 1;
             let doc_is_row = single
                 && *self.doc_is_row.get_or_init(|| {
                     (0..seg.max_doc()).all(|d| rows.first(d) == Some(u64::from(d)))
                 });
             if doc_is_row {
-                out.extend(set.rows().into_iter().map(|r| timed(r, r)));
+                set.for_each(|r| f(timed(r, r)));
             } else {
                 for doc in 0..seg.max_doc() {
                     if let Some(row) = rows.first(doc).and_then(|r| u32::try_from(r).ok())
                         && set.contains(row)
                     {
-                        out.push(timed(doc, row));
+                        f(timed(doc, row));
                     }
                 }
             }
         }
-        out.sort_unstable_by_key(|t| t.row);
-        Ok(Some(out))
+        Ok(true)
     }
 
     /// Bytes of the index per field and part (`terms`, `postings`,
@@ -1033,14 +1055,18 @@ impl RowSet {
 
     fn rows(&self) -> Vec<u32> {
         let mut out = Vec::new();
+        self.for_each(|r| out.push(r));
+        out
+    }
+
+    fn for_each(&self, mut f: impl FnMut(u32)) {
         for (i, w) in self.words.iter().enumerate() {
             let mut w = *w;
             while w != 0 {
-                out.push(i as u32 * 64 + w.trailing_zeros());
+                f(i as u32 * 64 + w.trailing_zeros());
                 w &= w - 1;
             }
         }
-        out
     }
 }
 
@@ -1269,6 +1295,22 @@ mod tests {
                 .search(&Query::Text(format!("part{p} line3")))
                 .expect("search");
             assert_eq!(rows, vec![(p * per_part + 3) as u32]);
+        }
+        // Parts are merged in row order, so documents are numbered by row and
+        // the times come straight from the fast fields.
+        let searcher = index.reader.searcher();
+        let seg = &searcher.segment_readers()[0];
+        let row_col = seg.fast_fields().u64("row").expect("row column");
+        assert!((0..seg.max_doc()).all(|d| row_col.first(d) == Some(u64::from(d))));
+        let mut timed = index
+            .search_timed(&Query::Text("line5".into()))
+            .expect("search")
+            .expect("times kept");
+        timed.sort_by_key(|t| t.row);
+        assert_eq!(timed.len(), parts);
+        for (p, t) in timed.iter().enumerate() {
+            assert_eq!(t.row as usize, p * per_part + 5);
+            assert_eq!(t.time, 5, "the test rows' timestamp is their line number");
         }
     }
 }
