@@ -363,6 +363,10 @@ fn histograms_count_what_sql_counts() {
         .map(|b| b["count"].as_u64().unwrap())
         .sum();
     assert_eq!(total, 120);
+    // From the first record (record 0) to the last (record 119, 119 ms later).
+    assert_eq!(all["buckets"][0]["start"], "2023-11-14T22:13:20.000000000Z");
+    assert!(all["buckets"][4]["count"].as_u64().unwrap() > 0);
+    assert_eq!(all["interval_ms"], 23.800001); // (119 ms + 1 ns) / 5, rounded up
 }
 
 #[test]

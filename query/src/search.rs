@@ -510,7 +510,13 @@ pub fn histogram(
         if let Source::Segment(seg) = &sources.list[i]
             && let Some(idx) = store.segment_index(seg).map_err(internal)?
         {
-            let timed = if need_bounds {
+            // Every record of the segment matches: the catalog knows its range.
+            let whole = matches!(q, Query::All) && seg.min_time >= start && seg.max_time <= end;
+            let timed = if need_bounds && whole && idx.has_times() {
+                data_lo = data_lo.min(seg.min_time);
+                data_hi = data_hi.max(seg.max_time);
+                Ok(true)
+            } else if need_bounds {
                 idx.for_each_timed(q, |t| {
                     if in_range(t.time) {
                         data_lo = data_lo.min(t.time);

@@ -25,6 +25,8 @@ pub(crate) fn sort_columns(signal: Signal) -> &'static [&'static str] {
 
 /// Rows per Parquet data page, at most (and the 1 MiB size limit still holds).
 const PAGE_ROWS: usize = 4096;
+/// Largest dictionary page of a column chunk.
+const DICTIONARY_BYTES: usize = 128 << 10;
 
 fn writer_properties(signal: Signal, zstd_level: i32) -> Result<WriterProperties> {
     let mut b = WriterProperties::builder()
@@ -34,7 +36,11 @@ fn writer_properties(signal: Signal, zstd_level: i32) -> Result<WriterProperties
         // Point reads (search results, traces by id) decode whole pages:
         // pages of at most this many rows keep that cheap.
         .set_data_page_row_count_limit(PAGE_ROWS)
-        .set_write_batch_size(PAGE_ROWS);
+        .set_write_batch_size(PAGE_ROWS)
+        // A point read decodes the dictionary of every row group it touches:
+        // past this size a column chunk falls back to plain pages (which
+        // zstd still compresses).
+        .set_dictionary_page_size_limit(DICTIONARY_BYTES);
     if matches!(signal, Signal::Logs | Signal::Spans) {
         b = b.set_column_bloom_filter_enabled("trace_id".into(), true);
     }
