@@ -23,7 +23,6 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::{Int64Type, TimestampNanosecondType, UInt32Type};
 use datafusion::prelude::{col, lit};
-use datafusion::scalar::ScalarValue;
 use lumen_store::index::{Query, TermField, TimedRow};
 use lumen_store::{Signal, Store};
 use serde_json::{Map, Value, json};
@@ -989,6 +988,158 @@ pub async fn get_trace(
     Ok(envelope(Value::Array(traces), 0))
 }
 
+/// The columns dependencies read.
+const LINK_COLUMNS: &[&str] = &[
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "service_name",
+    "start_time",
+];
+
+/// Calls between services counted so far; children whose parent was not in
+/// their own source: (trace, parent span) → their services.
+#[derive(Default)]
+struct Links {
+    calls: BTreeMap<(String, String), u64>,
+    orphans: HashMap<(String, String), Vec<String>>,
+}
+
+type LinkCols<'a> = (
+    &'a StringArray,
+    &'a StringArray,
+    &'a StringArray,
+    &'a StringArray,
+    &'a datafusion::arrow::array::TimestampNanosecondArray,
+);
+
+fn link_cols(b: &RecordBatch) -> Result<LinkCols<'_>> {
+    let st = b
+        .column_by_name("start_time")
+        .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
+        .ok_or_else(|| missing("start_time"))?;
+    Ok((
+        str_col(b, "trace_id")?,
+        str_col(b, "span_id")?,
+        str_col(b, "parent_span_id")?,
+        str_col(b, "service_name")?,
+        st,
+    ))
+}
+
+/// The spans of one trace, in one source.
+#[derive(Default)]
+struct TraceSpans {
+    id: String,
+    /// (span id, parent span id, service)
+    spans: Vec<(String, Option<String>, String)>,
+}
+
+impl TraceSpans {
+    fn finish(&mut self, links: &mut Links) {
+        let services: HashMap<&str, &str> = self
+            .spans
+            .iter()
+            .map(|(s, _, svc)| (s.as_str(), svc.as_str()))
+            .collect();
+        for (_, parent, svc) in &self.spans {
+            let Some(parent) = parent else { continue };
+            match services.get(parent.as_str()) {
+                Some(p) if *p != svc => {
+                    *links
+                        .calls
+                        .entry(((*p).to_owned(), svc.clone()))
+                        .or_default() += 1;
+                }
+                Some(_) => {}
+                None => links
+                    .orphans
+                    .entry((self.id.clone(), parent.clone()))
+                    .or_default()
+                    .push(svc.clone()),
+            }
+        }
+        self.spans.clear();
+    }
+}
+
+/// Calls between services among spans starting in `[start, end]`: a span
+/// whose parent belongs to another service is one call parent → child.
+/// Segments are sorted by trace id, so each is read as a stream, one trace
+/// at a time; parents in another source (a trace split between the buffer
+/// and a segment, or between segments) are found in a second pass over
+/// just the span ids.
+pub fn dependency_links(
+    store: &Store,
+    start: i64,
+    end: i64,
+) -> Result<BTreeMap<(String, String), u64>> {
+    let sources = Sources::new(store, Signal::Spans, start, end);
+    let mut links = Links::default();
+    for source in &sources.list {
+        let mut trace = TraceSpans::default();
+        let mut visit = |b: &RecordBatch| -> Result<()> {
+            let (tid, sid, pid, svc, st) = link_cols(b)?;
+            for i in 0..b.num_rows() {
+                let t = st.value(i);
+                if t < start || t > end {
+                    continue;
+                }
+                if tid.value(i) != trace.id {
+                    trace.finish(&mut links);
+                    trace.id = tid.value(i).to_owned();
+                }
+                trace.spans.push((
+                    sid.value(i).to_owned(),
+                    opt_str(pid, i).map(str::to_owned),
+                    svc.value(i).to_owned(),
+                ));
+            }
+            Ok(())
+        };
+        match source {
+            Source::Buffer(b) => {
+                let order = datafusion::arrow::compute::sort_to_indices(
+                    b.column_by_name("trace_id")
+                        .ok_or_else(|| missing("trace_id"))?,
+                    None,
+                    None,
+                )?;
+                visit(&take_record_batch(b, &order)?)?;
+            }
+            Source::Segment(seg) => crate::search::for_each_batch(store, seg, LINK_COLUMNS, visit)?,
+        }
+        trace.finish(&mut links);
+    }
+    if !links.orphans.is_empty() {
+        let Links { mut calls, orphans } = links;
+        let mut look = |b: &RecordBatch| -> Result<()> {
+            let (tid, sid, _, svc, _) = link_cols(b)?;
+            for i in 0..b.num_rows() {
+                let key = (tid.value(i).to_owned(), sid.value(i).to_owned());
+                for child in orphans.get(&key).into_iter().flatten() {
+                    if child != svc.value(i) {
+                        *calls
+                            .entry((svc.value(i).to_owned(), child.clone()))
+                            .or_default() += 1;
+                    }
+                }
+            }
+            Ok(())
+        };
+        for source in &sources.list {
+            match source {
+                Source::Buffer(b) => look(b)?,
+                Source::Segment(seg) => {
+                    crate::search::for_each_batch(store, seg, LINK_COLUMNS, &mut look)?
+                }
+            }
+        }
+        return Ok(calls);
+    }
+    Ok(links.calls)
+}
+
 /// `/api/dependencies?endTs=&lookback=` (ms): calls between services, from
 /// parent/child spans whose services differ.
 pub async fn dependencies(
@@ -1004,66 +1155,11 @@ pub async fn dependencies(
     }
     let end = end_ms.saturating_mul(1_000_000);
     let start = end.saturating_sub(lookback.saturating_mul(1_000_000));
-    let ts = |v: i64| {
-        lit(ScalarValue::TimestampNanosecond(
-            Some(v),
-            Some("UTC".into()),
-        ))
-    };
-    let ctx = s.sql.context();
-    let build = async {
-        let spans = ctx.table(Signal::Spans.table()).await?.filter(
-            col("start_time")
-                .gt_eq(ts(start))
-                .and(col("start_time").lt_eq(ts(end))),
-        )?;
-        let child = spans.clone().select(vec![
-            col("trace_id").alias("c_trace"),
-            col("parent_span_id").alias("c_parent"),
-            col("service_name").alias("c_service"),
-        ])?;
-        let parent = spans.select(vec![
-            col("trace_id").alias("p_trace"),
-            col("span_id").alias("p_span"),
-            col("service_name").alias("p_service"),
-        ])?;
-        child
-            .join(
-                parent,
-                datafusion::logical_expr::JoinType::Inner,
-                &["c_trace", "c_parent"],
-                &["p_trace", "p_span"],
-                None,
-            )?
-            .filter(col("c_service").not_eq(col("p_service")))?
-            .aggregate(
-                vec![col("p_service"), col("c_service")],
-                vec![datafusion::functions_aggregate::count::count(lit(1)).alias("n")],
-            )
-    };
-    let df = build.await.map_err(Error::from_datafusion)?;
-    let batches = s.sql.collect(df).await?;
-    let mut links = Vec::new();
-    for b in &batches {
-        let (Some(p), Some(c)) = (
-            b.column(0).as_string_opt::<i32>(),
-            b.column(1).as_string_opt::<i32>(),
-        ) else {
-            return Err(Error::Internal("dependency columns are not text".into()).into());
-        };
-        let n = b.column(2).as_primitive_opt::<Int64Type>();
-        for i in 0..b.num_rows() {
-            links.push((
-                p.value(i).to_owned(),
-                c.value(i).to_owned(),
-                n.map_or(0, |n| n.value(i)),
-            ));
-        }
-    }
-    links.sort();
-    let data: Vec<Value> = links
+    let store = Arc::clone(&s.store);
+    let calls = blocking(move || dependency_links(&store, start, end)).await?;
+    let data: Vec<Value> = calls
         .into_iter()
-        .map(|(parent, child, n)| json!({ "parent": parent, "child": child, "callCount": n }))
+        .map(|((parent, child), n)| json!({ "parent": parent, "child": child, "callCount": n }))
         .collect();
     Ok(envelope(Value::Array(data), 0))
 }

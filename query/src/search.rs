@@ -323,6 +323,18 @@ fn read_parquet<R: ChunkReader + 'static>(
     rows: Option<&[u32]>,
     columns: Option<&[&str]>,
 ) -> Result<RecordBatch> {
+    let reader = parquet_reader(key, file, rows, columns)?;
+    let out_schema = datafusion::arrow::record_batch::RecordBatchReader::schema(&reader);
+    let batches: Vec<RecordBatch> = reader.collect::<std::result::Result<_, _>>()?;
+    Ok(concat_batches(&out_schema, &batches)?)
+}
+
+fn parquet_reader<R: ChunkReader + 'static>(
+    key: &str,
+    file: R,
+    rows: Option<&[u32]>,
+    columns: Option<&[&str]>,
+) -> Result<datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader> {
     let perr = |e: datafusion::parquet::errors::ParquetError| {
         Error::Internal(format!("reading a segment: {e}"))
     };
@@ -357,10 +369,32 @@ fn read_parquet<R: ChunkReader + 'static>(
     if let Some(rows) = rows {
         b = b.with_row_selection(selection(rows));
     }
-    let reader = b.with_batch_size(8192).build().map_err(perr)?;
-    let out_schema = datafusion::arrow::record_batch::RecordBatchReader::schema(&reader);
-    let batches: Vec<RecordBatch> = reader.collect::<std::result::Result<_, _>>()?;
-    Ok(concat_batches(&out_schema, &batches)?)
+    b.with_batch_size(8192).build().map_err(perr)
+}
+
+/// Every row of columns `columns` of a segment, batch by batch, in file
+/// order, without holding more than one batch.
+pub(crate) fn for_each_batch(
+    store: &Store,
+    seg: &SegmentMeta,
+    columns: &[&str],
+    mut f: impl FnMut(&RecordBatch) -> Result<()>,
+) -> Result<()> {
+    let key = store
+        .data_dir()
+        .join(&seg.path)
+        .to_string_lossy()
+        .into_owned();
+    let mut run = |reader: datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader| {
+        for batch in reader {
+            f(&batch?)?;
+        }
+        Ok(())
+    };
+    match open_segment(store, seg)? {
+        SegmentFile::Local(file) => run(parquet_reader(&key, file, None, Some(columns))?),
+        SegmentFile::Remote(b) => run(parquet_reader(&key, b, None, Some(columns))?),
+    }
 }
 
 /// The row selection of ascending `rows`.
