@@ -5,6 +5,7 @@
 pub mod jaeger;
 pub mod json;
 pub mod lang;
+pub mod promnames;
 pub mod search;
 pub mod sql;
 pub mod table;
