@@ -41,6 +41,8 @@ pub(crate) struct BenchTailArgs {
 
 const TAG: &str = "benchtail";
 
+/// Prints its result on stdout, as the load generator does.
+#[allow(clippy::print_stdout)]
 pub(crate) async fn run(args: BenchTailArgs) -> Result<()> {
     let url = format!("ws://{}/api/v1/tail?signal=logs&q={TAG}", args.http);
     let (ws, _) = tokio_tungstenite::connect_async(&url)

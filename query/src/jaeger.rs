@@ -256,7 +256,7 @@ pub fn search_traces(store: &Store, q: &TraceQuery) -> Result<Vec<String>> {
                 .into_iter()
                 .filter(|t| t.time >= q.start && t.time <= q.end && duration_ok(t.duration))
                 .collect();
-            cands.sort_unstable_by(|a, b| b.time.cmp(&a.time));
+            cands.sort_unstable_by_key(|t| std::cmp::Reverse(t.time));
             let columns: &[&str] = if column_tags.is_empty() {
                 &["trace_id"]
             } else {
