@@ -5,6 +5,7 @@
 pub mod jaeger;
 pub mod json;
 pub mod lang;
+pub mod prom;
 pub mod promnames;
 pub mod search;
 pub mod sql;
@@ -123,6 +124,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/logs/histogram", get(logs_histogram))
         .route("/api/v1/tail", get(tail::tail))
         .route("/api/openapi.json", get(openapi))
+        .route("/api/v1/labels", get(prom::labels).post(prom::labels))
+        .route(
+            "/api/v1/label/{name}/values",
+            get(prom::label_values).post(prom::label_values),
+        )
+        .route("/api/v1/series", get(prom::series).post(prom::series))
+        .route("/api/v1/metadata", get(prom::metadata).post(prom::metadata))
+        .route("/api/v1/status/buildinfo", get(prom::buildinfo))
+        .route(
+            "/api/v1/format_query",
+            get(prom::format_query).post(prom::format_query),
+        )
         .route("/api/services", get(jaeger::services))
         .route(
             "/api/services/{service}/operations",

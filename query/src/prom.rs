@@ -1,0 +1,640 @@
+//! The Prometheus HTTP API's metadata endpoints over OTLP metrics:
+//! `/api/v1/labels`, `/api/v1/label/{name}/values`, `/api/v1/series`,
+//! `/api/v1/metadata`, `/api/v1/status/buildinfo`, `/api/v1/format_query`,
+//! with Prometheus's envelope (`{"status": "success", "data": ...}` or
+//! `{"status": "error", "errorType": "bad_data", "error": "..."}`), GET
+//! and POST form parameters, `match[]`, `start`, `end` and `limit`.
+//!
+//! Each data point is seen as the Prometheus series the OpenTelemetry
+//! compatibility spec makes of it ([`crate::promnames`]): gauges and sums
+//! one series (`_total` for monotonic sums), histograms `_bucket{le}`,
+//! `_sum` and `_count`, summaries `{quantile}`, `_sum` and `_count`, with
+//! attributes as labels and the resource's service as `job`/`instance`.
+//! (Queries, `/api/v1/query` and `/query_range`, are not built yet.)
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use datafusion::arrow::array::{Array, AsArray, MapArray, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{Float64Type, TimestampNanosecondType};
+use lumen_store::{Signal, Store};
+use promql_parser::label::Matcher;
+use promql_parser::parser::{self, Expr};
+use serde_json::{Value, json};
+
+use crate::promnames::{self, MetricKind};
+use crate::search::{Source, Sources, for_each_batch};
+use crate::{AppState, Error};
+
+/// A label set, sorted by name; `__name__` included.
+pub type Labels = BTreeMap<String, String>;
+
+/// An error in Prometheus's envelope.
+pub struct PromError {
+    status: StatusCode,
+    kind: &'static str,
+    msg: String,
+}
+
+impl PromError {
+    fn bad_data(msg: impl Into<String>) -> Self {
+        PromError {
+            status: StatusCode::BAD_REQUEST,
+            kind: "bad_data",
+            msg: msg.into(),
+        }
+    }
+}
+
+impl From<Error> for PromError {
+    fn from(e: Error) -> Self {
+        let (status, kind) = match &e {
+            Error::BadRequest(_) | Error::Syntax(_) => (StatusCode::BAD_REQUEST, "bad_data"),
+            Error::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
+            Error::ResourcesExhausted(_) => (StatusCode::UNPROCESSABLE_ENTITY, "execution"),
+            Error::Internal(_) => {
+                tracing::error!(error = %e, "prometheus api failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
+        };
+        PromError {
+            status,
+            kind,
+            msg: e.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for PromError {
+    fn into_response(self) -> Response {
+        let body = json!({ "status": "error", "errorType": self.kind, "error": self.msg });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+type PResult = std::result::Result<Json<Value>, PromError>;
+
+fn success(data: Value) -> PResult {
+    Ok(Json(json!({ "status": "success", "data": data })))
+}
+
+/// The parameters of a request: the query string, then a form body (POST).
+fn form(
+    uri_query: Option<&str>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> std::result::Result<Vec<(String, String)>, PromError> {
+    let mut pairs: Vec<(String, String)> = match uri_query {
+        Some(q) => serde_urlencoded::from_str(q)
+            .map_err(|e| PromError::bad_data(format!("invalid query string: {e}")))?,
+        None => Vec::new(),
+    };
+    if !body.is_empty() {
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !ct.starts_with("application/x-www-form-urlencoded") {
+            return Err(PromError::bad_data(format!(
+                "unsupported content type {ct:?}: send parameters as application/x-www-form-urlencoded"
+            )));
+        }
+        let more: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+            .map_err(|e| PromError::bad_data(format!("invalid form body: {e}")))?;
+        pairs.extend(more);
+    }
+    Ok(pairs)
+}
+
+fn one<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// A Prometheus time parameter: RFC 3339 or Unix seconds (fractional).
+pub fn parse_prom_time(name: &str, v: &str) -> std::result::Result<i64, PromError> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        if secs.is_finite() && secs.abs() < 9.2e9 {
+            return Ok((secs * 1e9).round() as i64);
+        }
+    }
+    datafusion::arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(v).map_err(|_| {
+        PromError::bad_data(format!(
+            "invalid parameter \"{name}\": cannot parse {v:?} to a valid timestamp"
+        ))
+    })
+}
+
+fn range(pairs: &[(String, String)]) -> std::result::Result<(i64, i64), PromError> {
+    let start = one(pairs, "start")
+        .map(|v| parse_prom_time("start", v))
+        .transpose()?
+        .unwrap_or(i64::MIN);
+    let end = one(pairs, "end")
+        .map(|v| parse_prom_time("end", v))
+        .transpose()?
+        .unwrap_or(i64::MAX);
+    if start > end {
+        return Err(PromError::bad_data(
+            "invalid parameter \"end\": end timestamp must not be before start time",
+        ));
+    }
+    Ok((start, end))
+}
+
+fn limit(pairs: &[(String, String)]) -> std::result::Result<Option<usize>, PromError> {
+    match one(pairs, "limit") {
+        None | Some("") | Some("0") => Ok(None),
+        Some(v) => v.parse::<usize>().map(Some).map_err(|_| {
+            PromError::bad_data(format!(
+                "invalid parameter \"limit\": {v:?} is not a non-negative number"
+            ))
+        }),
+    }
+}
+
+/// The selectors of the `match[]` parameters.
+fn selectors(pairs: &[(String, String)]) -> std::result::Result<Vec<Selector>, PromError> {
+    pairs
+        .iter()
+        .filter(|(k, _)| k == "match[]")
+        .map(|(_, v)| Selector::parse(v))
+        .collect()
+}
+
+/// A series selector (`up{job="api"}`).
+#[derive(Debug)]
+pub struct Selector {
+    name: Option<String>,
+    matchers: Vec<Matcher>,
+    or_matchers: Vec<Vec<Matcher>>,
+}
+
+impl Selector {
+    pub fn parse(s: &str) -> std::result::Result<Selector, PromError> {
+        match parser::parse(s) {
+            Ok(Expr::VectorSelector(v)) => {
+                let sel = Selector {
+                    name: v.name,
+                    matchers: v.matchers.matchers,
+                    or_matchers: v.matchers.or_matchers,
+                };
+                if sel.name.is_none()
+                    && sel.matchers.iter().all(|m| m.is_match(""))
+                    && sel.or_matchers.is_empty()
+                {
+                    return Err(PromError::bad_data(format!(
+                        "match[] {s:?}: vector selector must contain at least one non-empty matcher"
+                    )));
+                }
+                Ok(sel)
+            }
+            Ok(_) => Err(PromError::bad_data(format!(
+                "match[] {s:?}: expected a series selector like up{{job=\"api\"}}"
+            ))),
+            Err(e) => Err(PromError::bad_data(format!("match[] {s:?}: {e}"))),
+        }
+    }
+
+    pub fn matches(&self, labels: &Labels) -> bool {
+        let get = |name: &str| labels.get(name).map_or("", String::as_str);
+        if let Some(n) = &self.name
+            && get("__name__") != n
+        {
+            return false;
+        }
+        let all = |ms: &[Matcher]| ms.iter().all(|m| m.is_match(get(&m.name)));
+        all(&self.matchers)
+            && (self.or_matchers.is_empty() || self.or_matchers.iter().any(|ms| all(ms)))
+    }
+}
+
+/// What `/api/v1/metadata` reports of a metric.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Metadata {
+    kind: &'static str,
+    help: String,
+    unit: String,
+}
+
+/// Every series of the metrics with a data point in `[start, end]`, with
+/// the metadata of their metric families.
+fn series_in(
+    store: &Store,
+    start: i64,
+    end: i64,
+) -> crate::Result<(BTreeSet<Labels>, BTreeMap<String, BTreeSet<Metadata>>)> {
+    let sources = Sources::new(store, Signal::Metrics, start, end);
+    let mut series = BTreeSet::new();
+    let mut meta: BTreeMap<String, BTreeSet<Metadata>> = BTreeMap::new();
+    let mut visit = |b: &RecordBatch| -> crate::Result<()> {
+        collect_series(b, start, end, &mut series, &mut meta)
+    };
+    for source in &sources.list {
+        match source {
+            Source::Buffer(b) => visit(b)?,
+            Source::Segment(seg) => for_each_batch(store, seg, SERIES_COLUMNS, &mut visit)?,
+        }
+    }
+    Ok((series, meta))
+}
+
+const SERIES_COLUMNS: &[&str] = &[
+    "metric_name",
+    "metric_type",
+    "description",
+    "unit",
+    "timestamp",
+    "is_monotonic",
+    "attributes",
+    "resource_attributes",
+    "service_name",
+    "explicit_bounds",
+    "quantiles",
+];
+
+fn missing(name: &str) -> Error {
+    Error::Internal(format!(
+        "metrics column {name} missing or of the wrong type"
+    ))
+}
+
+fn str_col<'a>(b: &'a RecordBatch, name: &str) -> crate::Result<&'a StringArray> {
+    b.column_by_name(name)
+        .and_then(|c| c.as_string_opt::<i32>())
+        .ok_or_else(|| missing(name))
+}
+
+fn map_entries(m: &MapArray, i: usize) -> Vec<(String, String)> {
+    if m.is_null(i) {
+        return Vec::new();
+    }
+    let e = m.value(i);
+    let (Some(k), Some(v)) = (
+        e.column(0).as_string_opt::<i32>(),
+        e.column(1).as_string_opt::<i32>(),
+    ) else {
+        return Vec::new();
+    };
+    (0..k.len())
+        .map(|j| {
+            (
+                k.value(j).to_owned(),
+                if v.is_valid(j) {
+                    v.value(j).to_owned()
+                } else {
+                    String::new()
+                },
+            )
+        })
+        .collect()
+}
+
+/// Formats a float as Prometheus does in `le` and `quantile` labels.
+pub fn format_float(v: f64) -> String {
+    if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else if v.is_nan() {
+        "NaN".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+fn collect_series(
+    b: &RecordBatch,
+    start: i64,
+    end: i64,
+    series: &mut BTreeSet<Labels>,
+    meta: &mut BTreeMap<String, BTreeSet<Metadata>>,
+) -> crate::Result<()> {
+    let name = str_col(b, "metric_name")?;
+    let kind = str_col(b, "metric_type")?;
+    let desc = str_col(b, "description")?;
+    let unit = str_col(b, "unit")?;
+    let ts = b
+        .column_by_name("timestamp")
+        .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
+        .ok_or_else(|| missing("timestamp"))?;
+    let mono = b
+        .column_by_name("is_monotonic")
+        .and_then(|c| c.as_boolean_opt())
+        .ok_or_else(|| missing("is_monotonic"))?;
+    let attrs = b
+        .column_by_name("attributes")
+        .and_then(|c| c.as_map_opt())
+        .ok_or_else(|| missing("attributes"))?;
+    let res = b
+        .column_by_name("resource_attributes")
+        .and_then(|c| c.as_map_opt())
+        .ok_or_else(|| missing("resource_attributes"))?;
+    let bounds = b
+        .column_by_name("explicit_bounds")
+        .and_then(|c| c.as_list_opt::<i32>())
+        .ok_or_else(|| missing("explicit_bounds"))?;
+    let quantiles = b
+        .column_by_name("quantiles")
+        .and_then(|c| c.as_list_opt::<i32>())
+        .ok_or_else(|| missing("quantiles"))?;
+    for i in 0..b.num_rows() {
+        let t = ts.value(i);
+        if t < start || t > end {
+            continue;
+        }
+        let kind = match kind.value(i) {
+            "gauge" => MetricKind::Gauge,
+            "sum" if mono.is_valid(i) && mono.value(i) => MetricKind::Counter,
+            "sum" => MetricKind::UpDownSum,
+            "histogram" => MetricKind::Histogram,
+            "exponential_histogram" => MetricKind::ExponentialHistogram,
+            "summary" => MetricKind::Summary,
+            _ => continue,
+        };
+        let unit_s = if unit.is_valid(i) { unit.value(i) } else { "" };
+        let family = promnames::metric_name(name.value(i), unit_s, kind);
+        let mut labels: Labels = promnames::labels(
+            map_entries(attrs, i)
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+        .into_iter()
+        .collect();
+        let resource: BTreeMap<String, String> = map_entries(res, i).into_iter().collect();
+        let (job, instance) = promnames::job_and_instance(
+            resource.get("service.name").map(String::as_str),
+            resource.get("service.namespace").map(String::as_str),
+            resource.get("service.instance.id").map(String::as_str),
+        );
+        if let Some(j) = job {
+            labels.insert("job".into(), j);
+        }
+        if let Some(inst) = instance {
+            labels.insert("instance".into(), inst);
+        }
+        let with_name = |suffix: &str, extra: Option<(&str, String)>| {
+            let mut l = labels.clone();
+            l.insert("__name__".into(), format!("{family}{suffix}"));
+            if let Some((k, v)) = extra {
+                l.insert(k.into(), v);
+            }
+            l
+        };
+        let prom_type = match kind {
+            MetricKind::Gauge | MetricKind::UpDownSum => {
+                series.insert(with_name("", None));
+                "gauge"
+            }
+            MetricKind::Counter => {
+                series.insert(with_name("", None));
+                "counter"
+            }
+            MetricKind::Histogram => {
+                if bounds.is_valid(i) {
+                    let bs = bounds.value(i);
+                    if let Some(bs) = bs.as_primitive_opt::<Float64Type>() {
+                        for j in 0..bs.len() {
+                            series.insert(with_name(
+                                "_bucket",
+                                Some(("le", format_float(bs.value(j)))),
+                            ));
+                        }
+                    }
+                }
+                series.insert(with_name("_bucket", Some(("le", "+Inf".into()))));
+                series.insert(with_name("_sum", None));
+                series.insert(with_name("_count", None));
+                "histogram"
+            }
+            MetricKind::ExponentialHistogram => {
+                // A native histogram: one series of the family's name.
+                series.insert(with_name("", None));
+                "histogram"
+            }
+            MetricKind::Summary => {
+                if quantiles.is_valid(i) {
+                    let qs = quantiles.value(i);
+                    if let Some(q) = qs
+                        .as_struct_opt()
+                        .and_then(|s| s.column_by_name("quantile"))
+                        .and_then(|c| c.as_primitive_opt::<Float64Type>())
+                    {
+                        for j in 0..q.len() {
+                            series.insert(with_name(
+                                "",
+                                Some(("quantile", format_float(q.value(j)))),
+                            ));
+                        }
+                    }
+                }
+                series.insert(with_name("_sum", None));
+                series.insert(with_name("_count", None));
+                "summary"
+            }
+        };
+        meta.entry(family).or_default().insert(Metadata {
+            kind: prom_type,
+            help: if desc.is_valid(i) {
+                desc.value(i).to_owned()
+            } else {
+                String::new()
+            },
+            unit: unit_s.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> crate::Result<T> + Send + 'static,
+) -> std::result::Result<T, PromError> {
+    Ok(crate::blocking(f).await?)
+}
+
+/// The series matching any of `match[]` (all series without one).
+async fn matching(
+    s: &AppState,
+    pairs: &[(String, String)],
+) -> std::result::Result<(Vec<Labels>, BTreeMap<String, BTreeSet<Metadata>>), PromError> {
+    let (start, end) = range(pairs)?;
+    let sels = selectors(pairs)?;
+    let store = Arc::clone(&s.store);
+    let (series, meta) = blocking(move || series_in(&store, start, end)).await?;
+    let series = series
+        .into_iter()
+        .filter(|l| sels.is_empty() || sels.iter().any(|sel| sel.matches(l)))
+        .collect();
+    Ok((series, meta))
+}
+
+pub async fn labels(
+    State(s): State<Arc<AppState>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> PResult {
+    let pairs = form(uri.query(), &headers, &body)?;
+    let lim = limit(&pairs)?;
+    let (series, _) = matching(&s, &pairs).await?;
+    let mut names: BTreeSet<&str> = BTreeSet::new();
+    for l in &series {
+        names.extend(l.keys().map(String::as_str));
+    }
+    let mut out: Vec<&str> = names.into_iter().collect();
+    if let Some(n) = lim {
+        out.truncate(n);
+    }
+    success(json!(out))
+}
+
+pub async fn label_values(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> PResult {
+    if !promnames::is_valid_label_name(&name) {
+        return Err(PromError::bad_data(format!("invalid label name: {name:?}")));
+    }
+    let pairs = form(uri.query(), &headers, &body)?;
+    let lim = limit(&pairs)?;
+    let (series, _) = matching(&s, &pairs).await?;
+    let values: BTreeSet<&str> = series
+        .iter()
+        .filter_map(|l| l.get(&name).map(String::as_str))
+        .collect();
+    let mut out: Vec<&str> = values.into_iter().collect();
+    if let Some(n) = lim {
+        out.truncate(n);
+    }
+    success(json!(out))
+}
+
+pub async fn series(
+    State(s): State<Arc<AppState>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> PResult {
+    let pairs = form(uri.query(), &headers, &body)?;
+    if !pairs.iter().any(|(k, _)| k == "match[]") {
+        return Err(PromError::bad_data("no match[] parameter provided"));
+    }
+    let lim = limit(&pairs)?;
+    let (mut series, _) = matching(&s, &pairs).await?;
+    if let Some(n) = lim {
+        series.truncate(n);
+    }
+    success(json!(series))
+}
+
+pub async fn metadata(
+    State(s): State<Arc<AppState>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> PResult {
+    let pairs = form(uri.query(), &headers, &body)?;
+    let lim = limit(&pairs)?;
+    let metric = one(&pairs, "metric").map(str::to_owned);
+    let store = Arc::clone(&s.store);
+    let (_, meta) = blocking(move || series_in(&store, i64::MIN, i64::MAX)).await?;
+    let mut data = serde_json::Map::new();
+    for (family, entries) in meta {
+        if metric.as_ref().is_some_and(|m| *m != family) {
+            continue;
+        }
+        if lim.is_some_and(|n| data.len() >= n) {
+            break;
+        }
+        let list: Vec<Value> = entries
+            .into_iter()
+            .map(|m| json!({ "type": m.kind, "help": m.help, "unit": m.unit }))
+            .collect();
+        data.insert(family, Value::Array(list));
+    }
+    success(Value::Object(data))
+}
+
+pub async fn buildinfo() -> PResult {
+    success(json!({
+        "version": "3.0.0",
+        "revision": concat!("lumen-", env!("CARGO_PKG_VERSION")),
+        "branch": "main",
+        "buildUser": "lumen",
+        "buildDate": "",
+        "goVersion": "none (Lumen is written in Rust)",
+    }))
+}
+
+pub async fn format_query(uri: axum::http::Uri, headers: HeaderMap, body: Bytes) -> PResult {
+    let pairs = form(uri.query(), &headers, &body)?;
+    let q =
+        one(&pairs, "query").ok_or_else(|| PromError::bad_data("no query parameter provided"))?;
+    match parser::parse(q) {
+        Ok(expr) => success(Value::String(expr.prettify())),
+        Err(e) => Err(PromError::bad_data(format!(
+            "invalid parameter \"query\": {e}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
+    }
+
+    #[test]
+    fn selectors_match_as_prometheus_does() {
+        let l = labels(&[
+            ("__name__", "http_requests_total"),
+            ("job", "api"),
+            ("code", "500"),
+        ]);
+        for (sel, want) in [
+            ("http_requests_total", true),
+            ("http_requests_total{job=\"api\"}", true),
+            ("http_requests_total{job!=\"api\"}", false),
+            ("{__name__=~\"http_.*\", code=~\"5..\"}", true),
+            ("{code=~\"5\"}", false),
+            ("{job=\"api\", missing=\"\"}", true),
+            ("up", false),
+        ] {
+            let s = Selector::parse(sel).unwrap_or_else(|_| panic!("{sel} parses"));
+            assert_eq!(s.matches(&l), want, "{sel}");
+        }
+        for bad in ["{}", "{a=\"\"}", "sum(x)", "x{", "1 + 1"] {
+            assert!(Selector::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn times_and_floats_are_read_and_written_as_prometheus_does() {
+        assert_eq!(parse_prom_time("t", "1.5").ok(), Some(1_500_000_000));
+        assert_eq!(
+            parse_prom_time("t", "2024-05-01T00:00:00Z").ok(),
+            Some(1_714_521_600_000_000_000)
+        );
+        assert!(parse_prom_time("t", "soon").is_err());
+        assert_eq!(format_float(0.25), "0.25");
+        assert_eq!(format_float(10.0), "10");
+        assert_eq!(format_float(f64::INFINITY), "+Inf");
+    }
+}
