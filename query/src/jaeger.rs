@@ -997,12 +997,54 @@ const LINK_COLUMNS: &[&str] = &[
     "start_time",
 ];
 
-/// Calls between services counted so far; children whose parent was not in
-/// their own source: (trace, parent span) → their services.
+/// A 64-bit FNV-1a hash: ids are compared by hash while counting calls,
+/// so no span costs an allocation (a collision within one trace is as good
+/// as impossible).
+fn id_hash(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Calls between services counted so far (by interned service number),
+/// and children whose parent was not in their own source: (trace, parent
+/// span) hashes → their services.
 #[derive(Default)]
 struct Links {
-    calls: BTreeMap<(String, String), u64>,
-    orphans: HashMap<(String, String), Vec<String>>,
+    services: Vec<String>,
+    numbers: HashMap<String, u32>,
+    calls: HashMap<(u32, u32), u64>,
+    orphans: HashMap<(u64, u64), Vec<u32>>,
+}
+
+impl Links {
+    fn service(&mut self, name: &str) -> u32 {
+        if let Some(n) = self.numbers.get(name) {
+            return *n;
+        }
+        let n = self.services.len() as u32;
+        self.services.push(name.to_owned());
+        self.numbers.insert(name.to_owned(), n);
+        n
+    }
+
+    fn into_calls(self) -> BTreeMap<(String, String), u64> {
+        self.calls
+            .into_iter()
+            .map(|((p, c), n)| {
+                (
+                    (
+                        self.services[p as usize].clone(),
+                        self.services[c as usize].clone(),
+                    ),
+                    n,
+                )
+            })
+            .collect()
+    }
 }
 
 type LinkCols<'a> = (
@@ -1027,36 +1069,27 @@ fn link_cols(b: &RecordBatch) -> Result<LinkCols<'_>> {
     ))
 }
 
-/// The spans of one trace, in one source.
+/// The spans of one trace, in one source: (span, parent, service).
 #[derive(Default)]
 struct TraceSpans {
     id: String,
-    /// (span id, parent span id, service)
-    spans: Vec<(String, Option<String>, String)>,
+    spans: Vec<(u64, Option<u64>, u32)>,
 }
 
 impl TraceSpans {
     fn finish(&mut self, links: &mut Links) {
-        let services: HashMap<&str, &str> = self
-            .spans
-            .iter()
-            .map(|(s, _, svc)| (s.as_str(), svc.as_str()))
-            .collect();
+        let trace = id_hash(&self.id);
+        let services: HashMap<u64, u32> = self.spans.iter().map(|(s, _, svc)| (*s, *svc)).collect();
         for (_, parent, svc) in &self.spans {
             let Some(parent) = parent else { continue };
-            match services.get(parent.as_str()) {
-                Some(p) if *p != svc => {
-                    *links
-                        .calls
-                        .entry(((*p).to_owned(), svc.clone()))
-                        .or_default() += 1;
-                }
+            match services.get(parent) {
+                Some(p) if p != svc => *links.calls.entry((*p, *svc)).or_default() += 1,
                 Some(_) => {}
                 None => links
                     .orphans
-                    .entry((self.id.clone(), parent.clone()))
+                    .entry((trace, *parent))
                     .or_default()
-                    .push(svc.clone()),
+                    .push(*svc),
             }
         }
         self.spans.clear();
@@ -1087,13 +1120,13 @@ pub fn dependency_links(
                 }
                 if tid.value(i) != trace.id {
                     trace.finish(&mut links);
-                    trace.id = tid.value(i).to_owned();
+                    trace.id.clear();
+                    trace.id.push_str(tid.value(i));
                 }
-                trace.spans.push((
-                    sid.value(i).to_owned(),
-                    opt_str(pid, i).map(str::to_owned),
-                    svc.value(i).to_owned(),
-                ));
+                let service = links.service(svc.value(i));
+                trace
+                    .spans
+                    .push((id_hash(sid.value(i)), opt_str(pid, i).map(id_hash), service));
             }
             Ok(())
         };
@@ -1112,16 +1145,18 @@ pub fn dependency_links(
         trace.finish(&mut links);
     }
     if !links.orphans.is_empty() {
-        let Links { mut calls, orphans } = links;
+        let orphans = std::mem::take(&mut links.orphans);
         let mut look = |b: &RecordBatch| -> Result<()> {
             let (tid, sid, _, svc, _) = link_cols(b)?;
             for i in 0..b.num_rows() {
-                let key = (tid.value(i).to_owned(), sid.value(i).to_owned());
-                for child in orphans.get(&key).into_iter().flatten() {
-                    if child != svc.value(i) {
-                        *calls
-                            .entry((svc.value(i).to_owned(), child.clone()))
-                            .or_default() += 1;
+                let Some(children) = orphans.get(&(id_hash(tid.value(i)), id_hash(sid.value(i))))
+                else {
+                    continue;
+                };
+                let parent = links.service(svc.value(i));
+                for child in children {
+                    if *child != parent {
+                        *links.calls.entry((parent, *child)).or_default() += 1;
                     }
                 }
             }
@@ -1135,9 +1170,8 @@ pub fn dependency_links(
                 }
             }
         }
-        return Ok(calls);
     }
-    Ok(links.calls)
+    Ok(links.into_calls())
 }
 
 /// `/api/dependencies?endTs=&lookback=` (ms): calls between services, from
