@@ -17,9 +17,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use datafusion::arrow::array::{
-    Array, AsArray, MapArray, RecordBatch, StringArray, StructArray, UInt32Array,
-};
+use datafusion::arrow::array::{Array, AsArray, MapArray, RecordBatch, StringArray, UInt32Array};
 use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::{Int64Type, TimestampNanosecondType, UInt32Type};
 use datafusion::prelude::{col, lit};
@@ -469,31 +467,15 @@ fn str_tag(key: &str, value: &str) -> Value {
 fn map_tags(values: &MapArray, types: Option<&MapArray>, i: usize, skip: &str) -> Vec<Value> {
     let kinds: HashMap<String, String> = types
         .filter(|t| t.is_valid(i))
-        .map(|t| entries(&t.value(i)).into_iter().collect())
+        .map(|t| crate::json::map_entries(t, i).into_iter().collect())
         .unwrap_or_default();
     if values.is_null(i) {
         return Vec::new();
     }
-    entries(&values.value(i))
+    crate::json::map_entries(values, i)
         .into_iter()
         .filter(|(k, _)| k != skip)
         .map(|(k, v)| tag(&k, &v, kinds.get(&k).map(String::as_str)))
-        .collect()
-}
-
-/// The (key, value) pairs of one map entry struct; NULL values as "".
-fn entries(e: &StructArray) -> Vec<(String, String)> {
-    let (Some(k), Some(v)) = (
-        e.column(0).as_string_opt::<i32>(),
-        e.column(1).as_string_opt::<i32>(),
-    ) else {
-        return Vec::new();
-    };
-    (0..k.len())
-        .map(|j| {
-            let val = if v.is_valid(j) { v.value(j) } else { "" };
-            (k.value(j).to_owned(), val.to_owned())
-        })
         .collect()
 }
 

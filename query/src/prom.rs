@@ -20,7 +20,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use datafusion::arrow::array::{Array, AsArray, MapArray, RecordBatch, StringArray};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{Float64Type, TimestampNanosecondType};
 use lumen_store::{Signal, Store};
 use promql_parser::label::Matcher;
@@ -274,31 +274,6 @@ fn str_col<'a>(b: &'a RecordBatch, name: &str) -> crate::Result<&'a StringArray>
         .ok_or_else(|| missing(name))
 }
 
-fn map_entries(m: &MapArray, i: usize) -> Vec<(String, String)> {
-    if m.is_null(i) {
-        return Vec::new();
-    }
-    let e = m.value(i);
-    let (Some(k), Some(v)) = (
-        e.column(0).as_string_opt::<i32>(),
-        e.column(1).as_string_opt::<i32>(),
-    ) else {
-        return Vec::new();
-    };
-    (0..k.len())
-        .map(|j| {
-            (
-                k.value(j).to_owned(),
-                if v.is_valid(j) {
-                    v.value(j).to_owned()
-                } else {
-                    String::new()
-                },
-            )
-        })
-        .collect()
-}
-
 /// Formats a float as Prometheus does in `le` and `quantile` labels.
 pub fn format_float(v: f64) -> String {
     if v == f64::INFINITY {
@@ -364,13 +339,14 @@ fn collect_series(
         let unit_s = if unit.is_valid(i) { unit.value(i) } else { "" };
         let family = promnames::metric_name(name.value(i), unit_s, kind);
         let mut labels: Labels = promnames::labels(
-            map_entries(attrs, i)
+            crate::json::map_entries(attrs, i)
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str())),
         )
         .into_iter()
         .collect();
-        let resource: BTreeMap<String, String> = map_entries(res, i).into_iter().collect();
+        let resource: BTreeMap<String, String> =
+            crate::json::map_entries(res, i).into_iter().collect();
         let (job, instance) = promnames::job_and_instance(
             resource.get("service.name").map(String::as_str),
             resource.get("service.namespace").map(String::as_str),
