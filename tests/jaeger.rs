@@ -199,13 +199,7 @@ fn export(server: &TestServer, spans: &[Model]) {
 }
 
 fn get(server: &TestServer, path: &str, params: &[(&str, &str)]) -> (u16, Value) {
-    let r = server
-        .client()
-        .get(server.url(path))
-        .query(params)
-        .send()
-        .unwrap();
-    (r.status().as_u16(), r.json().unwrap())
+    server.get_json(path, params)
 }
 
 fn assert_envelope(v: &Value) {

@@ -43,13 +43,7 @@ fn seed(server: &TestServer) {
 }
 
 fn get(server: &TestServer, path: &str, params: &[(&str, &str)]) -> (u16, Value) {
-    let r = server
-        .client()
-        .get(server.url(path))
-        .query(params)
-        .send()
-        .unwrap();
-    (r.status().as_u16(), r.json().unwrap())
+    server.get_json(path, params)
 }
 
 fn data(v: &(u16, Value)) -> &Value {

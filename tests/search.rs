@@ -62,14 +62,7 @@ fn post_batch(server: &TestServer, first: u64, n: u64) {
 }
 
 fn get(server: &TestServer, path: &str, params: &[(&str, &str)]) -> (u16, Value) {
-    let r = server
-        .client()
-        .get(server.url(path))
-        .query(params)
-        .send()
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().unwrap())
+    server.get_json(path, params)
 }
 
 /// Every page of a search (`limit` per page), concatenated: the bodies.

@@ -25,6 +25,7 @@ use lumen_store::index::{Query, TermField, TimedRow};
 use lumen_store::{Signal, Store};
 use serde_json::{Map, Value, json};
 
+use crate::json::{missing, str_col};
 use crate::search::{Source, Sources, internal, read_segment};
 use crate::{AppState, Error, Result};
 
@@ -342,16 +343,6 @@ impl<'a> CandidateCols<'a> {
             status: str_col(b, "status_code")?,
         })
     }
-}
-
-fn missing(name: &str) -> Error {
-    Error::Internal(format!("spans column {name} missing or of the wrong type"))
-}
-
-fn str_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
-    b.column_by_name(name)
-        .and_then(|c| c.as_string_opt::<i32>())
-        .ok_or_else(|| missing(name))
 }
 
 fn map_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a MapArray> {

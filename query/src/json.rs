@@ -21,6 +21,22 @@ fn float(v: f64) -> Value {
     serde_json::Number::from_f64(v).map_or_else(|| Value::String(v.to_string()), Value::Number)
 }
 
+/// A column of a store batch that is missing or of the wrong type: the
+/// store's schemas fix both, so this is our fault, not the client's.
+pub(crate) fn missing(name: &str) -> crate::Error {
+    crate::Error::Internal(format!("column {name} missing or of the wrong type"))
+}
+
+/// A `Utf8` column of a store batch.
+pub(crate) fn str_col<'a>(
+    b: &'a RecordBatch,
+    name: &str,
+) -> Result<&'a datafusion::arrow::array::StringArray> {
+    b.column_by_name(name)
+        .and_then(|c| c.as_string_opt::<i32>())
+        .ok_or_else(|| missing(name))
+}
+
 /// The (key, value) pairs of row `i` of a `Map<Utf8, Utf8>` column, in
 /// order; NULL values as "", a NULL map as no pairs.
 pub fn map_entries(m: &datafusion::arrow::array::MapArray, i: usize) -> Vec<(String, String)> {

@@ -20,13 +20,14 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Float64Type, TimestampNanosecondType};
 use lumen_store::{Signal, Store};
 use promql_parser::label::Matcher;
 use promql_parser::parser::{self, Expr};
 use serde_json::{Value, json};
 
+use crate::json::{missing, str_col};
 use crate::promnames::{self, MetricKind};
 use crate::search::{Source, Sources, for_each_batch};
 use crate::{AppState, Error};
@@ -122,10 +123,11 @@ fn one<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
 /// A Prometheus time parameter: RFC 3339 or Unix seconds (fractional).
 pub fn parse_prom_time(name: &str, v: &str) -> std::result::Result<i64, PromError> {
     let v = v.trim();
-    if let Ok(secs) = v.parse::<f64>() {
-        if secs.is_finite() && secs.abs() < 9.2e9 {
-            return Ok((secs * 1e9).round() as i64);
-        }
+    if let Ok(secs) = v.parse::<f64>()
+        && secs.is_finite()
+        && secs.abs() < 9.2e9
+    {
+        return Ok((secs * 1e9).round() as i64);
     }
     datafusion::arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(v).map_err(|_| {
         PromError::bad_data(format!(
@@ -226,13 +228,16 @@ struct Metadata {
     unit: String,
 }
 
+/// Metadata of each metric family, by its Prometheus name.
+type FamilyMetadata = BTreeMap<String, BTreeSet<Metadata>>;
+
 /// Every series of the metrics with a data point in `[start, end]`, with
 /// the metadata of their metric families.
 fn series_in(
     store: &Store,
     start: i64,
     end: i64,
-) -> crate::Result<(BTreeSet<Labels>, BTreeMap<String, BTreeSet<Metadata>>)> {
+) -> crate::Result<(BTreeSet<Labels>, FamilyMetadata)> {
     let sources = Sources::new(store, Signal::Metrics, start, end);
     let mut series = BTreeSet::new();
     let mut meta: BTreeMap<String, BTreeSet<Metadata>> = BTreeMap::new();
@@ -261,18 +266,6 @@ const SERIES_COLUMNS: &[&str] = &[
     "explicit_bounds",
     "quantiles",
 ];
-
-fn missing(name: &str) -> Error {
-    Error::Internal(format!(
-        "metrics column {name} missing or of the wrong type"
-    ))
-}
-
-fn str_col<'a>(b: &'a RecordBatch, name: &str) -> crate::Result<&'a StringArray> {
-    b.column_by_name(name)
-        .and_then(|c| c.as_string_opt::<i32>())
-        .ok_or_else(|| missing(name))
-}
 
 /// Formats a float as Prometheus does in `le` and `quantile` labels.
 pub fn format_float(v: f64) -> String {
@@ -441,7 +434,7 @@ async fn blocking<T: Send + 'static>(
 async fn matching(
     s: &AppState,
     pairs: &[(String, String)],
-) -> std::result::Result<(Vec<Labels>, BTreeMap<String, BTreeSet<Metadata>>), PromError> {
+) -> std::result::Result<(Vec<Labels>, FamilyMetadata), PromError> {
     let (start, end) = range(pairs)?;
     let sels = selectors(pairs)?;
     let store = Arc::clone(&s.store);

@@ -21,6 +21,7 @@ use lumen_store::Signal;
 use lumen_store::index::{self, Query, TermField};
 use serde_json::{Map, Value, json};
 
+use crate::json::str_col;
 use crate::search::{RESULT_COLUMNS, internal, project};
 use crate::{AppState, Error, Result, lang};
 
@@ -167,8 +168,14 @@ impl Filter {
                         )));
                     }
                 };
+                // No conditions at all match everything.
+                all.retain(|q| *q != Query::All);
                 Ok(Filter::Spans {
-                    query: Query::And(all),
+                    query: if all.is_empty() {
+                        Query::All
+                    } else {
+                        Query::And(all)
+                    },
                     min_duration,
                     error,
                 })
@@ -208,12 +215,19 @@ impl Filter {
                     .and_then(|c| c.as_primitive_opt::<Int64Type>())
                     .ok_or_else(|| Error::Internal("spans duration_ns missing".into()))?;
                 let status = str_col(batch, "status_code")?;
-                let views = index::row_views(Signal::Spans, batch).map_err(internal)?;
+                // Row views copy every string of the batch: only when needed.
+                let views = if matches!(query, Query::All) {
+                    None
+                } else {
+                    Some(index::row_views(Signal::Spans, batch).map_err(internal)?)
+                };
                 (0..n)
                     .filter(|&i| {
                         min_duration.is_none_or(|m| duration.value(i) >= m)
                             && error.is_none_or(|e| (status.value(i) == "STATUS_CODE_ERROR") == e)
-                            && index::matches_row(query, &views[i])
+                            && views
+                                .as_ref()
+                                .is_none_or(|v| index::matches_row(query, &v[i]))
                     })
                     .map(|i| i as u32)
                     .collect()
@@ -245,15 +259,6 @@ impl Filter {
         };
         crate::json::rows(&[project(&batch, columns)?])
     }
-}
-
-fn str_col<'a>(
-    b: &'a RecordBatch,
-    name: &str,
-) -> Result<&'a datafusion::arrow::array::StringArray> {
-    b.column_by_name(name)
-        .and_then(|c| c.as_string_opt::<i32>())
-        .ok_or_else(|| Error::Internal(format!("column {name} missing")))
 }
 
 /// Matching records waiting for the client, bounded.

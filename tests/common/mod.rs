@@ -119,6 +119,12 @@ impl TestServer {
         &self.http
     }
 
+    /// GET `path` on the HTTP API with query parameters: status and JSON body.
+    pub fn get_json(&self, path: &str, params: &[(&str, &str)]) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).query(params).send().unwrap();
+        (r.status().as_u16(), r.json().unwrap())
+    }
+
     /// Runs SQL; panics unless it answers 200.
     pub fn sql(&self, query: &str) -> Value {
         let (status, body) = self.sql_raw(query);
