@@ -7,6 +7,7 @@ pub mod json;
 pub mod lang;
 pub mod prom;
 pub mod promnames;
+pub mod promql;
 pub mod search;
 pub mod sql;
 pub mod table;
@@ -124,6 +125,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/logs/histogram", get(logs_histogram))
         .route("/api/v1/tail", get(tail::tail))
         .route("/api/openapi.json", get(openapi))
+        .route("/api/v1/query", get(prom::query).post(prom::query))
+        .route("/api/v1/query_range", get(prom::query_range).post(prom::query_range))
         .route("/api/v1/labels", get(prom::labels).post(prom::labels))
         .route(
             "/api/v1/label/{name}/values",

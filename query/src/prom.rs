@@ -1,4 +1,4 @@
-//! The Prometheus HTTP API's metadata endpoints over OTLP metrics:
+//! The Prometheus HTTP API over OTLP metrics: queries and the metadata endpoints
 //! `/api/v1/labels`, `/api/v1/label/{name}/values`, `/api/v1/series`,
 //! `/api/v1/metadata`, `/api/v1/status/buildinfo`, `/api/v1/format_query`,
 //! with Prometheus's envelope (`{"status": "success", "data": ...}` or
@@ -10,7 +10,8 @@
 //! one series (`_total` for monotonic sums), histograms `_bucket{le}`,
 //! `_sum` and `_count`, summaries `{quantile}`, `_sum` and `_count`, with
 //! attributes as labels and the resource's service as `job`/`instance`.
-//! (Queries, `/api/v1/query` and `/query_range`, are not built yet.)
+//! `/api/v1/query` and `/api/v1/query_range` run the PromQL engine of
+//! [`crate::promql`] over the same series.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -29,11 +30,12 @@ use serde_json::{Value, json};
 
 use crate::json::{missing, str_col};
 use crate::promnames::{self, MetricKind};
+use crate::promql::storage::StoreQueryable;
+use crate::promql::{Engine, EvalError, QueryValue, format_value};
 use crate::search::{Source, Sources, for_each_batch};
 use crate::{AppState, Error};
 
-/// A label set, sorted by name; `__name__` included.
-pub type Labels = BTreeMap<String, String>;
+pub use crate::promql::Labels;
 
 /// An error in Prometheus's envelope.
 pub struct PromError {
@@ -267,19 +269,6 @@ const SERIES_COLUMNS: &[&str] = &[
     "quantiles",
 ];
 
-/// Formats a float as Prometheus does in `le` and `quantile` labels.
-pub fn format_float(v: f64) -> String {
-    if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else if v.is_nan() {
-        "NaN".into()
-    } else {
-        format!("{v}")
-    }
-}
-
 fn collect_series(
     b: &RecordBatch,
     start: i64,
@@ -375,7 +364,7 @@ fn collect_series(
                         for j in 0..bs.len() {
                             series.insert(with_name(
                                 "_bucket",
-                                Some(("le", format_float(bs.value(j)))),
+                                Some(("le", format_value(bs.value(j)))),
                             ));
                         }
                     }
@@ -401,7 +390,7 @@ fn collect_series(
                         for j in 0..q.len() {
                             series.insert(with_name(
                                 "",
-                                Some(("quantile", format_float(q.value(j)))),
+                                Some(("quantile", format_value(q.value(j)))),
                             ));
                         }
                     }
@@ -559,6 +548,180 @@ pub async fn format_query(uri: axum::http::Uri, headers: HeaderMap, body: Bytes)
     }
 }
 
+/// A duration parameter: seconds (fractional) or a Prometheus duration.
+fn parse_step(name: &str, v: &str) -> std::result::Result<i64, PromError> {
+    let v = v.trim();
+    let ms = if let Ok(secs) = v.parse::<f64>() {
+        (secs.is_finite() && secs.abs() < 9.2e12).then(|| (secs * 1000.0).round() as i64)
+    } else {
+        promql_parser::util::parse_duration(v)
+            .ok()
+            .map(|d| d.as_millis() as i64)
+    };
+    ms.ok_or_else(|| {
+        PromError::bad_data(format!(
+            "invalid parameter \"{name}\": cannot parse {v:?} to a valid duration"
+        ))
+    })
+}
+
+fn eval_error(e: EvalError) -> PromError {
+    let (status, kind) = match &e {
+        EvalError::BadData(_) => (StatusCode::BAD_REQUEST, "bad_data"),
+        EvalError::Execution(_) => (StatusCode::UNPROCESSABLE_ENTITY, "execution"),
+        EvalError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
+        EvalError::Storage(_) => {
+            tracing::error!(error = %e, "promql storage read failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+        }
+    };
+    PromError {
+        status,
+        kind,
+        msg: e.to_string(),
+    }
+}
+
+/// A Prometheus result timestamp: seconds, as an integer when whole.
+fn ts_json(ms: i64) -> Value {
+    if ms % 1000 == 0 {
+        json!(ms / 1000)
+    } else {
+        json!(ms as f64 / 1000.0)
+    }
+}
+
+fn point_json(t: i64, v: f64) -> Value {
+    json!([ts_json(t), format_value(v)])
+}
+
+fn result_json(v: QueryValue) -> Value {
+    let kind = v.type_name();
+    let result = match v {
+        QueryValue::Scalar { t, v } => point_json(t, v),
+        QueryValue::String { t, v } => json!([ts_json(t), v]),
+        QueryValue::Vector(ss) => Value::Array(
+            ss.into_iter()
+                .map(|(l, t, v)| json!({ "metric": l, "value": point_json(t, v) }))
+                .collect(),
+        ),
+        QueryValue::Matrix(ms) => Value::Array(
+            ms.into_iter()
+                .map(|(l, pts)| {
+                    let values: Vec<Value> = pts.into_iter().map(|(t, v)| point_json(t, v)).collect();
+                    json!({ "metric": l, "values": values })
+                })
+                .collect(),
+        ),
+    };
+    json!({ "resultType": kind, "result": result })
+}
+
+fn parse_query(pairs: &[(String, String)]) -> std::result::Result<Expr, PromError> {
+    let q = one(pairs, "query").unwrap_or("");
+    if q.trim().is_empty() {
+        return Err(PromError::bad_data(
+            "invalid parameter \"query\": no expression found in input",
+        ));
+    }
+    parser::parse(q).map_err(|e| PromError::bad_data(format!("invalid parameter \"query\": {e}")))
+}
+
+/// The engine for one request: the SQL time limit (or a shorter `timeout`
+/// parameter) and a sample budget from the per-query memory limit.
+fn engine_for(s: &AppState, pairs: &[(String, String)]) -> std::result::Result<Engine, PromError> {
+    let limits = s.sql.limits();
+    let mut timeout = limits.timeout;
+    if let Some(t) = one(pairs, "timeout") {
+        let ms = parse_step("timeout", t)?;
+        if ms > 0 {
+            timeout = timeout.min(std::time::Duration::from_millis(ms as u64));
+        }
+    }
+    Ok(Engine {
+        timeout: Some(timeout),
+        // A sample in memory costs about 16 bytes.
+        max_samples: (limits.query_memory_bytes / 16).max(1),
+        ..Engine::default()
+    })
+}
+
+fn ns_to_ms(ns: i64) -> i64 {
+    ns.div_euclid(1_000_000)
+}
+
+/// `/api/v1/query`: an instant query at `time` (default now).
+pub async fn query(
+    State(s): State<Arc<AppState>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> PResult {
+    let pairs = form(uri.query(), &headers, &body)?;
+    let expr = parse_query(&pairs)?;
+    let t = match one(&pairs, "time") {
+        Some(v) if !v.is_empty() => ns_to_ms(parse_prom_time("time", v)?),
+        _ => now_ms(),
+    };
+    let engine = engine_for(&s, &pairs)?;
+    let store = Arc::clone(&s.store);
+    let deadline = engine.timeout.map(|d| std::time::Instant::now() + d);
+    let v = tokio::task::spawn_blocking(move || {
+        let q = StoreQueryable { store: &store, deadline };
+        engine.instant(&q, &expr, t)
+    })
+    .await
+    .map_err(|e| PromError::from(Error::Internal(format!("query task failed: {e}"))))?
+    .map_err(eval_error)?;
+    success(result_json(v))
+}
+
+/// `/api/v1/query_range`: a query at each `step` from `start` to `end`.
+pub async fn query_range(
+    State(s): State<Arc<AppState>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> PResult {
+    let pairs = form(uri.query(), &headers, &body)?;
+    let expr = parse_query(&pairs)?;
+    let need = |name: &str| {
+        one(&pairs, name)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| PromError::bad_data(format!("invalid parameter \"{name}\": missing")))
+    };
+    let start = ns_to_ms(parse_prom_time("start", need("start")?)?);
+    let end = ns_to_ms(parse_prom_time("end", need("end")?)?);
+    let step = parse_step("step", need("step")?)?;
+    if end < start {
+        return Err(PromError::bad_data(
+            "invalid parameter \"end\": end timestamp must not be before start time",
+        ));
+    }
+    if step <= 0 {
+        return Err(PromError::bad_data(
+            "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
+        ));
+    }
+    let engine = engine_for(&s, &pairs)?;
+    let store = Arc::clone(&s.store);
+    let deadline = engine.timeout.map(|d| std::time::Instant::now() + d);
+    let v = tokio::task::spawn_blocking(move || {
+        let q = StoreQueryable { store: &store, deadline };
+        engine.range(&q, &expr, start, end, step)
+    })
+    .await
+    .map_err(|e| PromError::from(Error::Internal(format!("query task failed: {e}"))))?
+    .map_err(eval_error)?;
+    success(result_json(v))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -602,8 +765,8 @@ mod tests {
             Some(1_714_521_600_000_000_000)
         );
         assert!(parse_prom_time("t", "soon").is_err());
-        assert_eq!(format_float(0.25), "0.25");
-        assert_eq!(format_float(10.0), "10");
-        assert_eq!(format_float(f64::INFINITY), "+Inf");
+        assert_eq!(format_value(0.25), "0.25");
+        assert_eq!(format_value(10.0), "10");
+        assert_eq!(format_value(f64::INFINITY), "+Inf");
     }
 }

@@ -48,6 +48,13 @@ pub struct SqlEngine {
     limits: SqlLimits,
 }
 
+impl SqlEngine {
+    /// The limits queries run under (PromQL shares the time and memory ones).
+    pub fn limits(&self) -> &SqlLimits {
+        &self.limits
+    }
+}
+
 #[derive(Debug, serde::Serialize)]
 pub struct Column {
     pub name: String,

@@ -1,0 +1,782 @@
+//! PromQL functions, each as Prometheus 3 computes it.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+
+use chrono::{DateTime, Datelike, Timelike};
+use promql_parser::label::MatchOp;
+use promql_parser::parser::{Call, Expr, VectorSelector};
+
+use super::EvalError;
+use super::Labels;
+use super::eval::{Ev, RangeSeries, SSeries, Val, Window, kahan_sum_inc, merge_same_labels, quantile};
+
+type Result<T> = std::result::Result<T, EvalError>;
+
+fn arg<'e>(c: &'e Call, i: usize) -> Result<&'e Expr> {
+    c.args
+        .args
+        .get(i)
+        .map(|b| b.as_ref())
+        .ok_or_else(|| EvalError::BadData(format!("{}: missing argument {}", c.func.name, i + 1)))
+}
+
+fn unwrap_parens(mut e: &Expr) -> &Expr {
+    while let Expr::Paren(p) = e {
+        e = &p.expr;
+    }
+    e
+}
+
+fn drop_name(mut s: SSeries) -> SSeries {
+    s.labels.remove("__name__");
+    s
+}
+
+/// Applies `f` to every value of an instant vector, dropping the metric name.
+fn map_values(v: Vec<SSeries>, f: impl Fn(f64, usize) -> Option<f64>) -> Vec<SSeries> {
+    v.into_iter()
+        .filter_map(|mut s| {
+            let mut any = false;
+            for (i, slot) in s.vals.iter_mut().enumerate() {
+                if let Some(x) = *slot {
+                    *slot = f(x, i);
+                    any |= slot.is_some();
+                }
+            }
+            any.then(|| drop_name(s))
+        })
+        .collect()
+}
+
+pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
+    let name = c.func.name;
+    let nargs = c.args.args.len();
+    match name {
+        "time" => Ok(Val::Scalar((0..ev.n).map(|i| ev.ts(i) as f64 / 1000.0).collect())),
+        "pi" => Ok(Val::Scalar(vec![std::f64::consts::PI; ev.n])),
+        "vector" => {
+            let s = ev.eval_scalar(arg(c, 0)?, name)?;
+            Ok(Val::Vector(vec![SSeries {
+                labels: Labels::new(),
+                vals: s.into_iter().map(Some).collect(),
+            }]))
+        }
+        "scalar" => {
+            let v = ev.eval_vector(arg(c, 0)?, name)?;
+            Ok(Val::Scalar(
+                (0..ev.n)
+                    .map(|i| {
+                        let mut present = v.iter().filter_map(|s| s.vals[i]);
+                        match (present.next(), present.next()) {
+                            (Some(x), None) => x,
+                            _ => f64::NAN,
+                        }
+                    })
+                    .collect(),
+            ))
+        }
+        "timestamp" => {
+            let a = unwrap_parens(arg(c, 0)?);
+            let v = match a {
+                Expr::VectorSelector(vs) => ev.select_vector(vs, true)?,
+                _ => {
+                    let v = ev.eval_vector(a, name)?;
+                    map_values(v, |_, i| Some(ev.ts(i) as f64 / 1000.0))
+                }
+            };
+            Ok(Val::Vector(merge_same_labels(v.into_iter().map(drop_name).collect())?))
+        }
+        "absent" => {
+            let a = arg(c, 0)?;
+            let v = ev.eval_vector(a, name)?;
+            let labels = match unwrap_parens(a) {
+                Expr::VectorSelector(vs) => absent_labels(vs),
+                _ => Labels::new(),
+            };
+            let vals: Vec<Option<f64>> = (0..ev.n)
+                .map(|i| (!v.iter().any(|s| s.vals[i].is_some())).then_some(1.0))
+                .collect();
+            Ok(Val::Vector(absent_result(labels, vals)))
+        }
+        "absent_over_time" => {
+            let a = arg(c, 0)?;
+            let (series, w) = ev.range_input(a)?;
+            let labels = match unwrap_parens(a) {
+                Expr::MatrixSelector(ms) => absent_labels(&ms.vs),
+                _ => Labels::new(),
+            };
+            let mut present = vec![false; ev.n];
+            for s in &series {
+                for_each_window(ev, &s.points, &w, |i, win| {
+                    if !win.is_empty() {
+                        present[i] = true;
+                    }
+                });
+            }
+            let vals = present.into_iter().map(|p| (!p).then_some(1.0)).collect();
+            Ok(Val::Vector(absent_result(labels, vals)))
+        }
+        "label_replace" => {
+            let v = ev.eval_vector(arg(c, 0)?, name)?;
+            let dst = ev.eval_string(arg(c, 1)?, name)?;
+            let repl = ev.eval_string(arg(c, 2)?, name)?;
+            let src = ev.eval_string(arg(c, 3)?, name)?;
+            let re_src = ev.eval_string(arg(c, 4)?, name)?;
+            let re = regex::Regex::new(&format!("^(?s:{re_src})$")).map_err(|e| {
+                EvalError::BadData(format!("invalid regular expression in label_replace(): {re_src}: {e}"))
+            })?;
+            if !crate::promnames::is_valid_label_name(&dst) {
+                return Err(EvalError::BadData(format!(
+                    "invalid destination label name in label_replace(): {dst}"
+                )));
+            }
+            let out = v
+                .into_iter()
+                .map(|mut s| {
+                    let value = s.labels.get(&src).cloned().unwrap_or_default();
+                    if let Some(caps) = re.captures(&value) {
+                        let mut res = String::new();
+                        caps.expand(&repl, &mut res);
+                        if res.is_empty() {
+                            s.labels.remove(&dst);
+                        } else {
+                            s.labels.insert(dst.clone(), res);
+                        }
+                    }
+                    s
+                })
+                .collect();
+            Ok(Val::Vector(merge_same_labels(out)?))
+        }
+        "label_join" => {
+            let v = ev.eval_vector(arg(c, 0)?, name)?;
+            let dst = ev.eval_string(arg(c, 1)?, name)?;
+            let sep = ev.eval_string(arg(c, 2)?, name)?;
+            let mut srcs = Vec::new();
+            for i in 3..nargs {
+                srcs.push(ev.eval_string(arg(c, i)?, name)?);
+            }
+            if !crate::promnames::is_valid_label_name(&dst) {
+                return Err(EvalError::BadData(format!(
+                    "invalid destination label name in label_join(): {dst}"
+                )));
+            }
+            let out = v
+                .into_iter()
+                .map(|mut s| {
+                    let joined = srcs
+                        .iter()
+                        .map(|k| s.labels.get(k).map_or("", String::as_str))
+                        .collect::<Vec<_>>()
+                        .join(&sep);
+                    if joined.is_empty() {
+                        s.labels.remove(&dst);
+                    } else {
+                        s.labels.insert(dst.clone(), joined);
+                    }
+                    s
+                })
+                .collect();
+            Ok(Val::Vector(merge_same_labels(out)?))
+        }
+        "sort" | "sort_desc" => {
+            let mut v = ev.eval_vector(arg(c, 0)?, name)?;
+            let desc = name == "sort_desc";
+            // Only an instant query's order is visible; NaN goes last.
+            v.sort_by(|a, b| {
+                let (x, y) = (a.vals[0].unwrap_or(f64::NAN), b.vals[0].unwrap_or(f64::NAN));
+                match (x.is_nan(), y.is_nan()) {
+                    (true, true) => Ordering::Equal,
+                    (true, false) => Ordering::Greater,
+                    (false, true) => Ordering::Less,
+                    _ if desc => y.total_cmp(&x),
+                    _ => x.total_cmp(&y),
+                }
+            });
+            Ok(Val::Vector(v))
+        }
+        "sort_by_label" | "sort_by_label_desc" => {
+            let mut v = ev.eval_vector(arg(c, 0)?, name)?;
+            let mut keys = Vec::new();
+            for i in 1..nargs {
+                keys.push(ev.eval_string(arg(c, i)?, name)?);
+            }
+            v.sort_by(|a, b| {
+                let mut o = Ordering::Equal;
+                for k in &keys {
+                    let x = a.labels.get(k).map_or("", String::as_str);
+                    let y = b.labels.get(k).map_or("", String::as_str);
+                    if x != y {
+                        o = natural_cmp(x, y);
+                        break;
+                    }
+                }
+                let o = o.then_with(|| a.labels.cmp(&b.labels));
+                if name == "sort_by_label_desc" { o.reverse() } else { o }
+            });
+            Ok(Val::Vector(v))
+        }
+        "histogram_quantile" => {
+            let q = ev.eval_scalar(arg(c, 0)?, name)?;
+            let v = ev.eval_vector(arg(c, 1)?, name)?;
+            Ok(Val::Vector(histogram_quantile(ev, &q, v)))
+        }
+        "histogram_count" | "histogram_sum" | "histogram_fraction" => {
+            // These read native histograms only; float series are ignored.
+            for a in &c.args.args {
+                ev.eval(a)?;
+            }
+            Ok(Val::Vector(Vec::new()))
+        }
+        "clamp" | "clamp_min" | "clamp_max" => {
+            let v = ev.eval_vector(arg(c, 0)?, name)?;
+            let p1 = ev.eval_scalar(arg(c, 1)?, name)?;
+            let p2 = if name == "clamp" { Some(ev.eval_scalar(arg(c, 2)?, name)?) } else { None };
+            Ok(Val::Vector(map_values(v, |x, i| match name {
+                "clamp" => {
+                    let (lo, hi) = (p1[i], p2.as_ref().map_or(f64::NAN, |p| p[i]));
+                    (hi >= lo || lo.is_nan() || hi.is_nan()).then(|| go_max(lo, go_min(hi, x)))
+                }
+                "clamp_min" => Some(go_max(x, p1[i])),
+                _ => Some(go_min(x, p1[i])),
+            })))
+        }
+        "round" => {
+            let v = ev.eval_vector(arg(c, 0)?, name)?;
+            let to = if nargs > 1 { ev.eval_scalar(arg(c, 1)?, name)? } else { vec![1.0; ev.n] };
+            Ok(Val::Vector(map_values(v, |x, i| {
+                let inv = 1.0 / to[i];
+                Some((x * inv + 0.5).floor() / inv)
+            })))
+        }
+        "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month" | "hour" | "minute"
+        | "month" | "year" => {
+            let v = if nargs == 0 {
+                vec![SSeries {
+                    labels: Labels::new(),
+                    vals: (0..ev.n).map(|i| Some(ev.ts(i) as f64 / 1000.0)).collect(),
+                }]
+            } else {
+                ev.eval_vector(arg(c, 0)?, name)?
+            };
+            Ok(Val::Vector(map_values(v, |x, _| Some(date_part(name, x)))))
+        }
+        "holt_winters" => Err(EvalError::BadData(
+            "unknown function with name \"holt_winters\" (Prometheus 3 removed it)".into(),
+        )),
+        "rate" | "irate" | "increase" | "delta" | "idelta" | "deriv" | "predict_linear"
+        | "avg_over_time" | "min_over_time" | "max_over_time" | "sum_over_time"
+        | "count_over_time" | "quantile_over_time" | "stddev_over_time" | "stdvar_over_time"
+        | "last_over_time" | "present_over_time" | "changes" | "resets" => range_call(ev, c),
+        _ => {
+            let f: fn(f64) -> f64 = match name {
+                "abs" => f64::abs,
+                "ceil" => f64::ceil,
+                "floor" => f64::floor,
+                "exp" => f64::exp,
+                "sqrt" => f64::sqrt,
+                "ln" => f64::ln,
+                "log2" => f64::log2,
+                "log10" => f64::log10,
+                "sgn" => |x| if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { x },
+                "sin" => f64::sin,
+                "cos" => f64::cos,
+                "tan" => f64::tan,
+                "asin" => f64::asin,
+                "acos" => f64::acos,
+                "atan" => f64::atan,
+                "sinh" => f64::sinh,
+                "cosh" => f64::cosh,
+                "tanh" => f64::tanh,
+                "asinh" => f64::asinh,
+                "acosh" => f64::acosh,
+                "atanh" => f64::atanh,
+                "deg" => |x| x * 180.0 / std::f64::consts::PI,
+                "rad" => |x| x * std::f64::consts::PI / 180.0,
+                _ => {
+                    return Err(EvalError::BadData(format!(
+                        "function {name:?} is not supported"
+                    )));
+                }
+            };
+            let v = ev.eval_vector(arg(c, 0)?, name)?;
+            Ok(Val::Vector(merge_same_labels(map_values(v, |x, _| Some(f(x))))?))
+        }
+    }
+}
+
+/// Go's `math.Max`: NaN wins, except that +Inf beats everything.
+fn go_max(a: f64, b: f64) -> f64 {
+    if a == f64::INFINITY || b == f64::INFINITY {
+        f64::INFINITY
+    } else if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
+}
+
+/// Go's `math.Min`: NaN wins, except that -Inf beats everything.
+fn go_min(a: f64, b: f64) -> f64 {
+    if a == f64::NEG_INFINITY || b == f64::NEG_INFINITY {
+        f64::NEG_INFINITY
+    } else if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.min(b)
+    }
+}
+
+fn date_part(name: &str, secs: f64) -> f64 {
+    if !secs.is_finite() {
+        return f64::NAN;
+    }
+    let Some(t) = DateTime::from_timestamp(secs as i64, 0) else {
+        return f64::NAN;
+    };
+    match name {
+        "day_of_month" => t.day() as f64,
+        "day_of_week" => t.weekday().num_days_from_sunday() as f64,
+        "day_of_year" => t.ordinal() as f64,
+        "days_in_month" => {
+            let (y, m) = (t.year(), t.month());
+            let next = if m == 12 {
+                chrono::NaiveDate::from_ymd_opt(y + 1, 1, 1)
+            } else {
+                chrono::NaiveDate::from_ymd_opt(y, m + 1, 1)
+            };
+            match (next, chrono::NaiveDate::from_ymd_opt(y, m, 1)) {
+                (Some(n), Some(f)) => (n - f).num_days() as f64,
+                _ => f64::NAN,
+            }
+        }
+        "hour" => t.hour() as f64,
+        "minute" => t.minute() as f64,
+        "month" => t.month() as f64,
+        _ => t.year() as f64,
+    }
+}
+
+/// Natural order: runs of digits compare by number.
+fn natural_cmp(a: &str, b: &str) -> Ordering {
+    let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
+    while !x.is_empty() && !y.is_empty() {
+        if x[0].is_ascii_digit() && y[0].is_ascii_digit() {
+            let nx = x.iter().take_while(|c| c.is_ascii_digit()).count();
+            let ny = y.iter().take_while(|c| c.is_ascii_digit()).count();
+            let (dx, dy) = (&x[..nx], &y[..ny]);
+            let tx = trim_zeros(dx);
+            let ty = trim_zeros(dy);
+            let o = tx.len().cmp(&ty.len()).then_with(|| tx.cmp(ty));
+            if o != Ordering::Equal {
+                return o;
+            }
+            x = &x[nx..];
+            y = &y[ny..];
+        } else {
+            if x[0] != y[0] {
+                return x[0].cmp(&y[0]);
+            }
+            x = &x[1..];
+            y = &y[1..];
+        }
+    }
+    x.len().cmp(&y.len())
+}
+
+fn trim_zeros(d: &[u8]) -> &[u8] {
+    let z = d.iter().take_while(|c| **c == b'0').count();
+    &d[z..]
+}
+
+/// The labels `absent` gives: the equality matchers of the selector.
+fn absent_labels(vs: &VectorSelector) -> Labels {
+    let mut l = Labels::new();
+    let mut removed: Vec<&str> = Vec::new();
+    for m in &vs.matchers.matchers {
+        if m.name == "__name__" {
+            continue;
+        }
+        if matches!(m.op, MatchOp::Equal) && !l.contains_key(&m.name) && !removed.contains(&m.name.as_str()) {
+            l.insert(m.name.clone(), m.value.clone());
+        } else {
+            l.remove(&m.name);
+            removed.push(&m.name);
+        }
+    }
+    l
+}
+
+fn absent_result(labels: Labels, vals: Vec<Option<f64>>) -> Vec<SSeries> {
+    if vals.iter().any(Option::is_some) {
+        vec![SSeries { labels, vals }]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Calls `f(step, window)` for each step with the points of `points` in
+/// that step's window `(t - range, t]`.
+fn for_each_window(ev: &Ev, points: &[(i64, f64)], w: &Window, mut f: impl FnMut(usize, &[(i64, f64)])) {
+    let (mut lo, mut hi) = (0, 0);
+    for i in 0..ev.n {
+        let r = ev.ref_time(i, w);
+        if w.at.is_some() && i > 0 {
+            // The same window at every step.
+            f(i, &points[lo..hi]);
+            continue;
+        }
+        while hi < points.len() && points[hi].0 <= r {
+            hi += 1;
+        }
+        while lo < hi && points[lo].0 <= r - w.range {
+            lo += 1;
+        }
+        f(i, &points[lo..hi]);
+    }
+}
+
+fn range_call(ev: &Ev, c: &Call) -> Result<Val> {
+    let name = c.func.name;
+    let (matrix_arg, scalar_arg) = match name {
+        "quantile_over_time" => (1, Some(0)),
+        "predict_linear" => (0, Some(1)),
+        _ => (0, None),
+    };
+    let param = match scalar_arg {
+        Some(i) => ev.eval_scalar(arg(c, i)?, name)?,
+        None => Vec::new(),
+    };
+    let (series, w) = ev.range_input(arg(c, matrix_arg)?)?;
+    let keep_name = name == "last_over_time";
+    let mut out = Vec::with_capacity(series.len());
+    let mut scratch: Vec<f64> = Vec::new();
+    for RangeSeries { mut labels, points } in series {
+        ev.check("function evaluation")?;
+        let mut vals = vec![None; ev.n];
+        let mut any = false;
+        for_each_window(ev, &points, &w, |i, win| {
+            if win.is_empty() {
+                return;
+            }
+            let r = ev.ref_time(i, &w);
+            let p = param.get(i).copied().unwrap_or(f64::NAN);
+            vals[i] = range_fn(name, win, r - w.range, r, w.range, ev.ts(i), p, &mut scratch);
+            any |= vals[i].is_some();
+        });
+        if any {
+            if !keep_name {
+                labels.remove("__name__");
+            }
+            out.push(SSeries { labels, vals });
+        }
+    }
+    Ok(Val::Vector(merge_same_labels(out)?))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn range_fn(
+    name: &str,
+    win: &[(i64, f64)],
+    range_start: i64,
+    range_end: i64,
+    range: i64,
+    t: i64,
+    param: f64,
+    scratch: &mut Vec<f64>,
+) -> Option<f64> {
+    let last = win[win.len() - 1];
+    match name {
+        "rate" => extrapolated_rate(win, range_start, range_end, range, true, true),
+        "increase" => extrapolated_rate(win, range_start, range_end, range, true, false),
+        "delta" => extrapolated_rate(win, range_start, range_end, range, false, false),
+        "irate" | "idelta" => {
+            if win.len() < 2 {
+                return None;
+            }
+            let prev = win[win.len() - 2];
+            let mut v = if name == "irate" && last.1 < prev.1 { last.1 } else { last.1 - prev.1 };
+            let dt = last.0 - prev.0;
+            if dt == 0 {
+                return None;
+            }
+            if name == "irate" {
+                v /= dt as f64 / 1000.0;
+            }
+            Some(v)
+        }
+        "deriv" => (win.len() >= 2).then(|| linear_regression(win, win[0].0).0),
+        "predict_linear" => (win.len() >= 2).then(|| {
+            let (slope, intercept) = linear_regression(win, t);
+            slope * param + intercept
+        }),
+        "avg_over_time" => Some(avg_over_time(win)),
+        "sum_over_time" => {
+            let (mut s, mut c) = (0.0, 0.0);
+            for &(_, v) in win {
+                (s, c) = kahan_sum_inc(v, s, c);
+            }
+            Some(if s.is_infinite() { s } else { s + c })
+        }
+        "count_over_time" => Some(win.len() as f64),
+        "min_over_time" => Some(win.iter().skip(1).fold(win[0].1, |m, &(_, v)| if v < m || m.is_nan() { v } else { m })),
+        "max_over_time" => Some(win.iter().skip(1).fold(win[0].1, |m, &(_, v)| if v > m || m.is_nan() { v } else { m })),
+        "last_over_time" => Some(last.1),
+        "present_over_time" => Some(1.0),
+        "quantile_over_time" => {
+            scratch.clear();
+            scratch.extend(win.iter().map(|p| p.1));
+            Some(quantile(param, scratch))
+        }
+        "stddev_over_time" | "stdvar_over_time" => {
+            let (mut count, mut mean, mut cmean, mut aux, mut caux) = (0.0, 0.0, 0.0, 0.0, 0.0);
+            for &(_, v) in win {
+                count += 1.0;
+                let delta = v - (mean + cmean);
+                (mean, cmean) = kahan_sum_inc(delta / count, mean, cmean);
+                (aux, caux) = kahan_sum_inc(delta * (v - (mean + cmean)), aux, caux);
+            }
+            let var = (aux + caux) / count;
+            Some(if name == "stddev_over_time" { var.sqrt() } else { var })
+        }
+        "changes" => Some(
+            win.windows(2)
+                .filter(|p| p[0].1 != p[1].1 && !(p[0].1.is_nan() && p[1].1.is_nan()))
+                .count() as f64,
+        ),
+        "resets" => Some(win.windows(2).filter(|p| p[1].1 < p[0].1).count() as f64),
+        _ => None,
+    }
+}
+
+/// `rate`, `increase` and `delta`: the change over the window, extrapolated
+/// toward the window's edges as Prometheus does.
+fn extrapolated_rate(
+    win: &[(i64, f64)],
+    range_start: i64,
+    range_end: i64,
+    range: i64,
+    counter: bool,
+    rate: bool,
+) -> Option<f64> {
+    if win.len() < 2 {
+        return None;
+    }
+    let (first_t, first_v) = win[0];
+    let (last_t, last_v) = win[win.len() - 1];
+    let mut result = last_v - first_v;
+    if counter {
+        let mut prev = first_v;
+        for &(_, v) in &win[1..] {
+            if v < prev {
+                result += prev;
+            }
+            prev = v;
+        }
+    }
+    let mut to_start = (first_t - range_start) as f64 / 1000.0;
+    let mut to_end = (range_end - last_t) as f64 / 1000.0;
+    let sampled = (last_t - first_t) as f64 / 1000.0;
+    let avg = sampled / (win.len() - 1) as f64;
+    let threshold = avg * 1.1;
+    if to_start >= threshold {
+        to_start = avg / 2.0;
+    }
+    if counter && result > 0.0 && first_v >= 0.0 {
+        // A counter does not go below zero: extrapolate at most to where it
+        // would have been zero.
+        let to_zero = sampled * (first_v / result);
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    if to_end >= threshold {
+        to_end = avg / 2.0;
+    }
+    let mut factor = (sampled + to_start + to_end) / sampled;
+    if rate {
+        factor /= range as f64 / 1000.0;
+    }
+    Some(result * factor)
+}
+
+/// Least-squares slope and intercept (at `intercept_time`), as Prometheus's
+/// `linearRegression`.
+fn linear_regression(win: &[(i64, f64)], intercept_time: i64) -> (f64, f64) {
+    let (mut n, mut sx, mut cx, mut sy, mut cy, mut sxy, mut cxy, mut sx2, mut cx2) =
+        (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    let init_y = win[0].1;
+    let mut const_y = true;
+    for (i, &(t, v)) in win.iter().enumerate() {
+        if const_y && i > 0 && v != init_y {
+            const_y = false;
+        }
+        n += 1.0;
+        let x = (t - intercept_time) as f64 / 1e3;
+        (sx, cx) = kahan_sum_inc(x, sx, cx);
+        (sy, cy) = kahan_sum_inc(v, sy, cy);
+        (sxy, cxy) = kahan_sum_inc(x * v, sxy, cxy);
+        (sx2, cx2) = kahan_sum_inc(x * x, sx2, cx2);
+    }
+    if const_y {
+        if init_y.is_infinite() {
+            return (f64::NAN, f64::NAN);
+        }
+        return (0.0, init_y);
+    }
+    sx += cx;
+    sy += cy;
+    sxy += cxy;
+    sx2 += cx2;
+    let cov = sxy - sx * sy / n;
+    let var = sx2 - sx * sx / n;
+    let slope = cov / var;
+    (slope, sy / n - slope * sx / n)
+}
+
+fn avg_over_time(win: &[(i64, f64)]) -> f64 {
+    let (mut sum, mut count) = (win[0].1, 1.0);
+    let (mut mean, mut c) = (0.0, 0.0);
+    let mut incremental = false;
+    for (i, &(_, v)) in win[1..].iter().enumerate() {
+        count = (i + 2) as f64;
+        if !incremental {
+            let (s, nc) = kahan_sum_inc(v, sum, c);
+            if !s.is_infinite() {
+                sum = s;
+                c = nc;
+                continue;
+            }
+            incremental = true;
+            mean = sum / (count - 1.0);
+            c /= count - 1.0;
+        }
+        let q = (count - 1.0) / count;
+        (mean, c) = kahan_sum_inc(v / count, q * mean, q * c);
+    }
+    if incremental {
+        mean + c
+    } else {
+        sum / count + c / count
+    }
+}
+
+/// `histogram_quantile` over classic histograms: series grouped by their
+/// labels without `le`, one bucket per series.
+fn histogram_quantile(ev: &Ev, q: &[f64], v: Vec<SSeries>) -> Vec<SSeries> {
+    let mut groups: Vec<(Labels, Vec<(f64, usize)>)> = Vec::new();
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    for (j, s) in v.iter().enumerate() {
+        let Some(le) = s.labels.get("le").and_then(|l| parse_go_float(l)) else { continue };
+        let mut key = s.labels.clone();
+        key.remove("le");
+        key.remove("__name__");
+        let g = *index.entry(key.clone()).or_insert_with(|| {
+            groups.push((key, Vec::new()));
+            groups.len() - 1
+        });
+        groups[g].1.push((le, j));
+    }
+    let mut out = Vec::new();
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for (labels, members) in groups {
+        let mut vals = vec![None; ev.n];
+        for (i, slot) in vals.iter_mut().enumerate() {
+            buckets.clear();
+            buckets.extend(members.iter().filter_map(|&(le, j)| v[j].vals[i].map(|c| (le, c))));
+            if !buckets.is_empty() {
+                *slot = Some(bucket_quantile(q[i], &mut buckets));
+            }
+        }
+        if vals.iter().any(Option::is_some) {
+            out.push(SSeries { labels, vals });
+        }
+    }
+    out
+}
+
+/// A float as Go's `strconv.ParseFloat` reads it (`+Inf`, `1e3`, ...).
+fn parse_go_float(s: &str) -> Option<f64> {
+    s.parse::<f64>().ok()
+}
+
+/// Prometheus's `BucketQuantile`: (upper bound, cumulative count) buckets.
+fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
+    if q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
+        return f64::NAN;
+    }
+    // Coalesce buckets with the same bound.
+    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
+    for &(le, c) in buckets.iter() {
+        match merged.last_mut() {
+            Some(last) if last.0 == le => last.1 += c,
+            _ => merged.push((le, c)),
+        }
+    }
+    *buckets = merged;
+    // Force monotonic counts; ignore differences below the precision.
+    let mut prev = buckets[0].1;
+    for b in buckets.iter_mut().skip(1) {
+        let curr = b.1;
+        if curr == prev {
+            continue;
+        }
+        if almost_equal(prev, curr, 1e-12) || curr < prev {
+            b.1 = prev;
+            continue;
+        }
+        prev = curr;
+    }
+    if buckets.len() < 2 {
+        return f64::NAN;
+    }
+    let observations = buckets[buckets.len() - 1].1;
+    if observations == 0.0 {
+        return f64::NAN;
+    }
+    let mut rank = q * observations;
+    let b = buckets[..buckets.len() - 1].partition_point(|x| x.1 < rank);
+    if b == buckets.len() - 1 {
+        return buckets[buckets.len() - 2].0;
+    }
+    if b == 0 && buckets[0].0 <= 0.0 {
+        return buckets[0].0;
+    }
+    let mut start = 0.0;
+    let end = buckets[b].0;
+    let mut count = buckets[b].1;
+    if b > 0 {
+        start = buckets[b - 1].0;
+        count -= buckets[b - 1].1;
+        rank -= buckets[b - 1].1;
+    }
+    start + (end - start) * (rank / count)
+}
+
+/// Prometheus's `almost.Equal`.
+pub(crate) fn almost_equal(a: f64, b: f64, epsilon: f64) -> bool {
+    const MIN_NORMAL: f64 = f64::MIN_POSITIVE;
+    if a.is_nan() && b.is_nan() {
+        return true;
+    }
+    if a == b {
+        return true;
+    }
+    let abs_sum = a.abs() + b.abs();
+    let diff = (a - b).abs();
+    if a == 0.0 || b == 0.0 || abs_sum < MIN_NORMAL {
+        return diff < epsilon * MIN_NORMAL;
+    }
+    diff / abs_sum.min(f64::MAX) < epsilon
+}

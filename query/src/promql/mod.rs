@@ -1,0 +1,93 @@
+//! A PromQL engine with Prometheus 3's semantics, over any [`Queryable`]:
+//! the store's metrics ([`storage`]) or the series a `promqltest` file
+//! loads ([`promqltest`]).
+//!
+//! Queries are parsed by `promql-parser` and evaluated over a grid of steps
+//! (an instant query is a grid of one step), node by node, as Prometheus's
+//! own engine does: instant vectors are series with an optional value per
+//! step, range vectors are windows of raw samples cut per step. Times are
+//! milliseconds, as in Prometheus.
+
+mod eval;
+mod funcs;
+pub mod promqltest;
+pub mod storage;
+
+use std::collections::BTreeMap;
+
+use promql_parser::label::Matcher;
+
+pub use eval::{Engine, QueryValue};
+
+/// A label set, sorted by name; `__name__` included.
+pub type Labels = BTreeMap<String, String>;
+
+/// The NaN bit pattern Prometheus writes as a staleness marker.
+pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+
+/// Whether `v` is a staleness marker.
+pub fn is_stale(v: f64) -> bool {
+    v.to_bits() == STALE_NAN
+}
+
+/// One series as storage returns it: its samples (ms, value) sorted by time,
+/// staleness markers included.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawSeries {
+    pub labels: Labels,
+    pub samples: Vec<(i64, f64)>,
+}
+
+/// Where the engine reads series from.
+pub trait Queryable: Sync {
+    /// The series matching every matcher, with their samples in
+    /// `[mint, maxt]` (ms). A series that has no sample there may be left out.
+    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<RawSeries>, EvalError>;
+}
+
+/// Why a query failed, in Prometheus's error types.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EvalError {
+    /// The query or a parameter is malformed (`bad_data`).
+    #[error("{0}")]
+    BadData(String),
+    /// The query is valid but cannot be evaluated (`execution`).
+    #[error("{0}")]
+    Execution(String),
+    /// The query ran past its time limit (`timeout`).
+    #[error("query timed out in {0}")]
+    Timeout(&'static str),
+    /// Reading series failed (`internal`).
+    #[error("{0}")]
+    Storage(String),
+}
+
+/// Formats a float as Prometheus does in results and `le`/`quantile`
+/// labels: shortest round-trip form, no exponent, `+Inf`, `-Inf`, `NaN`.
+pub fn format_value(v: f64) -> String {
+    if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else if v.is_nan() {
+        "NaN".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// A label set as Prometheus prints it: `name{a="1", b="2"}`.
+pub fn labels_string(l: &Labels) -> String {
+    let mut s = l.get("__name__").cloned().unwrap_or_default();
+    let rest: Vec<String> = l
+        .iter()
+        .filter(|(k, _)| *k != "__name__")
+        .map(|(k, v)| format!("{k}={v:?}"))
+        .collect();
+    if !rest.is_empty() || s.is_empty() {
+        s.push('{');
+        s.push_str(&rest.join(", "));
+        s.push('}');
+    }
+    s
+}

@@ -1,0 +1,461 @@
+//! The store's OTLP metrics as Prometheus series, for the engine.
+//!
+//! Every data point becomes the samples of the series the OpenTelemetry
+//! compatibility spec makes of it ([`crate::promnames`]): gauges and sums one
+//! series (`_total` for monotonic sums), histograms `_bucket{le}` (cumulative
+//! counts), `_sum` and `_count`, exponential histograms the same with their
+//! bucket boundaries as `le` (so `histogram_quantile` reads them), summaries
+//! `{quantile}`, `_sum` and `_count`. A point flagged "no recorded value"
+//! is a staleness marker. Delta points are summed into a running total per
+//! series from the start of the query's window, which is what `rate` and
+//! `increase` need of a counter.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::time::Instant;
+
+use datafusion::arrow::array::{
+    Array, AsArray, BooleanArray, Float64Array, Int32Array, ListArray, MapArray, RecordBatch,
+    StringArray, TimestampNanosecondArray, UInt32Array, UInt64Array,
+};
+use datafusion::arrow::datatypes::{Float64Type, UInt64Type};
+use lumen_store::{Signal, Store};
+use promql_parser::label::Matcher;
+
+use super::{EvalError, Labels, Queryable, RawSeries, STALE_NAN};
+use crate::json::missing;
+use crate::promnames::{self, MetricKind};
+use crate::search::{Source, Sources, for_each_batch};
+
+/// The columns a query reads.
+const COLUMNS: &[&str] = &[
+    "metric_name",
+    "metric_type",
+    "unit",
+    "timestamp",
+    "flags",
+    "value",
+    "is_monotonic",
+    "aggregation_temporality",
+    "count",
+    "sum",
+    "bucket_counts",
+    "explicit_bounds",
+    "scale",
+    "zero_count",
+    "zero_threshold",
+    "positive_offset",
+    "positive_bucket_counts",
+    "negative_offset",
+    "negative_bucket_counts",
+    "quantiles",
+    "attributes",
+    "resource_attributes",
+];
+
+/// The typed columns of a metrics batch.
+struct Cols<'b> {
+    name: &'b StringArray,
+    kind: &'b StringArray,
+    unit: &'b StringArray,
+    ts: &'b TimestampNanosecondArray,
+    flags: &'b UInt32Array,
+    value: &'b Float64Array,
+    mono: &'b BooleanArray,
+    temporality: &'b StringArray,
+    count: &'b UInt64Array,
+    sum: &'b Float64Array,
+    buckets: &'b ListArray,
+    bounds: &'b ListArray,
+    scale: &'b Int32Array,
+    zero_count: &'b UInt64Array,
+    zero_threshold: &'b Float64Array,
+    pos_offset: &'b Int32Array,
+    pos_buckets: &'b ListArray,
+    neg_offset: &'b Int32Array,
+    neg_buckets: &'b ListArray,
+    quantiles: &'b ListArray,
+    attrs: &'b MapArray,
+    res: &'b MapArray,
+}
+
+fn col<'b, T: 'static>(b: &'b RecordBatch, name: &'static str) -> crate::Result<&'b T> {
+    b.column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| missing(name))
+}
+
+impl<'b> Cols<'b> {
+    fn new(b: &'b RecordBatch) -> crate::Result<Cols<'b>> {
+        Ok(Cols {
+            name: col(b, "metric_name")?,
+            kind: col(b, "metric_type")?,
+            unit: col(b, "unit")?,
+            ts: col(b, "timestamp")?,
+            flags: col(b, "flags")?,
+            value: col(b, "value")?,
+            mono: col(b, "is_monotonic")?,
+            temporality: col(b, "aggregation_temporality")?,
+            count: col(b, "count")?,
+            sum: col(b, "sum")?,
+            buckets: col(b, "bucket_counts")?,
+            bounds: col(b, "explicit_bounds")?,
+            scale: col(b, "scale")?,
+            zero_count: col(b, "zero_count")?,
+            zero_threshold: col(b, "zero_threshold")?,
+            pos_offset: col(b, "positive_offset")?,
+            pos_buckets: col(b, "positive_bucket_counts")?,
+            neg_offset: col(b, "negative_offset")?,
+            neg_buckets: col(b, "negative_bucket_counts")?,
+            quantiles: col(b, "quantiles")?,
+            attrs: col(b, "attributes")?,
+            res: col(b, "resource_attributes")?,
+        })
+    }
+
+    fn str_or_empty(a: &StringArray, i: usize) -> &str {
+        if a.is_valid(i) { a.value(i) } else { "" }
+    }
+
+    fn metric_kind(&self, i: usize) -> Option<MetricKind> {
+        Some(match self.kind.value(i) {
+            "gauge" => MetricKind::Gauge,
+            "sum" if self.mono.is_valid(i) && self.mono.value(i) => MetricKind::Counter,
+            "sum" => MetricKind::UpDownSum,
+            "histogram" => MetricKind::Histogram,
+            "exponential_histogram" => MetricKind::ExponentialHistogram,
+            "summary" => MetricKind::Summary,
+            _ => return None,
+        })
+    }
+
+    fn is_delta(&self, i: usize) -> bool {
+        Self::str_or_empty(self.temporality, i) == "AGGREGATION_TEMPORALITY_DELTA"
+    }
+
+    fn f64_list(l: &ListArray, i: usize) -> Vec<f64> {
+        if !l.is_valid(i) {
+            return Vec::new();
+        }
+        l.value(i)
+            .as_primitive_opt::<Float64Type>()
+            .map(|a| a.values().to_vec())
+            .unwrap_or_default()
+    }
+
+    fn u64_list(l: &ListArray, i: usize) -> Vec<u64> {
+        if !l.is_valid(i) {
+            return Vec::new();
+        }
+        l.value(i)
+            .as_primitive_opt::<UInt64Type>()
+            .map(|a| a.values().to_vec())
+            .unwrap_or_default()
+    }
+
+    fn quantile_list(&self, i: usize) -> Vec<(f64, f64)> {
+        if !self.quantiles.is_valid(i) {
+            return Vec::new();
+        }
+        let v = self.quantiles.value(i);
+        let Some(s) = v.as_struct_opt() else { return Vec::new() };
+        let (Some(q), Some(val)) = (
+            s.column_by_name("quantile").and_then(|c| c.as_primitive_opt::<Float64Type>()),
+            s.column_by_name("value").and_then(|c| c.as_primitive_opt::<Float64Type>()),
+        ) else {
+            return Vec::new();
+        };
+        (0..q.len()).map(|j| (q.value(j), val.value(j))).collect()
+    }
+
+    /// A hash of everything that decides a point's series (two hashers, so
+    /// 128 bits: a collision would merge two series).
+    fn series_key(&self, i: usize) -> u128 {
+        let mut a = DefaultHasher::new();
+        let mut b = DefaultHasher::new();
+        0xa5u8.hash(&mut b);
+        let mut both = |s: &str| {
+            s.hash(&mut a);
+            s.hash(&mut b);
+        };
+        both(self.name.value(i));
+        both(self.kind.value(i));
+        both(Self::str_or_empty(self.unit, i));
+        both(if self.mono.is_valid(i) && self.mono.value(i) { "m" } else { "" });
+        for m in [self.attrs, self.res] {
+            if m.is_valid(i) {
+                let e = m.value(i);
+                if let (Some(k), Some(v)) = (e.column(0).as_string_opt::<i32>(), e.column(1).as_string_opt::<i32>()) {
+                    for j in 0..k.len() {
+                        both(k.value(j));
+                        both(if v.is_valid(j) { v.value(j) } else { "" });
+                    }
+                }
+            }
+            both("\u{1}");
+        }
+        for x in Self::f64_list(self.bounds, i) {
+            x.to_bits().hash(&mut a);
+            x.to_bits().hash(&mut b);
+        }
+        for (q, _) in self.quantile_list(i) {
+            q.to_bits().hash(&mut a);
+            q.to_bits().hash(&mut b);
+        }
+        ((a.finish() as u128) << 64) | b.finish() as u128
+    }
+
+    /// The family name and the labels (without `__name__`) of point `i`.
+    fn base(&self, i: usize, kind: MetricKind) -> (String, Labels) {
+        let family = promnames::metric_name(self.name.value(i), Self::str_or_empty(self.unit, i), kind);
+        let attrs = crate::json::map_entries(self.attrs, i);
+        let mut labels: Labels = promnames::labels(attrs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .into_iter()
+            .collect();
+        let res = crate::json::map_entries(self.res, i);
+        let get = |k: &str| res.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let (job, instance) =
+            promnames::job_and_instance(get("service.name"), get("service.namespace"), get("service.instance.id"));
+        if let Some(j) = job {
+            labels.insert("job".into(), j);
+        }
+        if let Some(inst) = instance {
+            labels.insert("instance".into(), inst);
+        }
+        (family, labels)
+    }
+}
+
+/// What a series reads of its data point.
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    Value,
+    /// The cumulative count through explicit bucket `j`.
+    Bucket(usize),
+    Count,
+    Sum,
+    Quantile(usize),
+}
+
+fn with(labels: &Labels, name: String, extra: Option<(&str, String)>) -> Labels {
+    let mut l = labels.clone();
+    l.insert("__name__".into(), name);
+    if let Some((k, v)) = extra {
+        l.insert(k.into(), v);
+    }
+    l
+}
+
+/// The series of a point whose shape depends only on its series key.
+fn fixed_series(c: &Cols, i: usize, kind: MetricKind) -> Vec<(Labels, Part)> {
+    let (family, labels) = c.base(i, kind);
+    let fmt = super::format_value;
+    match kind {
+        MetricKind::Gauge | MetricKind::UpDownSum | MetricKind::Counter => {
+            vec![(with(&labels, family, None), Part::Value)]
+        }
+        MetricKind::Histogram => {
+            let mut out: Vec<(Labels, Part)> = Cols::f64_list(c.bounds, i)
+                .into_iter()
+                .enumerate()
+                .map(|(j, b)| (with(&labels, format!("{family}_bucket"), Some(("le", fmt(b)))), Part::Bucket(j)))
+                .collect();
+            out.push((with(&labels, format!("{family}_bucket"), Some(("le", "+Inf".into()))), Part::Count));
+            out.push((with(&labels, format!("{family}_sum"), None), Part::Sum));
+            out.push((with(&labels, format!("{family}_count"), None), Part::Count));
+            out
+        }
+        MetricKind::Summary => {
+            let mut out: Vec<(Labels, Part)> = c
+                .quantile_list(i)
+                .into_iter()
+                .enumerate()
+                .map(|(j, (q, _))| (with(&labels, family.clone(), Some(("quantile", fmt(q)))), Part::Quantile(j)))
+                .collect();
+            out.push((with(&labels, format!("{family}_sum"), None), Part::Sum));
+            out.push((with(&labels, format!("{family}_count"), None), Part::Count));
+            out
+        }
+        MetricKind::ExponentialHistogram => Vec::new(),
+    }
+}
+
+fn part_value(c: &Cols, i: usize, part: Part) -> Option<f64> {
+    match part {
+        Part::Value => c.value.is_valid(i).then(|| c.value.value(i)),
+        Part::Count => c.count.is_valid(i).then(|| c.count.value(i) as f64),
+        Part::Sum => c.sum.is_valid(i).then(|| c.sum.value(i)),
+        Part::Bucket(j) => {
+            let counts = Cols::u64_list(c.buckets, i);
+            Some(counts.iter().take(j + 1).sum::<u64>() as f64)
+        }
+        Part::Quantile(j) => c.quantile_list(i).get(j).map(|q| q.1),
+    }
+}
+
+/// An exponential histogram point as cumulative `le` buckets, `_sum` and
+/// `_count`: bucket `k` of scale `s` holds (base^k, base^(k+1)], base =
+/// 2^(2^-s); negative buckets mirror it, and the zero bucket ends at the
+/// zero threshold.
+fn exponential_series(c: &Cols, i: usize) -> Vec<(Labels, f64)> {
+    let (family, labels) = c.base(i, MetricKind::ExponentialHistogram);
+    let scale = if c.scale.is_valid(i) { c.scale.value(i) } else { 0 };
+    let base = 2f64.powf(2f64.powi(-scale));
+    let mut buckets: Vec<(f64, u64)> = Vec::new();
+    let neg = Cols::u64_list(c.neg_buckets, i);
+    let neg_off = if c.neg_offset.is_valid(i) { c.neg_offset.value(i) } else { 0 };
+    for (k, n) in neg.iter().enumerate().rev() {
+        buckets.push((-base.powi(neg_off + k as i32), *n));
+    }
+    let zt = if c.zero_threshold.is_valid(i) { c.zero_threshold.value(i) } else { 0.0 };
+    buckets.push((zt, if c.zero_count.is_valid(i) { c.zero_count.value(i) } else { 0 }));
+    let pos = Cols::u64_list(c.pos_buckets, i);
+    let pos_off = if c.pos_offset.is_valid(i) { c.pos_offset.value(i) } else { 0 };
+    for (k, n) in pos.iter().enumerate() {
+        buckets.push((base.powi(pos_off + k as i32 + 1), *n));
+    }
+    let mut out = Vec::with_capacity(buckets.len() + 3);
+    let mut cum = 0u64;
+    for (le, n) in buckets {
+        cum += n;
+        out.push((with(&labels, format!("{family}_bucket"), Some(("le", super::format_value(le)))), cum as f64));
+    }
+    let count = if c.count.is_valid(i) { c.count.value(i) as f64 } else { cum as f64 };
+    out.push((with(&labels, format!("{family}_bucket"), Some(("le", "+Inf".into()))), count));
+    if c.sum.is_valid(i) {
+        out.push((with(&labels, format!("{family}_sum"), None), c.sum.value(i)));
+    }
+    out.push((with(&labels, format!("{family}_count"), None), count));
+    out
+}
+
+/// The store, read as Prometheus series.
+pub struct StoreQueryable<'a> {
+    pub store: &'a Store,
+    pub deadline: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Collected {
+    series: Vec<(Labels, Vec<(i64, f64)>, bool)>,
+    index: HashMap<Labels, usize>,
+    /// Series key → for each derived series, its output index (None: it
+    /// does not match) and what it reads.
+    cache: HashMap<u128, Vec<(Option<usize>, Part)>>,
+}
+
+impl Collected {
+    fn slot(&mut self, labels: Labels, delta: bool) -> usize {
+        if let Some(&o) = self.index.get(&labels) {
+            return o;
+        }
+        self.series.push((labels.clone(), Vec::new(), delta));
+        self.index.insert(labels, self.series.len() - 1);
+        self.series.len() - 1
+    }
+}
+
+fn matches_all(matchers: &[Matcher], l: &Labels) -> bool {
+    matchers
+        .iter()
+        .all(|m| m.is_match(l.get(&m.name).map_or("", String::as_str)))
+}
+
+impl StoreQueryable<'_> {
+    fn visit(&self, b: &RecordBatch, matchers: &[Matcher], mint: i64, maxt: i64, out: &mut Collected) -> crate::Result<()> {
+        if let Some(d) = self.deadline
+            && Instant::now() > d
+        {
+            return Err(crate::Error::Timeout("the query ran past its time limit".into()));
+        }
+        let c = Cols::new(b)?;
+        for i in 0..b.num_rows() {
+            let t = c.ts.value(i).div_euclid(1_000_000);
+            if t < mint || t > maxt {
+                continue;
+            }
+            let Some(kind) = c.metric_kind(i) else { continue };
+            let stale = c.flags.value(i) & 1 == 1;
+            let delta = c.is_delta(i) && !matches!(kind, MetricKind::Gauge | MetricKind::Summary);
+            if kind == MetricKind::ExponentialHistogram {
+                for (labels, v) in exponential_series(&c, i) {
+                    if matches_all(matchers, &labels) {
+                        let o = out.slot(labels, delta);
+                        out.series[o].1.push((t, if stale { f64::from_bits(STALE_NAN) } else { v }));
+                    }
+                }
+                continue;
+            }
+            let key = c.series_key(i);
+            if !out.cache.contains_key(&key) {
+                let derived: Vec<(Option<usize>, Part)> = fixed_series(&c, i, kind)
+                    .into_iter()
+                    .map(|(labels, part)| {
+                        let o = matches_all(matchers, &labels).then(|| out.slot(labels, delta));
+                        (o, part)
+                    })
+                    .collect();
+                out.cache.insert(key, derived);
+            }
+            let Some(parts) = out.cache.get(&key) else { continue };
+            for &(o, part) in parts {
+                let Some(o) = o else { continue };
+                let v = if stale { Some(f64::from_bits(STALE_NAN)) } else { part_value(&c, i, part) };
+                if let Some(v) = v {
+                    out.series[o].1.push((t, v));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Queryable for StoreQueryable<'_> {
+    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<RawSeries>, EvalError> {
+        let to_ns = |ms: i64| ms.saturating_mul(1_000_000);
+        let sources = Sources::new(self.store, Signal::Metrics, to_ns(mint), to_ns(maxt).saturating_add(999_999));
+        let mut out = Collected::default();
+        let mut run = || -> crate::Result<()> {
+            for source in &sources.list {
+                match source {
+                    Source::Buffer(b) => self.visit(b, matchers, mint, maxt, &mut out)?,
+                    Source::Segment(seg) => {
+                        for_each_batch(self.store, seg, COLUMNS, |b| self.visit(b, matchers, mint, maxt, &mut out))?
+                    }
+                }
+            }
+            Ok(())
+        };
+        run().map_err(|e| match e {
+            crate::Error::Timeout(_) => EvalError::Timeout("reading series"),
+            e => EvalError::Storage(e.to_string()),
+        })?;
+        Ok(out
+            .series
+            .into_iter()
+            .map(|(labels, mut samples, delta)| {
+                samples.sort_by_key(|p| p.0);
+                // Two points at one time (the same series from two
+                // resources): the later one read wins.
+                samples.dedup_by(|later, earlier| {
+                    if later.0 == earlier.0 {
+                        *earlier = *later;
+                        true
+                    } else {
+                        false
+                    }
+                });
+                if delta {
+                    let mut total = 0.0;
+                    for s in samples.iter_mut() {
+                        if !super::is_stale(s.1) {
+                            total += s.1;
+                            s.1 = total;
+                        }
+                    }
+                }
+                RawSeries { labels, samples }
+            })
+            .collect())
+    }
+}
