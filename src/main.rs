@@ -1,10 +1,12 @@
 //! The `lumen` binary: `lumen serve` runs the store; `lumen loadgen` measures
-//! it; `lumen inspect` shows what a data directory holds.
+//! it; `lumen inspect` shows what a data directory holds; `lumen promqltest`
+//! runs PromQL test files against the engine.
 
 mod benchtail;
 mod config;
 mod inspect;
 mod loadgen;
+mod promqltest;
 mod serve;
 
 use anyhow::Result;
@@ -35,6 +37,8 @@ enum Command {
     BenchTail(benchtail::BenchTailArgs),
     /// Show what a data directory holds: segments, rows and bytes per signal.
     Inspect(inspect::InspectArgs),
+    /// Run PromQL test files (Prometheus's promqltest format) against Lumen's engine.
+    Promqltest(promqltest::PromqlTestArgs),
 }
 
 fn init_logging(filter: &str) {
@@ -63,5 +67,6 @@ async fn main() -> Result<()> {
             benchtail::run(args).await
         }
         Command::Inspect(args) => inspect::run(&args),
+        Command::Promqltest(args) => promqltest::run(&args),
     }
 }

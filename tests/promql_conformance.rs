@@ -1,0 +1,36 @@
+//! Runs the PromQL test files in `tests/promql/` (Prometheus's `promqltest`
+//! format, written from the PromQL documentation) against Lumen's engine,
+//! prints the pass rate per function family, and requires every case to
+//! pass.
+
+use lumen_query::promql::{Engine, promqltest};
+
+#[test]
+fn promql_test_files_pass() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/promql");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/promql")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "test"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 8, "expected the test files in {}", dir.display());
+    let engine = Engine::default();
+    let mut all = promqltest::Report::default();
+    let mut failed = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("read test file");
+        let report = promqltest::run(&text, &engine);
+        let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        eprintln!("{}", report.render(&name));
+        if report.passed() != report.cases.len() || !report.errors.is_empty() {
+            failed.push(name);
+        }
+        all.cases.extend(report.cases);
+        all.errors.extend(report.errors);
+    }
+    let summary = all.render("all files");
+    eprintln!("{}", summary.lines().take_while(|l| !l.starts_with("  FAIL")).collect::<Vec<_>>().join("\n"));
+    assert!(all.cases.len() > 250, "only {} cases", all.cases.len());
+    assert!(failed.is_empty(), "failing files: {failed:?}");
+}
