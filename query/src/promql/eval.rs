@@ -897,16 +897,8 @@ impl Acc {
                     self.kahan,
                 );
             }
-            T_MAX => {
-                if self.value < f || self.value.is_nan() {
-                    self.value = f;
-                }
-            }
-            T_MIN => {
-                if self.value > f || self.value.is_nan() {
-                    self.value = f;
-                }
-            }
+            T_MAX if self.value < f || self.value.is_nan() => self.value = f,
+            T_MIN if self.value > f || self.value.is_nan() => self.value = f,
             T_STDDEV | T_STDVAR => {
                 let delta = f - self.mean;
                 self.mean += delta / self.count;

@@ -13,7 +13,7 @@ use super::eval::{Ev, RangeSeries, SSeries, Val, Window, kahan_sum_inc, merge_sa
 
 type Result<T> = std::result::Result<T, EvalError>;
 
-fn arg<'e>(c: &'e Call, i: usize) -> Result<&'e Expr> {
+fn arg(c: &Call, i: usize) -> Result<&Expr> {
     c.args
         .args
         .get(i)
@@ -124,10 +124,10 @@ pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
             let src = ev.eval_string(arg(c, 3)?, name)?;
             let re_src = ev.eval_string(arg(c, 4)?, name)?;
             let re = regex::Regex::new(&format!("^(?s:{re_src})$")).map_err(|e| {
-                EvalError::BadData(format!("invalid regular expression in label_replace(): {re_src}: {e}"))
+                EvalError::Execution(format!("invalid regular expression in label_replace(): {re_src}: {e}"))
             })?;
             if !crate::promnames::is_valid_label_name(&dst) {
-                return Err(EvalError::BadData(format!(
+                return Err(EvalError::Execution(format!(
                     "invalid destination label name in label_replace(): {dst}"
                 )));
             }
@@ -158,7 +158,7 @@ pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
                 srcs.push(ev.eval_string(arg(c, i)?, name)?);
             }
             if !crate::promnames::is_valid_label_name(&dst) {
-                return Err(EvalError::BadData(format!(
+                return Err(EvalError::Execution(format!(
                     "invalid destination label name in label_join(): {dst}"
                 )));
             }

@@ -335,9 +335,12 @@ pub struct StoreQueryable<'a> {
     pub deadline: Option<Instant>,
 }
 
+/// A series being collected: labels, samples, and whether they are deltas.
+type Collecting = (Labels, Vec<(i64, f64)>, bool);
+
 #[derive(Default)]
 struct Collected {
-    series: Vec<(Labels, Vec<(i64, f64)>, bool)>,
+    series: Vec<Collecting>,
     index: HashMap<Labels, usize>,
     /// Series key → for each derived series, its output index (None: it
     /// does not match) and what it reads.
