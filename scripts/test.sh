@@ -22,6 +22,14 @@ if [ ! -x "$VENV/bin/pytest" ] || ! "$VENV/bin/python" -c "import opentelemetry.
   set +f
 fi
 
+if ! command -v promtool >/dev/null; then
+  echo "== installing promtool (Debian's prometheus package)"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null \
+    || { $SUDO apt-get update >/dev/null && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null; }
+fi
+
 echo "== cargo test (unit + integration)"
 cargo test --workspace --all-targets
 
