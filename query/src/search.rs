@@ -329,6 +329,46 @@ fn read_parquet<R: ChunkReader + 'static>(
     Ok(concat_batches(&out_schema, &batches)?)
 }
 
+/// A segment's parsed footer (with page indexes), from the cache.
+fn load_metadata<R: ChunkReader + 'static>(key: &str, file: &R) -> Result<ArrowReaderMetadata> {
+    let perr = |e: datafusion::parquet::errors::ParquetError| {
+        Error::Internal(format!("reading a segment: {e}"))
+    };
+    let poisoned = |_| Error::Internal("segment metadata cache poisoned".into());
+    let cached = metadata_cache().lock().map_err(poisoned)?.get(key).cloned();
+    Ok(match cached {
+        Some(m) => m,
+        None => {
+            // The offset index lets a row selection skip whole pages.
+            let options = ArrowReaderOptions::new().with_page_index_policy(
+                datafusion::parquet::file::metadata::PageIndexPolicy::Optional,
+            );
+            let m = ArrowReaderMetadata::load(file, options).map_err(perr)?;
+            let mut cache = metadata_cache().lock().map_err(poisoned)?;
+            if cache.len() >= METADATA_CACHE {
+                cache.clear();
+            }
+            cache.insert(key.to_owned(), m.clone());
+            m
+        }
+    })
+}
+
+/// The value of key `name` in a segment's footer metadata.
+pub(crate) fn footer_value(store: &Store, seg: &SegmentMeta, name: &str) -> Result<Option<String>> {
+    let key = store.data_dir().join(&seg.path).to_string_lossy().into_owned();
+    let meta = match open_segment(store, seg)? {
+        SegmentFile::Local(f) => load_metadata(&key, &f)?,
+        SegmentFile::Remote(b) => load_metadata(&key, &b)?,
+    };
+    Ok(meta
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kvs| kvs.iter().find(|kv| kv.key == name))
+        .and_then(|kv| kv.value.clone()))
+}
+
 fn parquet_reader<R: ChunkReader + 'static>(
     key: &str,
     file: R,
@@ -338,24 +378,7 @@ fn parquet_reader<R: ChunkReader + 'static>(
     let perr = |e: datafusion::parquet::errors::ParquetError| {
         Error::Internal(format!("reading a segment: {e}"))
     };
-    let poisoned = |_| Error::Internal("segment metadata cache poisoned".into());
-    let cached = metadata_cache().lock().map_err(poisoned)?.get(key).cloned();
-    let meta = match cached {
-        Some(m) => m,
-        None => {
-            // The offset index lets a row selection skip whole pages.
-            let options = ArrowReaderOptions::new().with_page_index_policy(
-                datafusion::parquet::file::metadata::PageIndexPolicy::Optional,
-            );
-            let m = ArrowReaderMetadata::load(&file, options).map_err(perr)?;
-            let mut cache = metadata_cache().lock().map_err(poisoned)?;
-            if cache.len() >= METADATA_CACHE {
-                cache.clear();
-            }
-            cache.insert(key.to_owned(), m.clone());
-            m
-        }
-    };
+    let meta = load_metadata(key, &file)?;
     let mut b = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta);
     let schema = Arc::clone(b.schema());
     if let Some(names) = columns {

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod objects;
 pub mod schema;
 mod segment;
+pub mod series;
 pub mod tail;
 pub mod wal;
 
@@ -266,15 +267,28 @@ impl Store {
             if r.lsn <= flushed[r.signal.index()] {
                 return;
             }
-            replayed += r.batch.num_rows();
-            let bytes = r.batch.get_array_memory_size();
+            let batch = match r.signal {
+                // A WAL of an older version: its batches lack series ids.
+                Signal::Metrics if r.batch.column_by_name("series_id").is_none() => {
+                    match series::with_series_ids(r.batch) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            tracing::error!(error = %e, lsn = r.lsn, "unreadable metrics batch in the WAL");
+                            return;
+                        }
+                    }
+                }
+                _ => r.batch,
+            };
+            replayed += batch.num_rows();
+            let bytes = batch.get_array_memory_size();
             budget.charge(bytes);
             let buf = &mut state.buffers[r.signal.index()];
             buf.min_lsn.get_or_insert(r.lsn);
             buf.max_lsn = r.lsn;
             buf.bytes += bytes;
             buf.since.get_or_insert_with(Instant::now);
-            buf.batches.push(r.batch);
+            buf.batches.push(batch);
         })?;
         let next_lsn = next_lsn.max(flushed.iter().copied().max().unwrap_or(0) + 1);
         tracing::info!(
@@ -394,6 +408,10 @@ impl Store {
         if rows == 0 {
             return Ok(());
         }
+        let batch = match signal {
+            Signal::Metrics => series::with_series_ids(batch)?,
+            _ => batch,
+        };
         let payload = wal::encode_batch(&batch)?;
         let len = payload.len();
         let (done, rx) = oneshot::channel();

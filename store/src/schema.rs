@@ -235,6 +235,9 @@ static METRICS: LazyLock<SchemaRef> = LazyLock::new(|| {
         list_of("exemplars", DataType::Struct(exemplar_fields()), true),
     ];
     fields.extend(origin_fields("attributes", "attribute_types"));
+    // The stream a point belongs to ([`crate::series`]): segments are sorted
+    // by it, so a series' points are one run of rows.
+    fields.push(Field::new("series_id", DataType::UInt64, true));
     Arc::new(Schema::new(fields))
 });
 

@@ -19,7 +19,7 @@ pub(crate) fn sort_columns(signal: Signal) -> &'static [&'static str] {
     match signal {
         Signal::Logs => &["service_name", "timestamp"],
         Signal::Spans => &["trace_id", "start_time"],
-        Signal::Metrics => &["metric_name", "timestamp"],
+        Signal::Metrics => &["metric_name", "series_id", "timestamp"],
     }
 }
 
@@ -264,6 +264,7 @@ fn write_files(
         None
     };
     let (mut min_time, mut max_time, mut rows) = (i64::MAX, i64::MIN, 0u64);
+    let mut runs = (signal == Signal::Metrics).then(crate::series::Runs::default);
     for batch in batches {
         let batch = batch?;
         if batch.num_rows() == 0 {
@@ -277,6 +278,15 @@ fn write_files(
         if let Some(index) = index.as_mut() {
             index.add(&batch)?;
         }
+        if let Some(runs) = runs.as_mut() {
+            runs.add(&batch);
+        }
+    }
+    if let Some(encoded) = runs.as_ref().and_then(crate::series::Runs::encode) {
+        writer.append_key_value_metadata(datafusion::parquet::file::metadata::KeyValue::new(
+            crate::series::SERIES_INDEX_KEY.to_owned(),
+            encoded,
+        ));
     }
     writer.into_inner()?;
     // The Parquet file is durable (and, remote, uploaded) before its index;

@@ -49,3 +49,49 @@ def test_duckdb_and_pyarrow_read_segments():
                      f"FROM read_parquet('{data}/segments/logs/*/*.parquet') WHERE body = 'line 42 user=u0'").fetchone()
     assert row[0] == "line 42 user=u0" and row[1] == "parquet-check" and row[2] == "42"
     assert row[3].startswith("TIMESTAMP")
+
+
+def test_metric_segments_sort_series_into_runs_listed_in_the_footer():
+    data = tempfile.mkdtemp(prefix="lumen-parquet-metrics-")
+    proc, addrs = lumen_server.start(data)
+    base = (time.time_ns() // 60_000_000_000) * 60_000_000_000 - 30 * 60_000_000_000
+    # Three series interleaved in time, as exporters send them.
+    points = [{"timeUnixNano": str(base + k * 15_000_000_000), "asDouble": float(k * 10 + s),
+               "attributes": [{"key": "shard", "value": {"stringValue": f"s{s}"}}]}
+              for k in range(20) for s in range(3)]
+    post(f"http://{addrs['otlp_http']}/v1/metrics", {"resourceMetrics": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "runs"}}]},
+        "scopeMetrics": [{"metrics": [{"name": "load", "gauge": {"dataPoints": points}}]}]}]})
+    proc.terminate()
+    assert proc.wait(timeout=30) == 0
+
+    files = sorted(glob.glob(f"{data}/segments/metrics/*/*.parquet"))
+    assert files
+    for f in files:
+        t = pq.read_table(f, columns=["series_id", "timestamp", "attributes"])
+        ids = t.column("series_id").to_pylist()
+        ts = t.column("timestamp").to_pylist()
+        index = json.loads(pq.read_metadata(f).metadata[b"lumen.series_index"])
+        # Each series is one run of rows, in time order, as the footer says.
+        covered = 0
+        for run in index["runs"]:
+            assert run["first"] == covered
+            rows = range(run["first"], run["first"] + run["rows"])
+            assert {ids[r] for r in rows} == {run["id"]}
+            assert [ts[r] for r in rows] == sorted(ts[r] for r in rows)
+            assert run["name"] == "load" and run["kind"] == "gauge"
+            assert index["resources"][run["resource"]] == [["service.name", "runs"]]
+            covered += run["rows"]
+        assert covered == t.num_rows
+    assert sum(len(json.loads(pq.read_metadata(f).metadata[b"lumen.series_index"])["runs"]) for f in files) >= 3
+
+    # Read back from those segments through PromQL.
+    proc, addrs = lumen_server.start(data)
+    try:
+        t_end = (base + 19 * 15_000_000_000) / 1e9
+        with urllib.request.urlopen(f"http://{addrs['http']}/api/v1/query?query=sum(load)&time={t_end}") as r:
+            res = json.load(r)
+        assert res["data"]["result"][0]["value"][1] == str(190 * 3 + 3)
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0

@@ -9,6 +9,12 @@
 //! is a staleness marker. Delta points are summed into a running total per
 //! series from the start of the query's window, which is what `rate` and
 //! `increase` need of a counter.
+//!
+//! Segments list their series runs in the footer (`lumen_store::series`):
+//! a query turns each run into its Prometheus series once per segment
+//! (cached), keeps the runs whose series match, and reads only the value
+//! columns of those rows. The buffer, and segments written before series
+//! ids existed, are read row by row.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -19,13 +25,13 @@ use datafusion::arrow::array::{
     StringArray, TimestampNanosecondArray, UInt32Array, UInt64Array,
 };
 use datafusion::arrow::datatypes::{Float64Type, UInt64Type};
-use lumen_store::{Signal, Store};
+use lumen_store::{SegmentMeta, Signal, Store};
 use promql_parser::label::Matcher;
 
 use super::{EvalError, Labels, Queryable, RawSeries, STALE_NAN};
 use crate::json::missing;
 use crate::promnames::{self, MetricKind};
-use crate::search::{Source, Sources, for_each_batch};
+use crate::search::{Source, Sources, for_each_batch, footer_value, read_segment};
 
 /// The columns a query reads.
 const COLUMNS: &[&str] = &[
@@ -53,19 +59,75 @@ const COLUMNS: &[&str] = &[
     "resource_attributes",
 ];
 
+/// The columns the runs of a segment are read with.
+const VALUE_COLUMNS: &[&str] = &["timestamp", "flags", "value", "count", "sum", "bucket_counts", "quantiles"];
+
 /// The typed columns of a metrics batch.
-struct Cols<'b> {
-    name: &'b StringArray,
-    kind: &'b StringArray,
-    unit: &'b StringArray,
+/// The columns that hold a point's values.
+struct ValueCols<'b> {
     ts: &'b TimestampNanosecondArray,
     flags: &'b UInt32Array,
     value: &'b Float64Array,
-    mono: &'b BooleanArray,
-    temporality: &'b StringArray,
     count: &'b UInt64Array,
     sum: &'b Float64Array,
     buckets: &'b ListArray,
+    quantiles: &'b ListArray,
+}
+
+impl<'b> ValueCols<'b> {
+    fn new(b: &'b RecordBatch) -> crate::Result<ValueCols<'b>> {
+        Ok(ValueCols {
+            ts: col(b, "timestamp")?,
+            flags: col(b, "flags")?,
+            value: col(b, "value")?,
+            count: col(b, "count")?,
+            sum: col(b, "sum")?,
+            buckets: col(b, "bucket_counts")?,
+            quantiles: col(b, "quantiles")?,
+        })
+    }
+
+    fn quantile_list(&self, i: usize) -> Vec<(f64, f64)> {
+        if !self.quantiles.is_valid(i) {
+            return Vec::new();
+        }
+        let v = self.quantiles.value(i);
+        let Some(s) = v.as_struct_opt() else { return Vec::new() };
+        let (Some(q), Some(val)) = (
+            s.column_by_name("quantile").and_then(|c| c.as_primitive_opt::<Float64Type>()),
+            s.column_by_name("value").and_then(|c| c.as_primitive_opt::<Float64Type>()),
+        ) else {
+            return Vec::new();
+        };
+        (0..q.len()).map(|j| (q.value(j), val.value(j))).collect()
+    }
+
+    fn part_value(&self, i: usize, part: Part) -> Option<f64> {
+        match part {
+            Part::Value => self.value.is_valid(i).then(|| self.value.value(i)),
+            Part::Count => self.count.is_valid(i).then(|| self.count.value(i) as f64),
+            Part::Sum => self.sum.is_valid(i).then(|| self.sum.value(i)),
+            Part::Bucket(j) => {
+                if !self.buckets.is_valid(i) {
+                    return None;
+                }
+                let l = self.buckets.value(i);
+                let counts = l.as_primitive_opt::<UInt64Type>()?;
+                Some(counts.values().iter().take(j + 1).sum::<u64>() as f64)
+            }
+            Part::Quantile(j) => self.quantile_list(i).get(j).map(|q| q.1),
+        }
+    }
+}
+
+/// The typed columns of a metrics batch.
+struct Cols<'b> {
+    v: ValueCols<'b>,
+    name: &'b StringArray,
+    kind: &'b StringArray,
+    unit: &'b StringArray,
+    mono: &'b BooleanArray,
+    temporality: &'b StringArray,
     bounds: &'b ListArray,
     scale: &'b Int32Array,
     zero_count: &'b UInt64Array,
@@ -74,7 +136,6 @@ struct Cols<'b> {
     pos_buckets: &'b ListArray,
     neg_offset: &'b Int32Array,
     neg_buckets: &'b ListArray,
-    quantiles: &'b ListArray,
     attrs: &'b MapArray,
     res: &'b MapArray,
 }
@@ -88,17 +149,12 @@ fn col<'b, T: 'static>(b: &'b RecordBatch, name: &'static str) -> crate::Result<
 impl<'b> Cols<'b> {
     fn new(b: &'b RecordBatch) -> crate::Result<Cols<'b>> {
         Ok(Cols {
+            v: ValueCols::new(b)?,
             name: col(b, "metric_name")?,
             kind: col(b, "metric_type")?,
             unit: col(b, "unit")?,
-            ts: col(b, "timestamp")?,
-            flags: col(b, "flags")?,
-            value: col(b, "value")?,
             mono: col(b, "is_monotonic")?,
             temporality: col(b, "aggregation_temporality")?,
-            count: col(b, "count")?,
-            sum: col(b, "sum")?,
-            buckets: col(b, "bucket_counts")?,
             bounds: col(b, "explicit_bounds")?,
             scale: col(b, "scale")?,
             zero_count: col(b, "zero_count")?,
@@ -107,7 +163,6 @@ impl<'b> Cols<'b> {
             pos_buckets: col(b, "positive_bucket_counts")?,
             neg_offset: col(b, "negative_offset")?,
             neg_buckets: col(b, "negative_bucket_counts")?,
-            quantiles: col(b, "quantiles")?,
             attrs: col(b, "attributes")?,
             res: col(b, "resource_attributes")?,
         })
@@ -118,15 +173,7 @@ impl<'b> Cols<'b> {
     }
 
     fn metric_kind(&self, i: usize) -> Option<MetricKind> {
-        Some(match self.kind.value(i) {
-            "gauge" => MetricKind::Gauge,
-            "sum" if self.mono.is_valid(i) && self.mono.value(i) => MetricKind::Counter,
-            "sum" => MetricKind::UpDownSum,
-            "histogram" => MetricKind::Histogram,
-            "exponential_histogram" => MetricKind::ExponentialHistogram,
-            "summary" => MetricKind::Summary,
-            _ => return None,
-        })
+        kind_of(self.kind.value(i), self.mono.is_valid(i).then(|| self.mono.value(i)))
     }
 
     fn is_delta(&self, i: usize) -> bool {
@@ -151,21 +198,6 @@ impl<'b> Cols<'b> {
             .as_primitive_opt::<UInt64Type>()
             .map(|a| a.values().to_vec())
             .unwrap_or_default()
-    }
-
-    fn quantile_list(&self, i: usize) -> Vec<(f64, f64)> {
-        if !self.quantiles.is_valid(i) {
-            return Vec::new();
-        }
-        let v = self.quantiles.value(i);
-        let Some(s) = v.as_struct_opt() else { return Vec::new() };
-        let (Some(q), Some(val)) = (
-            s.column_by_name("quantile").and_then(|c| c.as_primitive_opt::<Float64Type>()),
-            s.column_by_name("value").and_then(|c| c.as_primitive_opt::<Float64Type>()),
-        ) else {
-            return Vec::new();
-        };
-        (0..q.len()).map(|j| (q.value(j), val.value(j))).collect()
     }
 
     /// A hash of everything that decides a point's series (two hashers, so
@@ -198,7 +230,7 @@ impl<'b> Cols<'b> {
             x.to_bits().hash(&mut a);
             x.to_bits().hash(&mut b);
         }
-        for (q, _) in self.quantile_list(i) {
+        for (q, _) in self.v.quantile_list(i) {
             q.to_bits().hash(&mut a);
             q.to_bits().hash(&mut b);
         }
@@ -207,23 +239,47 @@ impl<'b> Cols<'b> {
 
     /// The family name and the labels (without `__name__`) of point `i`.
     fn base(&self, i: usize, kind: MetricKind) -> (String, Labels) {
-        let family = promnames::metric_name(self.name.value(i), Self::str_or_empty(self.unit, i), kind);
         let attrs = crate::json::map_entries(self.attrs, i);
-        let mut labels: Labels = promnames::labels(attrs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .into_iter()
-            .collect();
         let res = crate::json::map_entries(self.res, i);
-        let get = |k: &str| res.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        let (job, instance) =
-            promnames::job_and_instance(get("service.name"), get("service.namespace"), get("service.instance.id"));
-        if let Some(j) = job {
-            labels.insert("job".into(), j);
-        }
-        if let Some(inst) = instance {
-            labels.insert("instance".into(), inst);
-        }
-        (family, labels)
+        prom_labels(self.name.value(i), Self::str_or_empty(self.unit, i), kind, &attrs, &res)
     }
+}
+
+/// The Prometheus family name and labels (without `__name__`) of an OTLP
+/// stream: attributes as labels, the resource's service as job/instance.
+fn prom_labels(
+    name: &str,
+    unit: &str,
+    kind: MetricKind,
+    attrs: &[(String, String)],
+    resource: &[(String, String)],
+) -> (String, Labels) {
+    let family = promnames::metric_name(name, unit, kind);
+    let mut labels: Labels = promnames::labels(attrs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .into_iter()
+        .collect();
+    let get = |k: &str| resource.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let (job, instance) =
+        promnames::job_and_instance(get("service.name"), get("service.namespace"), get("service.instance.id"));
+    if let Some(j) = job {
+        labels.insert("job".into(), j);
+    }
+    if let Some(inst) = instance {
+        labels.insert("instance".into(), inst);
+    }
+    (family, labels)
+}
+
+fn kind_of(kind: &str, monotonic: Option<bool>) -> Option<MetricKind> {
+    Some(match kind {
+        "gauge" => MetricKind::Gauge,
+        "sum" if monotonic == Some(true) => MetricKind::Counter,
+        "sum" => MetricKind::UpDownSum,
+        "histogram" => MetricKind::Histogram,
+        "exponential_histogram" => MetricKind::ExponentialHistogram,
+        "summary" => MetricKind::Summary,
+        _ => return None,
+    })
 }
 
 /// What a series reads of its data point.
@@ -247,18 +303,17 @@ fn with(labels: &Labels, name: String, extra: Option<(&str, String)>) -> Labels 
 }
 
 /// The series of a point whose shape depends only on its series key.
-fn fixed_series(c: &Cols, i: usize, kind: MetricKind) -> Vec<(Labels, Part)> {
-    let (family, labels) = c.base(i, kind);
+fn fixed_series(family: String, labels: Labels, kind: MetricKind, bounds: &[f64], quantiles: &[f64]) -> Vec<(Labels, Part)> {
     let fmt = super::format_value;
     match kind {
         MetricKind::Gauge | MetricKind::UpDownSum | MetricKind::Counter => {
             vec![(with(&labels, family, None), Part::Value)]
         }
         MetricKind::Histogram => {
-            let mut out: Vec<(Labels, Part)> = Cols::f64_list(c.bounds, i)
-                .into_iter()
+            let mut out: Vec<(Labels, Part)> = bounds
+                .iter()
                 .enumerate()
-                .map(|(j, b)| (with(&labels, format!("{family}_bucket"), Some(("le", fmt(b)))), Part::Bucket(j)))
+                .map(|(j, b)| (with(&labels, format!("{family}_bucket"), Some(("le", fmt(*b)))), Part::Bucket(j)))
                 .collect();
             out.push((with(&labels, format!("{family}_bucket"), Some(("le", "+Inf".into()))), Part::Count));
             out.push((with(&labels, format!("{family}_sum"), None), Part::Sum));
@@ -266,11 +321,10 @@ fn fixed_series(c: &Cols, i: usize, kind: MetricKind) -> Vec<(Labels, Part)> {
             out
         }
         MetricKind::Summary => {
-            let mut out: Vec<(Labels, Part)> = c
-                .quantile_list(i)
-                .into_iter()
+            let mut out: Vec<(Labels, Part)> = quantiles
+                .iter()
                 .enumerate()
-                .map(|(j, (q, _))| (with(&labels, family.clone(), Some(("quantile", fmt(q)))), Part::Quantile(j)))
+                .map(|(j, q)| (with(&labels, family.clone(), Some(("quantile", fmt(*q)))), Part::Quantile(j)))
                 .collect();
             out.push((with(&labels, format!("{family}_sum"), None), Part::Sum));
             out.push((with(&labels, format!("{family}_count"), None), Part::Count));
@@ -280,17 +334,70 @@ fn fixed_series(c: &Cols, i: usize, kind: MetricKind) -> Vec<(Labels, Part)> {
     }
 }
 
-fn part_value(c: &Cols, i: usize, part: Part) -> Option<f64> {
-    match part {
-        Part::Value => c.value.is_valid(i).then(|| c.value.value(i)),
-        Part::Count => c.count.is_valid(i).then(|| c.count.value(i) as f64),
-        Part::Sum => c.sum.is_valid(i).then(|| c.sum.value(i)),
-        Part::Bucket(j) => {
-            let counts = Cols::u64_list(c.buckets, i);
-            Some(counts.iter().take(j + 1).sum::<u64>() as f64)
-        }
-        Part::Quantile(j) => c.quantile_list(i).get(j).map(|q| q.1),
+/// The series a run of a segment makes, decided from the footer alone.
+#[derive(Debug)]
+struct RunPlan {
+    first: u64,
+    rows: u64,
+    delta: bool,
+    /// Exponential histograms: read row by row.
+    per_row: bool,
+    parts: Vec<(Labels, Part)>,
+}
+
+type PlanCache = std::sync::Mutex<HashMap<String, std::sync::Arc<Vec<RunPlan>>>>;
+
+/// Run plans by segment key: segments never change, so each is worked out
+/// once.
+fn plan_cache() -> &'static PlanCache {
+    static CACHE: std::sync::OnceLock<PlanCache> = std::sync::OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// Plans kept; past this the cache starts over.
+const PLAN_CACHE: usize = 4096;
+
+fn plans_of(index: &lumen_store::series::SeriesIndex) -> Vec<RunPlan> {
+    index
+        .runs
+        .iter()
+        .filter_map(|r| {
+            let kind = kind_of(&r.kind, r.monotonic)?;
+            let delta = r.temporality.as_deref() == Some("AGGREGATION_TEMPORALITY_DELTA")
+                && !matches!(kind, MetricKind::Gauge | MetricKind::Summary);
+            let per_row = kind == MetricKind::ExponentialHistogram;
+            let parts = if per_row {
+                Vec::new()
+            } else {
+                let resource = index.resources.get(r.resource).map_or(&[][..], Vec::as_slice);
+                let (family, labels) = prom_labels(&r.name, &r.unit, kind, &r.attributes, resource);
+                fixed_series(family, labels, kind, &r.bounds, &r.quantiles)
+            };
+            Some(RunPlan { first: r.first, rows: r.rows, delta, per_row, parts })
+        })
+        .collect()
+}
+
+/// The run plans of a segment, or `None` for a segment without a series
+/// index (written before series ids existed).
+fn segment_plans(store: &Store, seg: &SegmentMeta) -> crate::Result<Option<std::sync::Arc<Vec<RunPlan>>>> {
+    let key = store.data_dir().join(&seg.path).to_string_lossy().into_owned();
+    let poisoned = |_| crate::Error::Internal("series plan cache poisoned".into());
+    if let Some(p) = plan_cache().lock().map_err(poisoned)?.get(&key) {
+        return Ok(Some(std::sync::Arc::clone(p)));
     }
+    let Some(text) = footer_value(store, seg, lumen_store::series::SERIES_INDEX_KEY)? else {
+        return Ok(None);
+    };
+    let index = lumen_store::series::decode_index(&text)
+        .ok_or_else(|| crate::Error::Internal(format!("segment {}: unreadable series index", seg.path)))?;
+    let plans = std::sync::Arc::new(plans_of(&index));
+    let mut cache = plan_cache().lock().map_err(poisoned)?;
+    if cache.len() >= PLAN_CACHE {
+        cache.clear();
+    }
+    cache.insert(key, std::sync::Arc::clone(&plans));
+    Ok(Some(plans))
 }
 
 /// An exponential histogram point as cumulative `le` buckets, `_sum` and
@@ -320,10 +427,10 @@ fn exponential_series(c: &Cols, i: usize) -> Vec<(Labels, f64)> {
         cum += n;
         out.push((with(&labels, format!("{family}_bucket"), Some(("le", super::format_value(le)))), cum as f64));
     }
-    let count = if c.count.is_valid(i) { c.count.value(i) as f64 } else { cum as f64 };
+    let count = if c.v.count.is_valid(i) { c.v.count.value(i) as f64 } else { cum as f64 };
     out.push((with(&labels, format!("{family}_bucket"), Some(("le", "+Inf".into()))), count));
-    if c.sum.is_valid(i) {
-        out.push((with(&labels, format!("{family}_sum"), None), c.sum.value(i)));
+    if c.v.sum.is_valid(i) {
+        out.push((with(&labels, format!("{family}_sum"), None), c.v.sum.value(i)));
     }
     out.push((with(&labels, format!("{family}_count"), None), count));
     out
@@ -366,19 +473,15 @@ fn matches_all(matchers: &[Matcher], l: &Labels) -> bool {
 
 impl StoreQueryable<'_> {
     fn visit(&self, b: &RecordBatch, matchers: &[Matcher], mint: i64, maxt: i64, out: &mut Collected) -> crate::Result<()> {
-        if let Some(d) = self.deadline
-            && Instant::now() > d
-        {
-            return Err(crate::Error::Timeout("the query ran past its time limit".into()));
-        }
+        self.check()?;
         let c = Cols::new(b)?;
         for i in 0..b.num_rows() {
-            let t = c.ts.value(i).div_euclid(1_000_000);
+            let t = c.v.ts.value(i).div_euclid(1_000_000);
             if t < mint || t > maxt {
                 continue;
             }
             let Some(kind) = c.metric_kind(i) else { continue };
-            let stale = c.flags.value(i) & 1 == 1;
+            let stale = c.v.flags.value(i) & 1 == 1;
             let delta = c.is_delta(i) && !matches!(kind, MetricKind::Gauge | MetricKind::Summary);
             if kind == MetricKind::ExponentialHistogram {
                 for (labels, v) in exponential_series(&c, i) {
@@ -391,7 +494,10 @@ impl StoreQueryable<'_> {
             }
             let key = c.series_key(i);
             if !out.cache.contains_key(&key) {
-                let derived: Vec<(Option<usize>, Part)> = fixed_series(&c, i, kind)
+                let (family, labels) = c.base(i, kind);
+                let bounds = Cols::f64_list(c.bounds, i);
+                let quantiles: Vec<f64> = c.v.quantile_list(i).into_iter().map(|q| q.0).collect();
+                let derived: Vec<(Option<usize>, Part)> = fixed_series(family, labels, kind, &bounds, &quantiles)
                     .into_iter()
                     .map(|(labels, part)| {
                         let o = matches_all(matchers, &labels).then(|| out.slot(labels, delta));
@@ -403,13 +509,81 @@ impl StoreQueryable<'_> {
             let Some(parts) = out.cache.get(&key) else { continue };
             for &(o, part) in parts {
                 let Some(o) = o else { continue };
-                let v = if stale { Some(f64::from_bits(STALE_NAN)) } else { part_value(&c, i, part) };
+                let v = if stale { Some(f64::from_bits(STALE_NAN)) } else { c.v.part_value(i, part) };
                 if let Some(v) = v {
                     out.series[o].1.push((t, v));
                 }
             }
         }
         Ok(())
+    }
+}
+
+impl StoreQueryable<'_> {
+    /// A segment with a series index: the rows of the matching runs only.
+    fn visit_runs(
+        &self,
+        seg: &SegmentMeta,
+        plans: &[RunPlan],
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        out: &mut Collected,
+    ) -> crate::Result<()> {
+        let mut chosen: Vec<(&RunPlan, Vec<(usize, Part)>)> = Vec::new();
+        let mut per_row: Vec<u32> = Vec::new();
+        for plan in plans {
+            if plan.per_row {
+                per_row.extend((plan.first..plan.first + plan.rows).map(|r| r as u32));
+                continue;
+            }
+            let parts: Vec<(usize, Part)> = plan
+                .parts
+                .iter()
+                .filter(|(l, _)| matches_all(matchers, l))
+                .map(|(l, p)| (out.slot(l.clone(), plan.delta), *p))
+                .collect();
+            if !parts.is_empty() {
+                chosen.push((plan, parts));
+            }
+        }
+        if !chosen.is_empty() {
+            let rows: Vec<u32> = chosen
+                .iter()
+                .flat_map(|(p, _)| (p.first..p.first + p.rows).map(|r| r as u32))
+                .collect();
+            let b = read_segment(self.store, seg, Some(&rows), Some(VALUE_COLUMNS))?;
+            let v = ValueCols::new(&b)?;
+            let mut i = 0;
+            for (plan, parts) in &chosen {
+                self.check()?;
+                for _ in 0..plan.rows {
+                    let t = v.ts.value(i).div_euclid(1_000_000);
+                    if t >= mint && t <= maxt {
+                        let stale = v.flags.value(i) & 1 == 1;
+                        for &(o, part) in parts {
+                            let x = if stale { Some(f64::from_bits(STALE_NAN)) } else { v.part_value(i, part) };
+                            if let Some(x) = x {
+                                out.series[o].1.push((t, x));
+                            }
+                        }
+                    }
+                    i += 1;
+                }
+            }
+        }
+        if !per_row.is_empty() {
+            let b = read_segment(self.store, seg, Some(&per_row), Some(COLUMNS))?;
+            self.visit(&b, matchers, mint, maxt, out)?;
+        }
+        Ok(())
+    }
+
+    fn check(&self) -> crate::Result<()> {
+        match self.deadline {
+            Some(d) if Instant::now() > d => Err(crate::Error::Timeout("the query ran past its time limit".into())),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -422,9 +596,12 @@ impl Queryable for StoreQueryable<'_> {
             for source in &sources.list {
                 match source {
                     Source::Buffer(b) => self.visit(b, matchers, mint, maxt, &mut out)?,
-                    Source::Segment(seg) => {
-                        for_each_batch(self.store, seg, COLUMNS, |b| self.visit(b, matchers, mint, maxt, &mut out))?
-                    }
+                    Source::Segment(seg) => match segment_plans(self.store, seg)? {
+                        Some(plans) => self.visit_runs(seg, &plans, matchers, mint, maxt, &mut out)?,
+                        None => {
+                            for_each_batch(self.store, seg, COLUMNS, |b| self.visit(b, matchers, mint, maxt, &mut out))?
+                        }
+                    },
                 }
             }
             Ok(())
