@@ -2,6 +2,7 @@
 //! it; `lumen inspect` shows what a data directory holds; `lumen promqltest`
 //! runs PromQL test files against the engine.
 
+mod benchpromql;
 mod benchtail;
 mod config;
 mod inspect;
@@ -35,6 +36,8 @@ enum Command {
     Loadgen(loadgen::LoadgenArgs),
     /// Measure live-tail latency: acknowledgement to WebSocket frame, at a fixed rate.
     BenchTail(benchtail::BenchTailArgs),
+    /// Measure PromQL: load a day of counters or histograms, time range queries.
+    BenchPromql(benchpromql::BenchPromqlArgs),
     /// Show what a data directory holds: segments, rows and bytes per signal.
     Inspect(inspect::InspectArgs),
     /// Run PromQL test files (Prometheus's promqltest format) against Lumen's engine.
@@ -65,6 +68,10 @@ async fn main() -> Result<()> {
         Command::BenchTail(args) => {
             init_logging("warn");
             benchtail::run(args).await
+        }
+        Command::BenchPromql(args) => {
+            init_logging("warn");
+            benchpromql::run(args).await
         }
         Command::Inspect(args) => inspect::run(&args),
         Command::Promqltest(args) => promqltest::run(&args),

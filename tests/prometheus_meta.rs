@@ -54,9 +54,18 @@ fn data(v: &(u16, Value)) -> &Value {
 
 #[test]
 fn metadata_endpoints_show_otlp_metrics_as_prometheus_series() {
-    let server = TestServer::start();
+    let server = TestServer::start_with(&["--flush-interval", "1s"]);
     seed(&server);
+    check_metadata(&server);
+    // The same from segments, read through their series index.
+    assert!(server.eventually(std::time::Duration::from_secs(30), || {
+        server.metric("lumen_segments_written_total") >= 1.0 && server.metric("lumen_buffer_bytes") == 0.0
+    }));
+    check_metadata(&server);
+}
 
+fn check_metadata(server: &TestServer) {
+    let server = server;
     let labels = get(&server, "/api/v1/labels", &[]);
     assert_eq!(
         data(&labels),
@@ -139,7 +148,11 @@ fn metadata_endpoints_show_otlp_metrics_as_prometheus_series() {
     assert_eq!(meta["queue_depth"][0]["type"], "gauge");
     let one = get(&server, "/api/v1/metadata", &[("metric", "queue_depth")]);
     assert_eq!(data(&one).as_object().unwrap().len(), 1);
+}
 
+#[test]
+fn build_info_and_format_query() {
+    let server = TestServer::start();
     let build = get(&server, "/api/v1/status/buildinfo", &[]);
     assert!(data(&build)["version"].as_str().unwrap().starts_with('3'));
     let formatted = get(

@@ -13,7 +13,7 @@
 //! `/api/v1/query` and `/api/v1/query_range` run the PromQL engine of
 //! [`crate::promql`] over the same series.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::Json;
@@ -21,18 +21,13 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{Float64Type, TimestampNanosecondType};
-use lumen_store::{Signal, Store};
 use promql_parser::label::Matcher;
 use promql_parser::parser::{self, Expr};
 use serde_json::{Value, json};
 
-use crate::json::{missing, str_col};
-use crate::promnames::{self, MetricKind};
-use crate::promql::storage::StoreQueryable;
+use crate::promnames;
+use crate::promql::storage::{FamilyMetadata, StoreQueryable, series_and_metadata as series_in};
 use crate::promql::{Engine, EvalError, QueryValue, format_value};
-use crate::search::{Source, Sources, for_each_batch};
 use crate::{AppState, Error};
 
 pub use crate::promql::Labels;
@@ -220,197 +215,6 @@ impl Selector {
         all(&self.matchers)
             && (self.or_matchers.is_empty() || self.or_matchers.iter().any(|ms| all(ms)))
     }
-}
-
-/// What `/api/v1/metadata` reports of a metric.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Metadata {
-    kind: &'static str,
-    help: String,
-    unit: String,
-}
-
-/// Metadata of each metric family, by its Prometheus name.
-type FamilyMetadata = BTreeMap<String, BTreeSet<Metadata>>;
-
-/// Every series of the metrics with a data point in `[start, end]`, with
-/// the metadata of their metric families.
-fn series_in(
-    store: &Store,
-    start: i64,
-    end: i64,
-) -> crate::Result<(BTreeSet<Labels>, FamilyMetadata)> {
-    let sources = Sources::new(store, Signal::Metrics, start, end);
-    let mut series = BTreeSet::new();
-    let mut meta: BTreeMap<String, BTreeSet<Metadata>> = BTreeMap::new();
-    let mut visit = |b: &RecordBatch| -> crate::Result<()> {
-        collect_series(b, start, end, &mut series, &mut meta)
-    };
-    for source in &sources.list {
-        match source {
-            Source::Buffer(b) => visit(b)?,
-            Source::Segment(seg) => for_each_batch(store, seg, SERIES_COLUMNS, &mut visit)?,
-        }
-    }
-    Ok((series, meta))
-}
-
-const SERIES_COLUMNS: &[&str] = &[
-    "metric_name",
-    "metric_type",
-    "description",
-    "unit",
-    "timestamp",
-    "is_monotonic",
-    "attributes",
-    "resource_attributes",
-    "service_name",
-    "explicit_bounds",
-    "quantiles",
-];
-
-fn collect_series(
-    b: &RecordBatch,
-    start: i64,
-    end: i64,
-    series: &mut BTreeSet<Labels>,
-    meta: &mut BTreeMap<String, BTreeSet<Metadata>>,
-) -> crate::Result<()> {
-    let name = str_col(b, "metric_name")?;
-    let kind = str_col(b, "metric_type")?;
-    let desc = str_col(b, "description")?;
-    let unit = str_col(b, "unit")?;
-    let ts = b
-        .column_by_name("timestamp")
-        .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
-        .ok_or_else(|| missing("timestamp"))?;
-    let mono = b
-        .column_by_name("is_monotonic")
-        .and_then(|c| c.as_boolean_opt())
-        .ok_or_else(|| missing("is_monotonic"))?;
-    let attrs = b
-        .column_by_name("attributes")
-        .and_then(|c| c.as_map_opt())
-        .ok_or_else(|| missing("attributes"))?;
-    let res = b
-        .column_by_name("resource_attributes")
-        .and_then(|c| c.as_map_opt())
-        .ok_or_else(|| missing("resource_attributes"))?;
-    let bounds = b
-        .column_by_name("explicit_bounds")
-        .and_then(|c| c.as_list_opt::<i32>())
-        .ok_or_else(|| missing("explicit_bounds"))?;
-    let quantiles = b
-        .column_by_name("quantiles")
-        .and_then(|c| c.as_list_opt::<i32>())
-        .ok_or_else(|| missing("quantiles"))?;
-    for i in 0..b.num_rows() {
-        let t = ts.value(i);
-        if t < start || t > end {
-            continue;
-        }
-        let kind = match kind.value(i) {
-            "gauge" => MetricKind::Gauge,
-            "sum" if mono.is_valid(i) && mono.value(i) => MetricKind::Counter,
-            "sum" => MetricKind::UpDownSum,
-            "histogram" => MetricKind::Histogram,
-            "exponential_histogram" => MetricKind::ExponentialHistogram,
-            "summary" => MetricKind::Summary,
-            _ => continue,
-        };
-        let unit_s = if unit.is_valid(i) { unit.value(i) } else { "" };
-        let family = promnames::metric_name(name.value(i), unit_s, kind);
-        let mut labels: Labels = promnames::labels(
-            crate::json::map_entries(attrs, i)
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str())),
-        )
-        .into_iter()
-        .collect();
-        let resource: BTreeMap<String, String> =
-            crate::json::map_entries(res, i).into_iter().collect();
-        let (job, instance) = promnames::job_and_instance(
-            resource.get("service.name").map(String::as_str),
-            resource.get("service.namespace").map(String::as_str),
-            resource.get("service.instance.id").map(String::as_str),
-        );
-        if let Some(j) = job {
-            labels.insert("job".into(), j);
-        }
-        if let Some(inst) = instance {
-            labels.insert("instance".into(), inst);
-        }
-        let with_name = |suffix: &str, extra: Option<(&str, String)>| {
-            let mut l = labels.clone();
-            l.insert("__name__".into(), format!("{family}{suffix}"));
-            if let Some((k, v)) = extra {
-                l.insert(k.into(), v);
-            }
-            l
-        };
-        let prom_type = match kind {
-            MetricKind::Gauge | MetricKind::UpDownSum => {
-                series.insert(with_name("", None));
-                "gauge"
-            }
-            MetricKind::Counter => {
-                series.insert(with_name("", None));
-                "counter"
-            }
-            MetricKind::Histogram => {
-                if bounds.is_valid(i) {
-                    let bs = bounds.value(i);
-                    if let Some(bs) = bs.as_primitive_opt::<Float64Type>() {
-                        for j in 0..bs.len() {
-                            series.insert(with_name(
-                                "_bucket",
-                                Some(("le", format_value(bs.value(j)))),
-                            ));
-                        }
-                    }
-                }
-                series.insert(with_name("_bucket", Some(("le", "+Inf".into()))));
-                series.insert(with_name("_sum", None));
-                series.insert(with_name("_count", None));
-                "histogram"
-            }
-            MetricKind::ExponentialHistogram => {
-                // A native histogram: one series of the family's name.
-                series.insert(with_name("", None));
-                "histogram"
-            }
-            MetricKind::Summary => {
-                if quantiles.is_valid(i) {
-                    let qs = quantiles.value(i);
-                    if let Some(q) = qs
-                        .as_struct_opt()
-                        .and_then(|s| s.column_by_name("quantile"))
-                        .and_then(|c| c.as_primitive_opt::<Float64Type>())
-                    {
-                        for j in 0..q.len() {
-                            series.insert(with_name(
-                                "",
-                                Some(("quantile", format_value(q.value(j)))),
-                            ));
-                        }
-                    }
-                }
-                series.insert(with_name("_sum", None));
-                series.insert(with_name("_count", None));
-                "summary"
-            }
-        };
-        meta.entry(family).or_default().insert(Metadata {
-            kind: prom_type,
-            help: if desc.is_valid(i) {
-                desc.value(i).to_owned()
-            } else {
-                String::new()
-            },
-            unit: unit_s.to_owned(),
-        });
-    }
-    Ok(())
 }
 
 async fn blocking<T: Send + 'static>(

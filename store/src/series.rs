@@ -145,7 +145,12 @@ pub struct SeriesRun {
     pub id: u64,
     pub first: u64,
     pub rows: u64,
+    /// The run's first and last timestamps (ns).
+    pub min_time: i64,
+    pub max_time: i64,
     pub name: String,
+    #[serde(default)]
+    pub description: String,
     pub kind: String,
     pub unit: String,
     pub monotonic: Option<bool>,
@@ -214,13 +219,19 @@ impl Runs {
         let s = |n| text(b, n);
         let str_at = |a: Option<&StringArray>, i: usize| a.filter(|a| a.is_valid(i)).map(|a| a.value(i).to_owned());
         let mono: Option<&BooleanArray> = b.column_by_name("is_monotonic").and_then(|c| c.as_boolean_opt());
+        let times = b
+            .column_by_name("timestamp")
+            .and_then(|c| c.as_primitive_opt::<datafusion::arrow::datatypes::TimestampNanosecondType>());
         for (i, id) in ids.values().iter().enumerate() {
             let row = self.rows + i as u64;
+            let t = times.map_or(0, |t| t.value(i));
             if let Some(r) = self.index.runs.last_mut()
                 && r.id == *id
                 && r.first + r.rows == row
             {
                 r.rows += 1;
+                r.min_time = r.min_time.min(t);
+                r.max_time = r.max_time.max(t);
                 continue;
             }
             let resource = map_pairs(b.column_by_name("resource_attributes").and_then(|c| c.as_map_opt()), i);
@@ -243,7 +254,10 @@ impl Runs {
                 id: *id,
                 first: row,
                 rows: 1,
+                min_time: t,
+                max_time: t,
                 name: str_at(s("metric_name"), i).unwrap_or_default(),
+                description: str_at(s("description"), i).unwrap_or_default(),
                 kind: str_at(s("metric_type"), i).unwrap_or_default(),
                 unit: str_at(s("unit"), i).unwrap_or_default(),
                 monotonic: mono.filter(|m| m.is_valid(i)).map(|m| m.value(i)),

@@ -37,6 +37,7 @@ use crate::search::{Source, Sources, for_each_batch, footer_value, read_segment}
 const COLUMNS: &[&str] = &[
     "metric_name",
     "metric_type",
+    "description",
     "unit",
     "timestamp",
     "flags",
@@ -124,6 +125,7 @@ impl<'b> ValueCols<'b> {
 struct Cols<'b> {
     v: ValueCols<'b>,
     name: &'b StringArray,
+    desc: &'b StringArray,
     kind: &'b StringArray,
     unit: &'b StringArray,
     mono: &'b BooleanArray,
@@ -151,6 +153,7 @@ impl<'b> Cols<'b> {
         Ok(Cols {
             v: ValueCols::new(b)?,
             name: col(b, "metric_name")?,
+            desc: col(b, "description")?,
             kind: col(b, "metric_type")?,
             unit: col(b, "unit")?,
             mono: col(b, "is_monotonic")?,
@@ -282,6 +285,32 @@ fn kind_of(kind: &str, monotonic: Option<bool>) -> Option<MetricKind> {
     })
 }
 
+/// What `/api/v1/metadata` reports of a metric family.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct FamilyMeta {
+    pub kind: &'static str,
+    pub help: String,
+    pub unit: String,
+}
+
+impl FamilyMeta {
+    fn new(kind: MetricKind, help: &str, unit: &str) -> FamilyMeta {
+        FamilyMeta {
+            kind: match kind {
+                MetricKind::Gauge | MetricKind::UpDownSum => "gauge",
+                MetricKind::Counter => "counter",
+                MetricKind::Histogram | MetricKind::ExponentialHistogram => "histogram",
+                MetricKind::Summary => "summary",
+            },
+            help: help.to_owned(),
+            unit: unit.to_owned(),
+        }
+    }
+}
+
+/// Metadata of each metric family, by its Prometheus name.
+pub(crate) type FamilyMetadata = std::collections::BTreeMap<String, std::collections::BTreeSet<FamilyMeta>>;
+
 /// What a series reads of its data point.
 #[derive(Debug, Clone, Copy)]
 enum Part {
@@ -339,6 +368,10 @@ fn fixed_series(family: String, labels: Labels, kind: MetricKind, bounds: &[f64]
 struct RunPlan {
     first: u64,
     rows: u64,
+    /// First and last timestamps, ms.
+    min_ms: i64,
+    max_ms: i64,
+    meta: (String, FamilyMeta),
     delta: bool,
     /// Exponential histograms: read row by row.
     per_row: bool,
@@ -366,14 +399,20 @@ fn plans_of(index: &lumen_store::series::SeriesIndex) -> Vec<RunPlan> {
             let delta = r.temporality.as_deref() == Some("AGGREGATION_TEMPORALITY_DELTA")
                 && !matches!(kind, MetricKind::Gauge | MetricKind::Summary);
             let per_row = kind == MetricKind::ExponentialHistogram;
-            let parts = if per_row {
-                Vec::new()
-            } else {
-                let resource = index.resources.get(r.resource).map_or(&[][..], Vec::as_slice);
-                let (family, labels) = prom_labels(&r.name, &r.unit, kind, &r.attributes, resource);
-                fixed_series(family, labels, kind, &r.bounds, &r.quantiles)
-            };
-            Some(RunPlan { first: r.first, rows: r.rows, delta, per_row, parts })
+            let resource = index.resources.get(r.resource).map_or(&[][..], Vec::as_slice);
+            let (family, labels) = prom_labels(&r.name, &r.unit, kind, &r.attributes, resource);
+            let meta = (family.clone(), FamilyMeta::new(kind, &r.description, &r.unit));
+            let parts = if per_row { Vec::new() } else { fixed_series(family, labels, kind, &r.bounds, &r.quantiles) };
+            Some(RunPlan {
+                first: r.first,
+                rows: r.rows,
+                min_ms: r.min_time.div_euclid(1_000_000),
+                max_ms: r.max_time.div_euclid(1_000_000),
+                meta,
+                delta,
+                per_row,
+                parts,
+            })
         })
         .collect()
 }
@@ -533,6 +572,9 @@ impl StoreQueryable<'_> {
         let mut chosen: Vec<(&RunPlan, Vec<(usize, Part)>)> = Vec::new();
         let mut per_row: Vec<u32> = Vec::new();
         for plan in plans {
+            if plan.max_ms < mint || plan.min_ms > maxt {
+                continue;
+            }
             if plan.per_row {
                 per_row.extend((plan.first..plan.first + plan.rows).map(|r| r as u32));
                 continue;
@@ -585,6 +627,65 @@ impl StoreQueryable<'_> {
             _ => Ok(()),
         }
     }
+}
+
+/// Every series with a data point in `[start, end]` (ns), with the
+/// metadata of their families: what the metadata endpoints list.
+pub(crate) fn series_and_metadata(
+    store: &Store,
+    start: i64,
+    end: i64,
+) -> crate::Result<(std::collections::BTreeSet<Labels>, FamilyMetadata)> {
+    let mut series = std::collections::BTreeSet::new();
+    let mut meta = FamilyMetadata::new();
+    let (mint, maxt) = (start.div_euclid(1_000_000), end.div_euclid(1_000_000));
+    let rows_visit = |b: &RecordBatch, series: &mut std::collections::BTreeSet<Labels>, meta: &mut FamilyMetadata| -> crate::Result<()> {
+        let c = Cols::new(b)?;
+        for i in 0..b.num_rows() {
+            let t = c.v.ts.value(i);
+            if t < start || t > end {
+                continue;
+            }
+            let Some(kind) = c.metric_kind(i) else { continue };
+            let unit = Cols::str_or_empty(c.unit, i);
+            let (family, labels) = c.base(i, kind);
+            meta.entry(family.clone())
+                .or_default()
+                .insert(FamilyMeta::new(kind, Cols::str_or_empty(c.desc, i), unit));
+            if kind == MetricKind::ExponentialHistogram {
+                series.extend(exponential_series(&c, i).into_iter().map(|(l, _)| l));
+                continue;
+            }
+            let bounds = Cols::f64_list(c.bounds, i);
+            let quantiles: Vec<f64> = c.v.quantile_list(i).into_iter().map(|q| q.0).collect();
+            series.extend(fixed_series(family, labels, kind, &bounds, &quantiles).into_iter().map(|(l, _)| l));
+        }
+        Ok(())
+    };
+    let sources = Sources::new(store, Signal::Metrics, start, end);
+    for source in &sources.list {
+        match source {
+            Source::Buffer(b) => rows_visit(b, &mut series, &mut meta)?,
+            Source::Segment(seg) => match segment_plans(store, seg)? {
+                Some(plans) => {
+                    let mut per_row = Vec::new();
+                    for plan in plans.iter().filter(|p| p.max_ms >= mint && p.min_ms <= maxt) {
+                        meta.entry(plan.meta.0.clone()).or_default().insert(plan.meta.1.clone());
+                        if plan.per_row {
+                            per_row.extend((plan.first..plan.first + plan.rows).map(|r| r as u32));
+                        }
+                        series.extend(plan.parts.iter().map(|(l, _)| l.clone()));
+                    }
+                    if !per_row.is_empty() {
+                        let b = read_segment(store, seg, Some(&per_row), Some(COLUMNS))?;
+                        rows_visit(&b, &mut series, &mut meta)?;
+                    }
+                }
+                None => for_each_batch(store, seg, COLUMNS, |b| rows_visit(b, &mut series, &mut meta))?,
+            },
+        }
+    }
+    Ok((series, meta))
 }
 
 impl Queryable for StoreQueryable<'_> {
