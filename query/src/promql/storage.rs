@@ -60,19 +60,35 @@ const COLUMNS: &[&str] = &[
     "resource_attributes",
 ];
 
-/// The columns the runs of a segment are read with.
-const VALUE_COLUMNS: &[&str] = &["timestamp", "flags", "value", "count", "sum", "bucket_counts", "quantiles"];
+/// The columns a run's rows are read with, for the parts chosen of it.
+fn value_columns<'p>(parts: impl Iterator<Item = &'p Part>) -> Vec<&'static str> {
+    let mut cols = vec!["timestamp", "flags"];
+    for p in parts {
+        let c = match p {
+            Part::Value => "value",
+            Part::Count => "count",
+            Part::Sum => "sum",
+            Part::Bucket(_) => "bucket_counts",
+            Part::Quantile(_) => "quantiles",
+        };
+        if !cols.contains(&c) {
+            cols.push(c);
+        }
+    }
+    cols
+}
 
 /// The typed columns of a metrics batch.
 /// The columns that hold a point's values.
 struct ValueCols<'b> {
     ts: &'b TimestampNanosecondArray,
     flags: &'b UInt32Array,
-    value: &'b Float64Array,
-    count: &'b UInt64Array,
-    sum: &'b Float64Array,
-    buckets: &'b ListArray,
-    quantiles: &'b ListArray,
+    // Only the columns a read asked for are there.
+    value: Option<&'b Float64Array>,
+    count: Option<&'b UInt64Array>,
+    sum: Option<&'b Float64Array>,
+    buckets: Option<&'b ListArray>,
+    quantiles: Option<&'b ListArray>,
 }
 
 impl<'b> ValueCols<'b> {
@@ -80,19 +96,19 @@ impl<'b> ValueCols<'b> {
         Ok(ValueCols {
             ts: col(b, "timestamp")?,
             flags: col(b, "flags")?,
-            value: col(b, "value")?,
-            count: col(b, "count")?,
-            sum: col(b, "sum")?,
-            buckets: col(b, "bucket_counts")?,
-            quantiles: col(b, "quantiles")?,
+            value: col(b, "value").ok(),
+            count: col(b, "count").ok(),
+            sum: col(b, "sum").ok(),
+            buckets: col(b, "bucket_counts").ok(),
+            quantiles: col(b, "quantiles").ok(),
         })
     }
 
     fn quantile_list(&self, i: usize) -> Vec<(f64, f64)> {
-        if !self.quantiles.is_valid(i) {
+        let Some(quantiles) = self.quantiles.filter(|q| q.is_valid(i)) else {
             return Vec::new();
-        }
-        let v = self.quantiles.value(i);
+        };
+        let v = quantiles.value(i);
         let Some(s) = v.as_struct_opt() else { return Vec::new() };
         let (Some(q), Some(val)) = (
             s.column_by_name("quantile").and_then(|c| c.as_primitive_opt::<Float64Type>()),
@@ -105,14 +121,11 @@ impl<'b> ValueCols<'b> {
 
     fn part_value(&self, i: usize, part: Part) -> Option<f64> {
         match part {
-            Part::Value => self.value.is_valid(i).then(|| self.value.value(i)),
-            Part::Count => self.count.is_valid(i).then(|| self.count.value(i) as f64),
-            Part::Sum => self.sum.is_valid(i).then(|| self.sum.value(i)),
+            Part::Value => self.value.filter(|a| a.is_valid(i)).map(|a| a.value(i)),
+            Part::Count => self.count.filter(|a| a.is_valid(i)).map(|a| a.value(i) as f64),
+            Part::Sum => self.sum.filter(|a| a.is_valid(i)).map(|a| a.value(i)),
             Part::Bucket(j) => {
-                if !self.buckets.is_valid(i) {
-                    return None;
-                }
-                let l = self.buckets.value(i);
+                let l = self.buckets.filter(|a| a.is_valid(i))?.value(i);
                 let counts = l.as_primitive_opt::<UInt64Type>()?;
                 Some(counts.values().iter().take(j + 1).sum::<u64>() as f64)
             }
@@ -466,10 +479,10 @@ fn exponential_series(c: &Cols, i: usize) -> Vec<(Labels, f64)> {
         cum += n;
         out.push((with(&labels, format!("{family}_bucket"), Some(("le", super::format_value(le)))), cum as f64));
     }
-    let count = if c.v.count.is_valid(i) { c.v.count.value(i) as f64 } else { cum as f64 };
+    let count = c.v.part_value(i, Part::Count).unwrap_or(cum as f64);
     out.push((with(&labels, format!("{family}_bucket"), Some(("le", "+Inf".into()))), count));
-    if c.v.sum.is_valid(i) {
-        out.push((with(&labels, format!("{family}_sum"), None), c.v.sum.value(i)));
+    if let Some(sum) = c.v.part_value(i, Part::Sum) {
+        out.push((with(&labels, format!("{family}_sum"), None), sum));
     }
     out.push((with(&labels, format!("{family}_count"), None), count));
     out
@@ -594,7 +607,8 @@ impl StoreQueryable<'_> {
                 .iter()
                 .flat_map(|(p, _)| (p.first..p.first + p.rows).map(|r| r as u32))
                 .collect();
-            let b = read_segment(self.store, seg, Some(&rows), Some(VALUE_COLUMNS))?;
+            let cols = value_columns(chosen.iter().flat_map(|(_, parts)| parts.iter().map(|(_, p)| p)));
+            let b = read_segment(self.store, seg, Some(&rows), Some(&cols))?;
             let v = ValueCols::new(&b)?;
             let mut i = 0;
             for (plan, parts) in &chosen {
