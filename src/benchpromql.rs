@@ -112,8 +112,9 @@ fn request(load: Load, args: &BenchPromqlArgs, start_s: u64, from: u64, to: u64,
             let st = &mut state[i];
             for step in from..to {
                 let t_s = start_s + step * args.interval;
-                // Export jitter: collection happens a few ms late.
-                let t_ns = t_s * 1_000_000_000 + st.rng.below(5_000_000);
+                // Export jitter: an SDK collects all of a service's series
+                // at once, up to 2 ms late.
+                let t_ns = t_s * 1_000_000_000 + jitter(service, step);
                 // One restart a day, at a time of the series' own.
                 if step % (86_400 / args.interval.max(1)) == st.restart_step {
                     st.start_ns = t_ns - 1;
@@ -206,6 +207,13 @@ fn request(load: Load, args: &BenchPromqlArgs, start_s: u64, from: u64, to: u64,
     }
 }
 
+/// The collection delay (ns) of a service's export at a step.
+fn jitter(service: usize, step: u64) -> u64 {
+    let mut r = Rng((service as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ step.wrapping_mul(0xbf58_476d_1ce4_e5b9));
+    r.next();
+    r.below(2_000_000)
+}
+
 struct State {
     rng: Rng,
     mean: u64,
@@ -225,7 +233,10 @@ fn now_s() -> u64 {
 async fn load(args: &BenchPromqlArgs, load: Load, end_s: u64) -> Result<()> {
     let steps = args.hours * 3600 / args.interval.max(1);
     let start_s = (end_s - args.hours * 3600) / args.interval * args.interval;
-    let n = args.series.max(args.histograms);
+    let n = match load {
+        Load::Counters => args.series,
+        Load::Histograms => args.histograms,
+    };
     let mut state: Vec<State> = (0..n)
         .map(|i| {
             let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
@@ -252,13 +263,24 @@ async fn load(args: &BenchPromqlArgs, load: Load, end_s: u64) -> Result<()> {
             bytes += body.len() as u64;
             let (client, url) = (client.clone(), url.clone());
             in_flight.push_back(async move {
+                let mut attempts = 0;
                 loop {
                     let res = client
                         .post(&url)
                         .header("content-type", "application/x-protobuf")
                         .body(body.clone())
                         .send()
-                        .await?;
+                        .await;
+                    // A server over its budget may refuse before reading the
+                    // body, which the client sees as a broken connection.
+                    let res = match res {
+                        Err(_) if attempts < 50 => {
+                            attempts += 1;
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            continue;
+                        }
+                        r => r?,
+                    };
                     // Over its memory budget the server asks to retry later.
                     if matches!(res.status().as_u16(), 429 | 503) {
                         tokio::time::sleep(Duration::from_millis(200)).await;

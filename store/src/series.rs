@@ -17,7 +17,9 @@ use datafusion::arrow::datatypes::Float64Type;
 use crate::schema::Signal;
 use crate::{Error, Result};
 
-/// The footer key holding a segment's [`SeriesIndex`] (JSON).
+/// The footer key holding a segment's [`SeriesIndex`]: JSON, compressed
+/// with zstd and written as `zstd:<JSON length>:<base64>` (the names and attributes of
+/// a segment's series repeat, and footers are read often).
 pub const SERIES_INDEX_KEY: &str = "lumen.series_index";
 
 struct Fnv(u64);
@@ -276,13 +278,34 @@ impl Runs {
         if self.broken {
             return None;
         }
-        serde_json::to_string(&self.index).ok()
+        use base64::Engine as _;
+        let json = serde_json::to_vec(&self.index).ok()?;
+        let packed = zstd::bulk::compress(&json, 3).ok()?;
+        Some(format!(
+            "zstd:{}:{}",
+            json.len(),
+            base64::engine::general_purpose::STANDARD.encode(packed)
+        ))
     }
 }
 
 /// Parses a footer's series index.
 pub fn decode_index(s: &str) -> Option<SeriesIndex> {
-    serde_json::from_str(s).ok()
+    use base64::Engine as _;
+    match s.strip_prefix("zstd:") {
+        Some(rest) => {
+            let (len, b64) = rest.split_once(':')?;
+            let len: usize = len.parse().ok()?;
+            // A footer's index is at most a few MiB of JSON; refuse bombs.
+            if len > 256 << 20 {
+                return None;
+            }
+            let packed = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+            let json = zstd::bulk::decompress(&packed, len).ok()?;
+            serde_json::from_slice(&json).ok()
+        }
+        None => serde_json::from_str(s).ok(),
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 """Lumen's segments are plain Parquet: DuckDB and pyarrow read them as they
 are and count the same rows that Lumen's SQL counts."""
 
+import base64
 import glob
 import json
 import tempfile
@@ -9,6 +10,7 @@ import urllib.request
 
 import duckdb
 import lumen_server
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 def post(url, payload):
@@ -51,6 +53,14 @@ def test_duckdb_and_pyarrow_read_segments():
     assert row[3].startswith("TIMESTAMP")
 
 
+def series_index(path):
+    """The series index of a metrics segment's footer: zstd:<length>:<base64 of zstd JSON>."""
+    value = pq.read_metadata(path).metadata[b"lumen.series_index"].decode()
+    codec, length, b64 = value.split(":", 2)
+    assert codec == "zstd"
+    return json.loads(pa.decompress(base64.b64decode(b64), decompressed_size=int(length), codec="zstd").to_pybytes())
+
+
 def test_metric_segments_sort_series_into_runs_listed_in_the_footer():
     data = tempfile.mkdtemp(prefix="lumen-parquet-metrics-")
     proc, addrs = lumen_server.start(data)
@@ -71,7 +81,7 @@ def test_metric_segments_sort_series_into_runs_listed_in_the_footer():
         t = pq.read_table(f, columns=["series_id", "timestamp", "attributes"])
         ids = t.column("series_id").to_pylist()
         ts = t.column("timestamp").to_pylist()
-        index = json.loads(pq.read_metadata(f).metadata[b"lumen.series_index"])
+        index = series_index(f)
         # Each series is one run of rows, in time order, as the footer says.
         covered = 0
         for run in index["runs"]:
@@ -83,7 +93,7 @@ def test_metric_segments_sort_series_into_runs_listed_in_the_footer():
             assert index["resources"][run["resource"]] == [["service.name", "runs"]]
             covered += run["rows"]
         assert covered == t.num_rows
-    assert sum(len(json.loads(pq.read_metadata(f).metadata[b"lumen.series_index"])["runs"]) for f in files) >= 3
+    assert sum(len(series_index(f)["runs"]) for f in files) >= 3
 
     # Read back from those segments through PromQL.
     proc, addrs = lumen_server.start(data)
