@@ -420,6 +420,28 @@ pub(crate) fn for_each_batch(
     }
 }
 
+/// Rows `rows` (ascending) of columns `columns` of a segment, batch by
+/// batch, reading only the pages that hold them.
+pub(crate) fn for_each_selected(
+    store: &Store,
+    seg: &SegmentMeta,
+    rows: &[u32],
+    columns: &[&str],
+    mut f: impl FnMut(&RecordBatch) -> Result<()>,
+) -> Result<()> {
+    let key = store.data_dir().join(&seg.path).to_string_lossy().into_owned();
+    let mut run = |reader: datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader| {
+        for batch in reader {
+            f(&batch?)?;
+        }
+        Ok(())
+    };
+    match open_segment(store, seg)? {
+        SegmentFile::Local(file) => run(parquet_reader(&key, file, Some(rows), Some(columns))?),
+        SegmentFile::Remote(b) => run(parquet_reader(&key, b, Some(rows), Some(columns))?),
+    }
+}
+
 /// The row selection of ascending `rows`.
 pub(crate) fn selection(rows: &[u32]) -> RowSelection {
     let mut sel = Vec::new();

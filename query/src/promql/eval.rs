@@ -436,9 +436,10 @@ impl<'a> Ev<'a> {
                 let raw = self.fetch(vs, lo - w.range + 1, hi)?;
                 Ok((
                     raw.into_iter()
-                        .map(|s| RangeSeries {
-                            labels: s.labels,
-                            points: s.samples.into_iter().filter(|(_, v)| !is_stale(*v)).collect(),
+                        .map(|s| {
+                            let mut points = s.samples;
+                            points.retain(|(_, v)| !is_stale(*v));
+                            RangeSeries { labels: s.labels, points }
                         })
                         .collect(),
                     w,

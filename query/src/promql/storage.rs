@@ -31,7 +31,7 @@ use promql_parser::label::Matcher;
 use super::{EvalError, Labels, Queryable, RawSeries, STALE_NAN};
 use crate::json::missing;
 use crate::promnames::{self, MetricKind};
-use crate::search::{Source, Sources, for_each_batch, footer_value, read_segment};
+use crate::search::{Source, Sources, for_each_batch, for_each_selected, footer_value, read_segment};
 
 /// The columns a query reads.
 const COLUMNS: &[&str] = &[
@@ -598,6 +598,9 @@ impl StoreQueryable<'_> {
                 .filter(|(l, _)| matches_all(matchers, l))
                 .map(|(l, p)| (out.slot(l.clone(), plan.delta), *p))
                 .collect();
+            for &(o, _) in &parts {
+                out.series[o].1.reserve(plan.rows as usize);
+            }
             if !parts.is_empty() {
                 chosen.push((plan, parts));
             }
@@ -608,25 +611,32 @@ impl StoreQueryable<'_> {
                 .flat_map(|(p, _)| (p.first..p.first + p.rows).map(|r| r as u32))
                 .collect();
             let cols = value_columns(chosen.iter().flat_map(|(_, parts)| parts.iter().map(|(_, p)| p)));
-            let b = read_segment(self.store, seg, Some(&rows), Some(&cols))?;
-            let v = ValueCols::new(&b)?;
-            let mut i = 0;
-            for (plan, parts) in &chosen {
+            // Batch by batch: the rows come in the order of `chosen`.
+            let (mut k, mut left) = (0usize, chosen[0].0.rows);
+            for_each_selected(self.store, seg, &rows, &cols, |b| {
                 self.check()?;
-                for _ in 0..plan.rows {
+                let v = ValueCols::new(b)?;
+                for i in 0..b.num_rows() {
+                    while left == 0 {
+                        k += 1;
+                        left = chosen.get(k).map_or(u64::MAX, |c| c.0.rows);
+                    }
+                    left -= 1;
+                    let Some((_, parts)) = chosen.get(k) else { break };
                     let t = v.ts.value(i).div_euclid(1_000_000);
-                    if t >= mint && t <= maxt {
-                        let stale = v.flags.value(i) & 1 == 1;
-                        for &(o, part) in parts {
-                            let x = if stale { Some(f64::from_bits(STALE_NAN)) } else { v.part_value(i, part) };
-                            if let Some(x) = x {
-                                out.series[o].1.push((t, x));
-                            }
+                    if t < mint || t > maxt {
+                        continue;
+                    }
+                    let stale = v.flags.value(i) & 1 == 1;
+                    for &(o, part) in parts {
+                        let x = if stale { Some(f64::from_bits(STALE_NAN)) } else { v.part_value(i, part) };
+                        if let Some(x) = x {
+                            out.series[o].1.push((t, x));
                         }
                     }
-                    i += 1;
                 }
-            }
+                Ok(())
+            })?;
         }
         if !per_row.is_empty() {
             let b = read_segment(self.store, seg, Some(&per_row), Some(COLUMNS))?;
@@ -707,8 +717,16 @@ impl Queryable for StoreQueryable<'_> {
         let to_ns = |ms: i64| ms.saturating_mul(1_000_000);
         let sources = Sources::new(self.store, Signal::Metrics, to_ns(mint), to_ns(maxt).saturating_add(999_999));
         let mut out = Collected::default();
-        let mut run = || -> crate::Result<()> {
-            for source in &sources.list {
+        // Oldest segments first, the buffer last: samples arrive in time
+        // order and need no sort, unless segments overlap.
+        let mut order: Vec<&Source> = sources.list.iter().filter(|s| matches!(s, Source::Segment(_))).collect();
+        order.sort_by_key(|s| match s {
+            Source::Segment(seg) => (seg.min_time, seg.max_time),
+            Source::Buffer(_) => (i64::MAX, i64::MAX),
+        });
+        order.extend(sources.list.iter().filter(|s| matches!(s, Source::Buffer(_))));
+        let run = || -> crate::Result<()> {
+            for source in order {
                 match source {
                     Source::Buffer(b) => self.visit(b, matchers, mint, maxt, &mut out)?,
                     Source::Segment(seg) => match segment_plans(self.store, seg)? {
@@ -729,7 +747,9 @@ impl Queryable for StoreQueryable<'_> {
             .series
             .into_iter()
             .map(|(labels, mut samples, delta)| {
-                samples.sort_by_key(|p| p.0);
+                if !samples.is_sorted_by_key(|p| p.0) {
+                    samples.sort_by_key(|p| p.0);
+                }
                 // Two points at one time (the same series from two
                 // resources): the later one read wins.
                 samples.dedup_by(|later, earlier| {
