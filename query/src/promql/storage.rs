@@ -88,6 +88,8 @@ struct ValueCols<'b> {
     count: Option<&'b UInt64Array>,
     sum: Option<&'b Float64Array>,
     buckets: Option<&'b ListArray>,
+    /// The flat bucket counts of `buckets`, read through its offsets.
+    bucket_counts: Option<&'b [u64]>,
     quantiles: Option<&'b ListArray>,
 }
 
@@ -99,7 +101,11 @@ impl<'b> ValueCols<'b> {
             value: col(b, "value").ok(),
             count: col(b, "count").ok(),
             sum: col(b, "sum").ok(),
-            buckets: col(b, "bucket_counts").ok(),
+            buckets: col::<ListArray>(b, "bucket_counts").ok(),
+            bucket_counts: col::<ListArray>(b, "bucket_counts")
+                .ok()
+                .and_then(|l| l.values().as_primitive_opt::<UInt64Type>())
+                .map(|a| &a.values()[..]),
             quantiles: col(b, "quantiles").ok(),
         })
     }
@@ -125,9 +131,13 @@ impl<'b> ValueCols<'b> {
             Part::Count => self.count.filter(|a| a.is_valid(i)).map(|a| a.value(i) as f64),
             Part::Sum => self.sum.filter(|a| a.is_valid(i)).map(|a| a.value(i)),
             Part::Bucket(j) => {
-                let l = self.buckets.filter(|a| a.is_valid(i))?.value(i);
-                let counts = l.as_primitive_opt::<UInt64Type>()?;
-                Some(counts.values().iter().take(j + 1).sum::<u64>() as f64)
+                // The cumulative count through bucket j, without slicing the list.
+                let l = self.buckets.filter(|a| a.is_valid(i))?;
+                let counts = self.bucket_counts?;
+                let offsets = l.value_offsets();
+                let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
+                let upto = (start + j + 1).min(end);
+                Some(counts.get(start..upto)?.iter().sum::<u64>() as f64)
             }
             Part::Quantile(j) => self.quantile_list(i).get(j).map(|q| q.1),
         }
@@ -500,6 +510,8 @@ type Collecting = (Labels, Vec<(i64, f64)>, bool);
 #[derive(Default)]
 struct Collected {
     series: Vec<Collecting>,
+    /// Rows the indexed segments will give each series (to size them once).
+    expected: Vec<usize>,
     index: HashMap<Labels, usize>,
     /// Series key → for each derived series, its output index (None: it
     /// does not match) and what it reads.
@@ -507,12 +519,13 @@ struct Collected {
 }
 
 impl Collected {
-    fn slot(&mut self, labels: Labels, delta: bool) -> usize {
-        if let Some(&o) = self.index.get(&labels) {
+    fn slot(&mut self, labels: &Labels, delta: bool) -> usize {
+        if let Some(&o) = self.index.get(labels) {
             return o;
         }
         self.series.push((labels.clone(), Vec::new(), delta));
-        self.index.insert(labels, self.series.len() - 1);
+        self.expected.push(0);
+        self.index.insert(labels.clone(), self.series.len() - 1);
         self.series.len() - 1
     }
 }
@@ -538,7 +551,7 @@ impl StoreQueryable<'_> {
             if kind == MetricKind::ExponentialHistogram {
                 for (labels, v) in exponential_series(&c, i) {
                     if matches_all(matchers, &labels) {
-                        let o = out.slot(labels, delta);
+                        let o = out.slot(&labels, delta);
                         out.series[o].1.push((t, if stale { f64::from_bits(STALE_NAN) } else { v }));
                     }
                 }
@@ -552,7 +565,7 @@ impl StoreQueryable<'_> {
                 let derived: Vec<(Option<usize>, Part)> = fixed_series(family, labels, kind, &bounds, &quantiles)
                     .into_iter()
                     .map(|(labels, part)| {
-                        let o = matches_all(matchers, &labels).then(|| out.slot(labels, delta));
+                        let o = matches_all(matchers, &labels).then(|| out.slot(&labels, delta));
                         (o, part)
                     })
                     .collect();
@@ -571,75 +584,110 @@ impl StoreQueryable<'_> {
     }
 }
 
+/// What a query reads of one indexed segment: the matching runs with their
+/// output series, and the rows to read row by row.
+struct Chosen<'p> {
+    runs: Vec<(&'p RunPlan, Vec<(usize, Part)>)>,
+    per_row: Vec<u32>,
+}
+
 impl StoreQueryable<'_> {
-    /// A segment with a series index: the rows of the matching runs only.
-    fn visit_runs(
-        &self,
-        seg: &SegmentMeta,
-        plans: &[RunPlan],
-        matchers: &[Matcher],
-        mint: i64,
-        maxt: i64,
-        out: &mut Collected,
-    ) -> crate::Result<()> {
-        let mut chosen: Vec<(&RunPlan, Vec<(usize, Part)>)> = Vec::new();
-        let mut per_row: Vec<u32> = Vec::new();
+    /// The runs of a segment whose series match, each series given its
+    /// output slot (and room for the run's rows).
+    fn choose<'p>(plans: &'p [RunPlan], matchers: &[Matcher], mint: i64, maxt: i64, out: &mut Collected) -> Chosen<'p> {
+        let mut chosen = Chosen { runs: Vec::new(), per_row: Vec::new() };
         for plan in plans {
             if plan.max_ms < mint || plan.min_ms > maxt {
                 continue;
             }
             if plan.per_row {
-                per_row.extend((plan.first..plan.first + plan.rows).map(|r| r as u32));
+                chosen.per_row.extend((plan.first..plan.first + plan.rows).map(|r| r as u32));
                 continue;
             }
             let parts: Vec<(usize, Part)> = plan
                 .parts
                 .iter()
                 .filter(|(l, _)| matches_all(matchers, l))
-                .map(|(l, p)| (out.slot(l.clone(), plan.delta), *p))
+                .map(|(l, p)| (out.slot(l, plan.delta), *p))
                 .collect();
             for &(o, _) in &parts {
-                out.series[o].1.reserve(plan.rows as usize);
+                out.expected[o] += plan.rows as usize;
             }
             if !parts.is_empty() {
-                chosen.push((plan, parts));
+                chosen.runs.push((plan, parts));
             }
         }
-        if !chosen.is_empty() {
+        chosen
+    }
+
+    /// Reads the chosen rows of a segment into their series.
+    fn read_chosen(
+        &self,
+        seg: &SegmentMeta,
+        chosen: &Chosen,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        out: &mut Collected,
+    ) -> crate::Result<()> {
+        if !chosen.runs.is_empty() {
             let rows: Vec<u32> = chosen
+                .runs
                 .iter()
                 .flat_map(|(p, _)| (p.first..p.first + p.rows).map(|r| r as u32))
                 .collect();
-            let cols = value_columns(chosen.iter().flat_map(|(_, parts)| parts.iter().map(|(_, p)| p)));
-            // Batch by batch: the rows come in the order of `chosen`.
-            let (mut k, mut left) = (0usize, chosen[0].0.rows);
+            let cols = value_columns(chosen.runs.iter().flat_map(|(_, parts)| parts.iter().map(|(_, p)| p)));
+            // Batch by batch; the rows come run after run, in `chosen` order.
+            let (mut k, mut left) = (0usize, chosen.runs[0].0.rows as usize);
             for_each_selected(self.store, seg, &rows, &cols, |b| {
                 self.check()?;
                 let v = ValueCols::new(b)?;
-                for i in 0..b.num_rows() {
+                let ts = v.ts.values();
+                let flags = v.flags.values();
+                let mut i = 0;
+                while i < b.num_rows() {
                     while left == 0 {
                         k += 1;
-                        left = chosen.get(k).map_or(u64::MAX, |c| c.0.rows);
+                        left = chosen.runs.get(k).map_or(usize::MAX, |c| c.0.rows as usize);
                     }
-                    left -= 1;
-                    let Some((_, parts)) = chosen.get(k) else { break };
-                    let t = v.ts.value(i).div_euclid(1_000_000);
-                    if t < mint || t > maxt {
-                        continue;
-                    }
-                    let stale = v.flags.value(i) & 1 == 1;
+                    let Some((_, parts)) = chosen.runs.get(k) else { break };
+                    // The rows of this run in this batch.
+                    let n = left.min(b.num_rows() - i);
                     for &(o, part) in parts {
-                        let x = if stale { Some(f64::from_bits(STALE_NAN)) } else { v.part_value(i, part) };
-                        if let Some(x) = x {
-                            out.series[o].1.push((t, x));
+                        let dst = &mut out.series[o].1;
+                        match (part, v.value) {
+                            (Part::Value, Some(values)) if values.null_count() == 0 => {
+                                let vals = values.values();
+                                for r in i..i + n {
+                                    let t = ts[r].div_euclid(1_000_000);
+                                    if t >= mint && t <= maxt {
+                                        let x = if flags[r] & 1 == 1 { f64::from_bits(STALE_NAN) } else { vals[r] };
+                                        dst.push((t, x));
+                                    }
+                                }
+                            }
+                            _ => {
+                                for r in i..i + n {
+                                    let t = ts[r].div_euclid(1_000_000);
+                                    if t < mint || t > maxt {
+                                        continue;
+                                    }
+                                    let x = if flags[r] & 1 == 1 { Some(f64::from_bits(STALE_NAN)) } else { v.part_value(r, part) };
+                                    if let Some(x) = x {
+                                        dst.push((t, x));
+                                    }
+                                }
+                            }
                         }
                     }
+                    i += n;
+                    left -= n;
                 }
                 Ok(())
             })?;
         }
-        if !per_row.is_empty() {
-            let b = read_segment(self.store, seg, Some(&per_row), Some(COLUMNS))?;
+        if !chosen.per_row.is_empty() {
+            let b = read_segment(self.store, seg, Some(&chosen.per_row), Some(COLUMNS))?;
             self.visit(&b, matchers, mint, maxt, out)?;
         }
         Ok(())
@@ -725,16 +773,29 @@ impl Queryable for StoreQueryable<'_> {
             Source::Buffer(_) => (i64::MAX, i64::MAX),
         });
         order.extend(sources.list.iter().filter(|s| matches!(s, Source::Buffer(_))));
-        let run = || -> crate::Result<()> {
-            for source in order {
-                match source {
-                    Source::Buffer(b) => self.visit(b, matchers, mint, maxt, &mut out)?,
-                    Source::Segment(seg) => match segment_plans(self.store, seg)? {
-                        Some(plans) => self.visit_runs(seg, &plans, matchers, mint, maxt, &mut out)?,
-                        None => {
-                            for_each_batch(self.store, seg, COLUMNS, |b| self.visit(b, matchers, mint, maxt, &mut out))?
-                        }
-                    },
+        let mut run = || -> crate::Result<()> {
+            // First which runs of which segments, so each series is sized once.
+            let plans: Vec<Option<std::sync::Arc<Vec<RunPlan>>>> = order
+                .iter()
+                .map(|s| match s {
+                    Source::Segment(seg) => segment_plans(self.store, seg),
+                    Source::Buffer(_) => Ok(None),
+                })
+                .collect::<crate::Result<_>>()?;
+            let chosen: Vec<Option<Chosen>> = plans
+                .iter()
+                .map(|p| p.as_ref().map(|p| Self::choose(p, matchers, mint, maxt, &mut out)))
+                .collect();
+            for (s, n) in out.series.iter_mut().zip(&out.expected) {
+                s.1.reserve_exact(*n);
+            }
+            for (source, chosen) in order.iter().zip(&chosen) {
+                match (source, chosen) {
+                    (Source::Buffer(b), _) => self.visit(b, matchers, mint, maxt, &mut out)?,
+                    (Source::Segment(seg), Some(c)) => self.read_chosen(seg, c, matchers, mint, maxt, &mut out)?,
+                    (Source::Segment(seg), None) => {
+                        for_each_batch(self.store, seg, COLUMNS, |b| self.visit(b, matchers, mint, maxt, &mut out))?
+                    }
                 }
             }
             Ok(())
