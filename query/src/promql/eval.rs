@@ -196,6 +196,33 @@ pub(super) struct Window {
     pub at: Option<i64>,
 }
 
+/// The step grid and time limit of an evaluation: what per-series work
+/// needs, shareable across threads.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Grid {
+    pub start: i64,
+    pub step: i64,
+    pub n: usize,
+    deadline: Option<Instant>,
+}
+
+impl Grid {
+    pub(super) fn ts(&self, i: usize) -> i64 {
+        self.start + i as i64 * self.step
+    }
+
+    pub(super) fn ref_time(&self, i: usize, w: &Window) -> i64 {
+        w.at.unwrap_or_else(|| self.ts(i)) - w.offset
+    }
+
+    pub(super) fn check(&self, what: &'static str) -> Result<()> {
+        match self.deadline {
+            Some(d) if Instant::now() > d => Err(EvalError::Timeout(what)),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The evaluation of one query (or subquery) over its step grid.
 pub(super) struct Ev<'a> {
     pub eng: &'a Engine,
@@ -234,6 +261,10 @@ impl<'a> Ev<'a> {
             deadline: eng.timeout.map(|d| Instant::now() + d),
             samples,
         }
+    }
+
+    pub(super) fn grid(&self) -> Grid {
+        Grid { start: self.start, step: self.step, n: self.n, deadline: self.deadline }
     }
 
     /// The time of step `i`.
@@ -730,6 +761,29 @@ impl<'a> Ev<'a> {
                     .into_iter()
                     .map(|labels| SSeries { labels, vals: vec![None; self.n] })
                     .collect();
+                // Series by series into one accumulator per group and step
+                // (each series' values are contiguous), when that fits.
+                if op != T_QUANTILE && out.len().saturating_mul(self.n) <= SERIES_MAJOR_ACCS {
+                    let n = self.n;
+                    let mut accs = vec![Acc::default(); out.len() * n];
+                    for (s, &g) in input.iter().zip(&group_of) {
+                        self.check("aggregation")?;
+                        let row = &mut accs[g * n..(g + 1) * n];
+                        for (acc, v) in row.iter_mut().zip(&s.vals) {
+                            if let Some(v) = *v {
+                                acc.add(op, v);
+                            }
+                        }
+                    }
+                    for (g, o) in out.iter_mut().enumerate() {
+                        for (slot, acc) in o.vals.iter_mut().zip(&accs[g * n..(g + 1) * n]) {
+                            if acc.count > 0.0 {
+                                *slot = Some(acc.result(op));
+                            }
+                        }
+                    }
+                    return Ok(Val::Vector(out));
+                }
                 let mut accs: Vec<Acc> = Vec::new();
                 let mut values: Vec<Vec<f64>> = Vec::new();
                 for i in 0..self.n {
@@ -836,6 +890,10 @@ impl<'a> Ev<'a> {
         Ok(Val::Vector(out))
     }
 }
+
+/// Most accumulators (groups × steps) an aggregation keeps at once to go
+/// series by series (about 40 MB).
+const SERIES_MAJOR_ACCS: usize = 1 << 20;
 
 fn missing_param(op: TokenId) -> EvalError {
     EvalError::BadData(format!(

@@ -9,7 +9,7 @@ use promql_parser::parser::{Call, Expr, VectorSelector};
 
 use super::EvalError;
 use super::Labels;
-use super::eval::{Ev, RangeSeries, SSeries, Val, Window, kahan_sum_inc, merge_same_labels, quantile};
+use super::eval::{Ev, Grid, RangeSeries, SSeries, Val, Window, kahan_sum_inc, merge_same_labels, quantile};
 
 type Result<T> = std::result::Result<T, EvalError>;
 
@@ -107,9 +107,10 @@ pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
                 _ => Labels::new(),
             };
             let mut present = vec![false; ev.n];
+            let g = ev.grid();
             for s in &series {
-                for_each_window(ev, &s.points, &w, |i, win| {
-                    if !win.is_empty() {
+                for_each_window(&g, &s.points, &w, |i, lo, hi| {
+                    if lo < hi {
                         present[i] = true;
                     }
                 });
@@ -416,15 +417,15 @@ fn absent_result(labels: Labels, vals: Vec<Option<f64>>) -> Vec<SSeries> {
     }
 }
 
-/// Calls `f(step, window)` for each step with the points of `points` in
-/// that step's window `(t - range, t]`.
-fn for_each_window(ev: &Ev, points: &[(i64, f64)], w: &Window, mut f: impl FnMut(usize, &[(i64, f64)])) {
+/// Calls `f(step, lo, hi)` for each step with the range `lo..hi` of
+/// `points` in that step's window `(t - range, t]`.
+fn for_each_window(g: &Grid, points: &[(i64, f64)], w: &Window, mut f: impl FnMut(usize, usize, usize)) {
     let (mut lo, mut hi) = (0, 0);
-    for i in 0..ev.n {
-        let r = ev.ref_time(i, w);
+    for i in 0..g.n {
+        let r = g.ref_time(i, w);
         if w.at.is_some() && i > 0 {
             // The same window at every step.
-            f(i, &points[lo..hi]);
+            f(i, lo, hi);
             continue;
         }
         while hi < points.len() && points[hi].0 <= r {
@@ -433,9 +434,12 @@ fn for_each_window(ev: &Ev, points: &[(i64, f64)], w: &Window, mut f: impl FnMut
         while lo < hi && points[lo].0 <= r - w.range {
             lo += 1;
         }
-        f(i, &points[lo..hi]);
+        f(i, lo, hi);
     }
 }
+
+/// Series whose range functions are worth two threads (points in all).
+const PARALLEL_POINTS: usize = 200_000;
 
 fn range_call(ev: &Ev, c: &Call) -> Result<Val> {
     let name = c.func.name;
@@ -448,21 +452,55 @@ fn range_call(ev: &Ev, c: &Call) -> Result<Val> {
         Some(i) => ev.eval_scalar(arg(c, i)?, name)?,
         None => Vec::new(),
     };
-    let (series, w) = ev.range_input(arg(c, matrix_arg)?)?;
+    let (mut series, w) = ev.range_input(arg(c, matrix_arg)?)?;
+    let g = ev.grid();
+    let points: usize = series.iter().map(|s| s.points.len()).sum();
+    let out = if points >= PARALLEL_POINTS && series.len() >= 2 {
+        let second = series.split_off(series.len() / 2);
+        let (a, b) = std::thread::scope(|scope| {
+            let h = scope.spawn(|| range_series(&g, name, &param, &w, second));
+            let a = range_series(&g, name, &param, &w, series);
+            (a, h.join())
+        });
+        let mut a = a?;
+        a.extend(b.map_err(|_| EvalError::Execution(format!("{name}: a worker thread failed")))??);
+        a
+    } else {
+        range_series(&g, name, &param, &w, series)?
+    };
+    Ok(Val::Vector(merge_same_labels(out)?))
+}
+
+/// A range function over each series' windows.
+fn range_series(g: &Grid, name: &str, param: &[f64], w: &Window, series: Vec<RangeSeries>) -> Result<Vec<SSeries>> {
     let keep_name = name == "last_over_time";
+    let counter = matches!(name, "rate" | "increase");
     let mut out = Vec::with_capacity(series.len());
     let mut scratch: Vec<f64> = Vec::new();
+    let mut resets: Vec<u32> = Vec::new();
     for RangeSeries { mut labels, points } in series {
-        ev.check("function evaluation")?;
-        let mut vals = vec![None; ev.n];
+        g.check("function evaluation")?;
+        if counter {
+            // resets[k]: counter resets among points 1..=k, so a window
+            // without any skips the reset scan.
+            resets.clear();
+            let mut n = 0;
+            resets.push(0);
+            for p in points.windows(2) {
+                n += u32::from(p[1].1 < p[0].1);
+                resets.push(n);
+            }
+        }
+        let mut vals = vec![None; g.n];
         let mut any = false;
-        for_each_window(ev, &points, &w, |i, win| {
-            if win.is_empty() {
+        for_each_window(g, &points, w, |i, lo, hi| {
+            if lo == hi {
                 return;
             }
-            let r = ev.ref_time(i, &w);
+            let r = g.ref_time(i, w);
             let p = param.get(i).copied().unwrap_or(f64::NAN);
-            vals[i] = range_fn(name, win, r - w.range, r, w.range, ev.ts(i), p, &mut scratch);
+            let has_resets = !counter || resets[hi - 1] != resets[lo];
+            vals[i] = range_fn(name, &points[lo..hi], r - w.range, r, w.range, g.ts(i), p, has_resets, &mut scratch);
             any |= vals[i].is_some();
         });
         if any {
@@ -472,7 +510,7 @@ fn range_call(ev: &Ev, c: &Call) -> Result<Val> {
             out.push(SSeries { labels, vals });
         }
     }
-    Ok(Val::Vector(merge_same_labels(out)?))
+    Ok(out)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -484,13 +522,14 @@ fn range_fn(
     range: i64,
     t: i64,
     param: f64,
+    has_resets: bool,
     scratch: &mut Vec<f64>,
 ) -> Option<f64> {
     let last = win[win.len() - 1];
     match name {
-        "rate" => extrapolated_rate(win, range_start, range_end, range, true, true),
-        "increase" => extrapolated_rate(win, range_start, range_end, range, true, false),
-        "delta" => extrapolated_rate(win, range_start, range_end, range, false, false),
+        "rate" => extrapolated_rate(win, range_start, range_end, range, has_resets, true, true),
+        "increase" => extrapolated_rate(win, range_start, range_end, range, has_resets, true, false),
+        "delta" => extrapolated_rate(win, range_start, range_end, range, false, false, false),
         "irate" | "idelta" => {
             if win.len() < 2 {
                 return None;
@@ -557,6 +596,7 @@ fn extrapolated_rate(
     range_start: i64,
     range_end: i64,
     range: i64,
+    has_resets: bool,
     counter: bool,
     rate: bool,
 ) -> Option<f64> {
@@ -566,7 +606,7 @@ fn extrapolated_rate(
     let (first_t, first_v) = win[0];
     let (last_t, last_v) = win[win.len() - 1];
     let mut result = last_v - first_v;
-    if counter {
+    if counter && has_resets {
         let mut prev = first_v;
         for &(_, v) in &win[1..] {
             if v < prev {

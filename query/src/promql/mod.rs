@@ -91,3 +91,32 @@ pub fn labels_string(l: &Labels) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::promqltest::MemStorage;
+    use super::*;
+
+    /// Enough points for range functions to split the series between two
+    /// threads: every series must come back, with its own rate.
+    #[test]
+    fn range_functions_over_many_points_give_every_series_its_value() {
+        let mut m = MemStorage::default();
+        for i in 0..8u32 {
+            let labels: Labels = [("__name__".to_owned(), "c".to_owned()), ("i".to_owned(), i.to_string())].into();
+            m.add(labels, (0..30_000i64).map(|t| (t * 1000, (t as f64) * f64::from(i + 1))));
+        }
+        let engine = Engine::default();
+        let expr = promql_parser::parser::parse("rate(c[1m])").unwrap_or_else(|e| panic!("{e}"));
+        let QueryValue::Matrix(series) = engine.range(&m, &expr, 20_000_000, 20_600_000, 60_000).unwrap_or_else(|e| panic!("{e}")) else {
+            panic!("expected a matrix");
+        };
+        assert_eq!(series.len(), 8);
+        for (labels, points) in &series {
+            let i: f64 = labels["i"].parse().unwrap_or(f64::NAN);
+            assert!(!labels.contains_key("__name__"));
+            assert_eq!(points.len(), 11);
+            assert!(points.iter().all(|p| (p.1 - (i + 1.0)).abs() < 1e-9), "{labels:?} {points:?}");
+        }
+    }
+}
