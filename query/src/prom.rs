@@ -471,7 +471,7 @@ pub async fn query(
     let store = Arc::clone(&s.store);
     let deadline = engine.timeout.map(|d| std::time::Instant::now() + d);
     let v = tokio::task::spawn_blocking(move || {
-        let q = StoreQueryable { store: &store, deadline };
+        let q = StoreQueryable::new(&store, deadline);
         engine.instant(&q, &expr, t)
     })
     .await
@@ -511,7 +511,7 @@ pub async fn query_range(
     let store = Arc::clone(&s.store);
     let deadline = engine.timeout.map(|d| std::time::Instant::now() + d);
     let v = tokio::task::spawn_blocking(move || {
-        let q = StoreQueryable { store: &store, deadline };
+        let q = StoreQueryable::new(&store, deadline);
         engine.range(&q, &expr, start, end, step)
     })
     .await

@@ -502,6 +502,14 @@ fn exponential_series(c: &Cols, i: usize) -> Vec<(Labels, f64)> {
 pub struct StoreQueryable<'a> {
     pub store: &'a Store,
     pub deadline: Option<Instant>,
+    /// Rows of indexed segments past which a read goes on two threads.
+    pub parallel_rows: usize,
+}
+
+impl<'a> StoreQueryable<'a> {
+    pub fn new(store: &'a Store, deadline: Option<Instant>) -> StoreQueryable<'a> {
+        StoreQueryable { store, deadline, parallel_rows: PARALLEL_ROWS }
+    }
 }
 
 /// A series being collected: labels, samples, and whether they are deltas.
@@ -584,6 +592,9 @@ impl StoreQueryable<'_> {
     }
 }
 
+/// Rows of indexed segments worth reading on two threads.
+const PARALLEL_ROWS: usize = 200_000;
+
 /// What a query reads of one indexed segment: the matching runs with their
 /// output series, and the rows to read row by row.
 struct Chosen<'p> {
@@ -620,15 +631,14 @@ impl StoreQueryable<'_> {
         chosen
     }
 
-    /// Reads the chosen rows of a segment into their series.
-    fn read_chosen(
+    /// Reads the chosen runs of a segment into their series' samples.
+    fn read_runs(
         &self,
         seg: &SegmentMeta,
         chosen: &Chosen,
-        matchers: &[Matcher],
         mint: i64,
         maxt: i64,
-        out: &mut Collected,
+        sink: &mut [Vec<(i64, f64)>],
     ) -> crate::Result<()> {
         if !chosen.runs.is_empty() {
             let rows: Vec<u32> = chosen
@@ -654,7 +664,7 @@ impl StoreQueryable<'_> {
                     // The rows of this run in this batch.
                     let n = left.min(b.num_rows() - i);
                     for &(o, part) in parts {
-                        let dst = &mut out.series[o].1;
+                        let dst = &mut sink[o];
                         match (part, v.value) {
                             (Part::Value, Some(values)) if values.null_count() == 0 => {
                                 let vals = values.values();
@@ -686,11 +696,56 @@ impl StoreQueryable<'_> {
                 Ok(())
             })?;
         }
-        if !chosen.per_row.is_empty() {
-            let b = read_segment(self.store, seg, Some(&chosen.per_row), Some(COLUMNS))?;
-            self.visit(&b, matchers, mint, maxt, out)?;
-        }
         Ok(())
+    }
+
+    /// Reads the runs of indexed segments (in `jobs`' order) into their
+    /// series: the older half of the rows and the newer half on two
+    /// threads when there are many, each series' samples staying in order.
+    fn read_all_runs(&self, jobs: &[(&SegmentMeta, &Chosen)], mint: i64, maxt: i64, out: &mut Collected) -> crate::Result<()> {
+        let rows_of = |c: &Chosen| c.runs.iter().map(|(p, _)| p.rows as usize).sum::<usize>();
+        let total: usize = jobs.iter().map(|(_, c)| rows_of(c)).sum();
+        let mut sink: Vec<Vec<(i64, f64)>> = out.series.iter_mut().map(|s| std::mem::take(&mut s.1)).collect();
+        let result = if total >= self.parallel_rows && jobs.len() >= 2 {
+            let mut acc = 0;
+            let split = jobs
+                .iter()
+                .position(|(_, c)| {
+                    acc += rows_of(c);
+                    acc >= total / 2
+                })
+                .map_or(jobs.len() / 2, |p| (p + 1).min(jobs.len() - 1));
+            let (older, newer) = jobs.split_at(split);
+            let mut newer_sink: Vec<Vec<(i64, f64)>> = vec![Vec::new(); sink.len()];
+            for (_, c) in newer {
+                for (p, parts) in &c.runs {
+                    for &(o, _) in parts {
+                        newer_sink[o].reserve(p.rows as usize);
+                    }
+                }
+            }
+            let (a, b) = std::thread::scope(|scope| {
+                let h = scope.spawn(|| -> crate::Result<()> {
+                    for (seg, c) in newer {
+                        self.read_runs(seg, c, mint, maxt, &mut newer_sink)?;
+                    }
+                    Ok(())
+                });
+                let a = older.iter().try_for_each(|(seg, c)| self.read_runs(seg, c, mint, maxt, &mut sink));
+                (a, h.join())
+            });
+            let b = b.unwrap_or_else(|_| Err(crate::Error::Internal("a segment reader thread failed".into())));
+            for (dst, more) in sink.iter_mut().zip(newer_sink) {
+                dst.extend(more);
+            }
+            a.and(b)
+        } else {
+            jobs.iter().try_for_each(|(seg, c)| self.read_runs(seg, c, mint, maxt, &mut sink))
+        };
+        for (s, samples) in out.series.iter_mut().zip(sink) {
+            s.1 = samples;
+        }
+        result
     }
 
     fn check(&self) -> crate::Result<()> {
@@ -789,10 +844,25 @@ impl Queryable for StoreQueryable<'_> {
             for (s, n) in out.series.iter_mut().zip(&out.expected) {
                 s.1.reserve_exact(*n);
             }
+            let jobs: Vec<(&SegmentMeta, &Chosen)> = order
+                .iter()
+                .zip(&chosen)
+                .filter_map(|(s, c)| match (s, c) {
+                    (Source::Segment(seg), Some(c)) => Some((&**seg, c)),
+                    _ => None,
+                })
+                .collect();
+            self.read_all_runs(&jobs, mint, maxt, &mut out)?;
+            // Then what is read row by row: exponential histograms, segments
+            // without a series index, the buffer.
             for (source, chosen) in order.iter().zip(&chosen) {
                 match (source, chosen) {
                     (Source::Buffer(b), _) => self.visit(b, matchers, mint, maxt, &mut out)?,
-                    (Source::Segment(seg), Some(c)) => self.read_chosen(seg, c, matchers, mint, maxt, &mut out)?,
+                    (Source::Segment(seg), Some(c)) if !c.per_row.is_empty() => {
+                        let b = read_segment(self.store, seg, Some(&c.per_row), Some(COLUMNS))?;
+                        self.visit(&b, matchers, mint, maxt, &mut out)?;
+                    }
+                    (Source::Segment(_), Some(_)) => {}
                     (Source::Segment(seg), None) => {
                         for_each_batch(self.store, seg, COLUMNS, |b| self.visit(b, matchers, mint, maxt, &mut out))?
                     }
@@ -833,5 +903,78 @@ impl Queryable for StoreQueryable<'_> {
                 RawSeries { labels, samples }
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+    use opentelemetry_proto::tonic::metrics::v1::{Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric::Data, number_data_point};
+    use promql_parser::label::MatchOp;
+
+    fn gauge(series: u32, from_min: i64, to_min: i64) -> ExportMetricsServiceRequest {
+        let points = (0..series)
+            .flat_map(|s| {
+                (from_min..to_min).map(move |m| NumberDataPoint {
+                    attributes: vec![KeyValue {
+                        key: "s".into(),
+                        value: Some(AnyValue { value: Some(Value::StringValue(s.to_string())) }),
+                        key_strindex: 0,
+                    }],
+                    time_unix_nano: (m * 60_000_000_000) as u64,
+                    value: Some(number_data_point::Value::AsDouble((m * 10 + i64::from(s)) as f64)),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric { name: "load".into(), data: Some(Data::Gauge(Gauge { data_points: points })), ..Default::default() }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    /// Segments written by flushes, read through their series index on one
+    /// thread and on two, and the buffer: the same samples, in order.
+    #[test]
+    fn indexed_segments_read_alike_on_one_and_two_threads() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(lumen_store::StoreConfig::new(dir.path())).unwrap_or_else(|e| panic!("{e}"));
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap_or_else(|e| panic!("{e}"));
+        // Three hours in three flushes, then a fourth hour left in the buffer.
+        for (i, (from, to)) in [(0, 60), (60, 120), (120, 180), (180, 240)].into_iter().enumerate() {
+            let batch = lumen_collector::convert::metrics(&gauge(5, from, to)).unwrap_or_else(|e| panic!("{e}")).batch;
+            rt.block_on(store.append(Signal::Metrics, batch)).unwrap_or_else(|e| panic!("{e}"));
+            if i < 3 {
+                store.flush_all().unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+        assert!(store.snapshot(Signal::Metrics).segments.len() >= 3);
+        let matchers = [Matcher::new(MatchOp::Equal, "__name__", "load")];
+        let read = |parallel_rows| {
+            let q = StoreQueryable { store: &store, deadline: None, parallel_rows };
+            let mut s = q.select(&matchers, 0, i64::MAX).unwrap_or_else(|e| panic!("{e}"));
+            s.sort_by(|a, b| a.labels.cmp(&b.labels));
+            s
+        };
+        let one = read(usize::MAX);
+        let two = read(1);
+        assert_eq!(one, two);
+        assert_eq!(one.len(), 5);
+        for (k, s) in one.iter().enumerate() {
+            assert_eq!(s.labels.get("s").map(String::as_str), Some(k.to_string().as_str()));
+            let want: Vec<(i64, f64)> = (0..240).map(|m| (m * 60_000, (m * 10 + k as i64) as f64)).collect();
+            assert_eq!(s.samples, want);
+        }
+        // A window inside one hour prunes the other runs and rows.
+        let q = StoreQueryable::new(&store, None);
+        let s = q.select(&matchers, 61 * 60_000, 62 * 60_000).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.iter().map(|s| s.samples.len()).sum::<usize>(), 10);
     }
 }
