@@ -65,8 +65,7 @@ fn metadata_endpoints_show_otlp_metrics_as_prometheus_series() {
 }
 
 fn check_metadata(server: &TestServer) {
-    let server = server;
-    let labels = get(&server, "/api/v1/labels", &[]);
+    let labels = get(server, "/api/v1/labels", &[]);
     assert_eq!(
         data(&labels),
         &json!([
@@ -79,7 +78,7 @@ fn check_metadata(server: &TestServer) {
             "quantile"
         ])
     );
-    let names = get(&server, "/api/v1/label/__name__/values", &[]);
+    let names = get(server, "/api/v1/label/__name__/values", &[]);
     assert_eq!(
         data(&names),
         &json!([
@@ -93,9 +92,9 @@ fn check_metadata(server: &TestServer) {
             "rpc_latency_milliseconds_sum",
         ])
     );
-    let le = get(&server, "/api/v1/label/le/values", &[]);
+    let le = get(server, "/api/v1/label/le/values", &[]);
     assert_eq!(data(&le), &json!(["+Inf", "0.1", "0.5"]));
-    let job = get(&server, "/api/v1/label/job/values", &[]);
+    let job = get(server, "/api/v1/label/job/values", &[]);
     assert_eq!(data(&job), &json!(["shop/api"]));
 
     let series = get(
@@ -137,7 +136,7 @@ fn check_metadata(server: &TestServer) {
     let v: Value = r.json().unwrap();
     assert_eq!(v["data"][0]["__name__"], "queue_depth");
 
-    let meta = get(&server, "/api/v1/metadata", &[]);
+    let meta = get(server, "/api/v1/metadata", &[]);
     let meta = data(&meta);
     assert_eq!(
         meta["http_server_requests_total"],
@@ -146,7 +145,7 @@ fn check_metadata(server: &TestServer) {
     assert_eq!(meta["http_server_duration_seconds"][0]["type"], "histogram");
     assert_eq!(meta["rpc_latency_milliseconds"][0]["type"], "summary");
     assert_eq!(meta["queue_depth"][0]["type"], "gauge");
-    let one = get(&server, "/api/v1/metadata", &[("metric", "queue_depth")]);
+    let one = get(server, "/api/v1/metadata", &[("metric", "queue_depth")]);
     assert_eq!(data(&one).as_object().unwrap().len(), 1);
 }
 
