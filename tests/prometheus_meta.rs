@@ -98,7 +98,7 @@ fn check_metadata(server: &TestServer) {
     assert_eq!(data(&job), &json!(["shop/api"]));
 
     let series = get(
-        &server,
+        server,
         "/api/v1/series",
         &[("match[]", "http_server_requests_total{code=~\"5..\"}")],
     );
@@ -109,7 +109,7 @@ fn check_metadata(server: &TestServer) {
     );
     // Two selectors: their union. A time range excludes the gauge (a minute later).
     let union = get(
-        &server,
+        server,
         "/api/v1/series",
         &[
             ("match[]", "queue_depth"),
