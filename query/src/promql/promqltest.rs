@@ -272,6 +272,11 @@ fn parse_labels(sel: &str) -> Result<Labels, String> {
 #[derive(Debug, Default)]
 struct Expect {
     fail: bool,
+    /// `expect range vector from <t> to <t> step <d>`: an instant query
+    /// (evaluated at the end) answering a range vector at these times.
+    range: Option<(i64, i64, i64)>,
+    /// `expect string "..."`.
+    string: Option<String>,
     fail_msg: Option<String>,
     fail_regex: Option<String>,
     ordered: bool,
@@ -283,27 +288,36 @@ enum Mode {
     Range { start: i64, end: i64, step: i64 },
 }
 
-/// Runs a test file.
+/// Runs a test file. Lines are read as Prometheus's runner reads them:
+/// trimmed, `#` lines blank, and a command's block running to the next
+/// blank line.
 pub fn run(text: &str, engine: &Engine) -> Report {
     let mut report = Report::default();
     let mut storage = MemStorage::default();
-    let lines: Vec<&str> = text.lines().collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(|l| {
+            let l = l.trim();
+            if l.starts_with('#') { "" } else { l }
+        })
+        .collect();
     let mut i = 0;
-    let is_body = |l: &str| !l.trim().is_empty() && l.starts_with(char::is_whitespace) && !l.trim_start().starts_with('#');
     while i < lines.len() {
-        let raw = lines[i];
-        let line = raw.trim();
+        let line = lines[i];
         let lineno = i + 1;
         i += 1;
-        if line.is_empty() || line.starts_with('#') {
+        if line.is_empty() {
             continue;
         }
         let (cmd, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-        match cmd {
+        match cmd.to_ascii_lowercase().as_str() {
             "clear" => storage = MemStorage::default(),
-            "load" | "load_with_nhcb" => {
+            c if c.starts_with("load") => {
                 let interval = parse_duration(rest.trim());
-                while i < lines.len() && is_body(lines[i]) {
+                if interval.is_none() {
+                    report.errors.push(format!("line {lineno}: bad load interval {rest:?}"));
+                }
+                while i < lines.len() && !lines[i].is_empty() {
                     let l = lines[i];
                     i += 1;
                     let Some(interval) = interval else { continue };
@@ -314,11 +328,8 @@ pub fn run(text: &str, engine: &Engine) -> Report {
                                 .enumerate()
                                 .filter_map(|(k, v)| v.map(|v| (k as i64 * interval, v))),
                         ),
-                        Err(e) => report.errors.push(format!("line {}: {e}", i)),
+                        Err(e) => report.errors.push(format!("line {i}: {e}")),
                     }
-                }
-                if interval.is_none() {
-                    report.errors.push(format!("line {lineno}: bad load interval {rest:?}"));
                 }
             }
             c if c.starts_with("eval") => {
@@ -332,33 +343,56 @@ pub fn run(text: &str, engine: &Engine) -> Report {
                         continue;
                     }
                 }
-                while i < lines.len() && is_body(lines[i]) {
-                    let l = lines[i].trim();
+                while i < lines.len() && !lines[i].is_empty() {
+                    let l = lines[i];
                     i += 1;
-                    if let Some(e) = l.strip_prefix("expect ") {
-                        let e = e.trim();
-                        if let Some(f) = e.strip_prefix("fail") {
-                            expect.fail = true;
-                            let f = f.trim();
-                            if let Some(m) = f.strip_prefix("msg:") {
-                                expect.fail_msg = Some(m.trim().to_owned());
-                            } else if let Some(r) = f.strip_prefix("regex:") {
-                                expect.fail_regex = Some(r.trim().to_owned());
-                            }
-                        } else if e == "ordered" {
-                            expect.ordered = true;
-                        }
-                        // warn/info/no_warn/no_info: annotations are not modelled.
-                    } else if let Some(m) = l.strip_prefix("expected_fail_message ") {
+                    if let Some(m) = l.strip_prefix("expected_fail_message") {
                         expect.fail_msg = Some(m.trim().to_owned());
-                    } else if let Some(r) = l.strip_prefix("expected_fail_regexp ") {
+                        break;
+                    } else if let Some(r) = l.strip_prefix("expected_fail_regexp") {
                         expect.fail_regex = Some(r.trim().to_owned());
+                        break;
+                    } else if let Some(r) = l.strip_prefix("expect range vector") {
+                        let w: Vec<&str> = r.split_whitespace().collect();
+                        match (w.as_slice(), w.len()) {
+                            (["from", a, "to", b, "step", c], 6) => match (parse_duration(a), parse_duration(b), parse_duration(c)) {
+                                (Some(a), Some(b), Some(c)) => expect.range = Some((a, b, c)),
+                                _ => report.errors.push(format!("line {i}: bad range vector definition")),
+                            },
+                            _ => report.errors.push(format!("line {i}: bad range vector definition")),
+                        }
+                    } else if let Some(s) = l.strip_prefix("expect string") {
+                        expect.string = Some(unquote(s.trim()));
+                    } else if l.split(' ').next() == Some("expect") {
+                        let e = l["expect".len()..].trim();
+                        let (kind, detail) = e.split_once(char::is_whitespace).unwrap_or((e, ""));
+                        let detail = detail.trim();
+                        match kind {
+                            "fail" => {
+                                expect.fail = true;
+                                if let Some(m) = detail.strip_prefix("msg:") {
+                                    expect.fail_msg = Some(m.trim().to_owned());
+                                } else if let Some(r) = detail.strip_prefix("regex:") {
+                                    expect.fail_regex = Some(r.trim().to_owned());
+                                }
+                            }
+                            "ordered" => expect.ordered = true,
+                            // Annotations (warn, info, no_warn, no_info) are not modelled.
+                            "warn" | "info" | "no_warn" | "no_info" => {}
+                            _ => report.errors.push(format!("line {i}: invalid expect statement {l:?}")),
+                        }
+                    } else if parse_number(l).is_some() {
+                        expect.lines.push((i, l.to_owned()));
+                        break;
                     } else {
                         expect.lines.push((i, l.to_owned()));
                     }
                 }
                 match parse_eval(rest) {
-                    Ok((mode, query)) => {
+                    Ok((mut mode, query)) => {
+                        if let (Some((_, end, _)), Mode::Instant(t)) = (expect.range, &mut mode) {
+                            *t = end;
+                        }
                         let families = parser::parse(query).map(|e| families(&e)).unwrap_or_else(|_| vec!["(parse error)".into()]);
                         let failure = run_eval(engine, &storage, &mode, query, &expect).err();
                         report.cases.push(CaseResult { line: lineno, query: query.to_owned(), families, failure });
@@ -370,6 +404,26 @@ pub fn run(text: &str, engine: &Engine) -> Report {
         }
     }
     report
+}
+
+/// A Go-quoted string's contents (`"a\"b"` → `a"b`).
+fn unquote(s: &str) -> String {
+    let inner = s.strip_prefix('"').and_then(|x| x.strip_suffix('"')).unwrap_or(s);
+    let mut out = String::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some(o) => out.push(o),
+                None => {}
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn parse_eval(rest: &str) -> Result<(Mode, &str), String> {
@@ -425,8 +479,9 @@ fn run_eval(engine: &Engine, storage: &MemStorage, mode: &Mode, query: &str, exp
             };
             if almost_equal_test(want, v) { Ok(()) } else { Err(format!("expected scalar {}, got {}", format_value(want), format_value(v))) }
         }
-        (_, QueryValue::String { v, .. }) => match expect.lines.as_slice() {
-            [(_, l)] if l.trim().trim_matches('"') == v => Ok(()),
+        (_, QueryValue::String { v, .. }) => match (&expect.string, expect.lines.as_slice()) {
+            (Some(want), _) if *want == v => Ok(()),
+            (None, [(_, l)]) if l.trim().trim_matches('"') == v => Ok(()),
             _ => Err(format!("got string {v:?}")),
         },
         (Mode::Instant(_), QueryValue::Vector(got)) => {
@@ -440,6 +495,10 @@ fn run_eval(engine: &Engine, storage: &MemStorage, mode: &Mode, query: &str, exp
                 }
             }
             compare_vector(&want, &got, expect.ordered)
+        }
+        (Mode::Instant(_), QueryValue::Matrix(got)) if expect.range.is_some() => {
+            let (start, _, step) = expect.range.unwrap_or_default();
+            compare_matrix(&expect.lines, &got, start, step)
         }
         (Mode::Instant(_), QueryValue::Matrix(got)) => {
             // A range selector at the top: compare the sample values in order.
@@ -462,34 +521,37 @@ fn run_eval(engine: &Engine, storage: &MemStorage, mode: &Mode, query: &str, exp
             }
             Ok(())
         }
-        (Mode::Range { start, step, .. }, QueryValue::Matrix(got)) => {
-            let mut want: Vec<(Labels, Vec<(i64, f64)>)> = Vec::new();
-            for (ln, l) in &expect.lines {
-                let (labels, toks) = split_series_line(l).map_err(|e| format!("line {ln}: {e}"))?;
-                let vals = expand_values(&toks).map_err(|e| format!("line {ln}: {e}"))?;
-                let pts = vals
-                    .into_iter()
-                    .enumerate()
-                    .filter_map(|(k, v)| v.map(|v| (start + k as i64 * step, v)))
-                    .collect();
-                want.push((labels, pts));
-            }
-            let got_s = show(&QueryValue::Matrix(got.clone()));
-            if want.len() != got.len() {
-                return Err(format!("expected {} series, got {got_s}", want.len()));
-            }
-            for (labels, pts) in &want {
-                let Some((_, g)) = got.iter().find(|(l, _)| l == labels) else {
-                    return Err(format!("missing {} in {got_s}", labels_string(labels)));
-                };
-                if g.len() != pts.len() || g.iter().zip(pts).any(|(a, b)| a.0 != b.0 || !almost_equal_test(b.1, a.1)) {
-                    return Err(format!("{}: expected {pts:?}, got {g:?}", labels_string(labels)));
-                }
-            }
-            Ok(())
-        }
+        (Mode::Range { start, step, .. }, QueryValue::Matrix(got)) => compare_matrix(&expect.lines, &got, *start, *step),
         (Mode::Range { .. }, v) => Err(format!("range query gave {}", v.type_name())),
     }
+}
+
+/// Expected series lines (values at `start + k * step`) against a matrix.
+fn compare_matrix(lines: &[(usize, String)], got: &[(Labels, Vec<(i64, f64)>)], start: i64, step: i64) -> Result<(), String> {
+    let mut want: Vec<(Labels, Vec<(i64, f64)>)> = Vec::new();
+    for (ln, l) in lines {
+        let (labels, toks) = split_series_line(l).map_err(|e| format!("line {ln}: {e}"))?;
+        let vals = expand_values(&toks).map_err(|e| format!("line {ln}: {e}"))?;
+        let pts = vals
+            .into_iter()
+            .enumerate()
+            .filter_map(|(k, v)| v.map(|v| (start + k as i64 * step, v)))
+            .collect();
+        want.push((labels, pts));
+    }
+    let got_s = show(&QueryValue::Matrix(got.to_vec()));
+    if want.len() != got.len() {
+        return Err(format!("expected {} series, got {got_s}", want.len()));
+    }
+    for (labels, pts) in &want {
+        let Some((_, g)) = got.iter().find(|(l, _)| l == labels) else {
+            return Err(format!("missing {} in {got_s}", labels_string(labels)));
+        };
+        if g.len() != pts.len() || g.iter().zip(pts).any(|(a, b)| a.0 != b.0 || !almost_equal_test(b.1, a.1)) {
+            return Err(format!("{}: expected {pts:?}, got {g:?}", labels_string(labels)));
+        }
+    }
+    Ok(())
 }
 
 fn compare_vector(want: &[(Labels, f64)], got: &[(Labels, i64, f64)], ordered: bool) -> Result<(), String> {
@@ -640,5 +702,40 @@ eval_fail instant at 0m http_requests + on(job) http_requests
         assert_eq!(r.cases.len(), 4);
         assert_eq!(r.passed(), 3, "{}", r.render("t"));
         assert!(r.cases[1].failure.as_deref().unwrap_or("").contains("expected 999"));
+    }
+
+    #[test]
+    fn the_newer_expect_syntax_is_read_as_prometheus_reads_it() {
+        let text = r#"
+load 1m
+metric{a="x"} 1 2 3 4
+# A comment ends a block, as a blank line does.
+eval instant at 2m metric
+expect ordered
+expect no_warn
+metric{a="x"} 3
+
+eval instant at 1m metric[2m]
+    expect range vector from 0 to 1m step 1m
+    metric{a="x"} 1 2
+
+eval instant at 0m "hello"
+    expect string "hello"
+
+eval instant at 0m 1 + 1
+    2
+
+eval instant at 0m label_replace(metric, "a-b", "", "a", "")
+    expect fail msg: some other message
+
+eval instant at 0m label_replace(metric, "a-b", "", "a", "")
+    expect fail regex: destination label
+"#;
+        let r = run(text, &Engine::default());
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        assert_eq!(r.cases.len(), 6, "{}", r.render("t"));
+        let failures: Vec<usize> = r.cases.iter().filter(|c| c.failure.is_some()).map(|c| c.line).collect();
+        // Only the case whose expected message differs.
+        assert_eq!(failures, [20], "{}", r.render("t"));
     }
 }
