@@ -17,11 +17,19 @@ pub(crate) struct PromqlTestArgs {
     /// Print only the totals and the per-family table, not each failure.
     #[arg(long)]
     pub(crate) summary: bool,
+    /// Drop `__name__` where a function or operator drops it (Prometheus's
+    /// default) instead of from the result only (delayed name removal, which
+    /// Prometheus's own test engine enables and its test files expect).
+    #[arg(long)]
+    pub(crate) immediate_name_removal: bool,
 }
 
 /// Runs the files; fails (exit 1) when any case fails.
 pub(crate) fn run(args: &PromqlTestArgs) -> Result<()> {
-    let engine = Engine::default();
+    let engine = Engine {
+        delayed_name_removal: !args.immediate_name_removal,
+        ..Engine::default()
+    };
     let mut all = promqltest::Report::default();
     let mut out = std::io::stdout().lock();
     for f in &args.files {

@@ -34,6 +34,11 @@ pub struct Engine {
     pub max_points_per_series: i64,
     /// Time limit of one query.
     pub timeout: Option<Duration>,
+    /// Prometheus's `promql-delayed-name-removal`: functions and operators
+    /// mark `__name__` for removal and it is removed from the result only,
+    /// so later selection by name (`label_replace`, `by (__name__)`) still
+    /// sees it. Off by default in Prometheus's server, on in its test engine.
+    pub delayed_name_removal: bool,
 }
 
 impl Default for Engine {
@@ -44,6 +49,7 @@ impl Default for Engine {
             subquery_step_ms: 60 * 1000,
             max_points_per_series: 11_000,
             timeout: None,
+            delayed_name_removal: false,
         }
     }
 }
@@ -75,7 +81,7 @@ impl Engine {
     pub fn instant(&self, q: &dyn Queryable, expr: &Expr, t: i64) -> Result<QueryValue> {
         let samples = Cell::new(0);
         let ev = Ev::new(self, q, t, t, 1, t, t, &samples);
-        Ok(match ev.eval(expr)? {
+        Ok(match finish(ev.eval(expr)?)? {
             Val::Scalar(v) => QueryValue::Scalar { t, v: v[0] },
             Val::Str(s) => QueryValue::String { t, v: s },
             Val::Vector(ss) => QueryValue::Vector(
@@ -129,13 +135,14 @@ impl Engine {
         let n = ((end - start) / step + 1) as usize;
         let samples = Cell::new(0);
         let ev = Ev::new(self, q, start, end, step, start, end, &samples);
+        let value = finish(ev.eval(expr)?)?;
         let times = |vals: Vec<Option<f64>>| -> Vec<(i64, f64)> {
             vals.into_iter()
                 .enumerate()
                 .filter_map(|(i, v)| v.map(|v| (start + i as i64 * step, v)))
                 .collect()
         };
-        let mut out: Vec<(Labels, Vec<(i64, f64)>)> = match ev.eval(expr)? {
+        let mut out: Vec<(Labels, Vec<(i64, f64)>)> = match value {
             Val::Scalar(v) => vec![(Labels::new(), times(v.into_iter().map(Some).collect()))],
             Val::Vector(ss) => ss
                 .into_iter()
@@ -152,6 +159,35 @@ impl Engine {
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(QueryValue::Matrix(out))
     }
+}
+
+/// Removes the names marked for removal (delayed name removal); two series
+/// left with one label set at one step are an error, as in Prometheus.
+fn finish(v: Val) -> Result<Val> {
+    Ok(match v {
+        Val::Vector(ss) if ss.iter().any(|s| s.drop) => Val::Vector(merge_same_labels(
+            ss.into_iter()
+                .map(|mut s| {
+                    if s.drop {
+                        s.labels.remove("__name__");
+                        s.drop = false;
+                    }
+                    s
+                })
+                .collect(),
+        )?),
+        Val::Matrix(ms) => Val::Matrix(
+            ms.into_iter()
+                .map(|mut s| {
+                    if s.drop {
+                        s.labels.remove("__name__");
+                    }
+                    s
+                })
+                .collect(),
+        ),
+        v => v,
+    })
 }
 
 fn type_word(e: &Expr) -> &'static str {
@@ -179,6 +215,23 @@ pub(super) enum Val {
 pub(super) struct SSeries {
     pub labels: Labels,
     pub vals: Vec<Option<f64>>,
+    /// `__name__` is to be removed from the result (delayed name removal).
+    pub drop: bool,
+}
+
+impl SSeries {
+    pub(super) fn new(labels: Labels, vals: Vec<Option<f64>>) -> SSeries {
+        SSeries { labels, vals, drop: false }
+    }
+
+    /// Drops the metric name, now or (delayed) from the result.
+    pub(super) fn drop_name(&mut self, delayed: bool) {
+        if delayed {
+            self.drop = self.labels.contains_key("__name__");
+        } else {
+            self.labels.remove("__name__");
+        }
+    }
 }
 
 /// A series of raw points, sorted by time.
@@ -186,6 +239,7 @@ pub(super) struct SSeries {
 pub(super) struct RangeSeries {
     pub labels: Labels,
     pub points: Vec<(i64, f64)>,
+    pub drop: bool,
 }
 
 /// Where the windows of a range vector sit relative to the steps.
@@ -203,6 +257,7 @@ pub(super) struct Grid {
     pub start: i64,
     pub step: i64,
     pub n: usize,
+    pub delayed_name_removal: bool,
     deadline: Option<Instant>,
 }
 
@@ -264,7 +319,13 @@ impl<'a> Ev<'a> {
     }
 
     pub(super) fn grid(&self) -> Grid {
-        Grid { start: self.start, step: self.step, n: self.n, deadline: self.deadline }
+        Grid {
+            start: self.start,
+            step: self.step,
+            n: self.n,
+            delayed_name_removal: self.eng.delayed_name_removal,
+            deadline: self.deadline,
+        }
     }
 
     /// The time of step `i`.
@@ -303,7 +364,7 @@ impl<'a> Ev<'a> {
                 Val::Vector(ss) => Ok(Val::Vector(
                     ss.into_iter()
                         .map(|mut s| {
-                            s.labels.remove("__name__");
+                            s.drop_name(self.eng.delayed_name_removal);
                             s.vals.iter_mut().for_each(|v| *v = v.map(|x| -x));
                             s
                         })
@@ -331,6 +392,7 @@ impl<'a> Ev<'a> {
                             (!pts.is_empty()).then_some(RangeSeries {
                                 labels: s.labels,
                                 points: pts,
+                                drop: s.drop,
                             })
                         })
                         .collect(),
@@ -446,10 +508,7 @@ impl<'a> Ev<'a> {
                 }
             }
             if any {
-                out.push(SSeries {
-                    labels: s.labels,
-                    vals,
-                });
+                out.push(SSeries::new(s.labels, vals));
             }
         }
         Ok(out)
@@ -470,7 +529,7 @@ impl<'a> Ev<'a> {
                         .map(|s| {
                             let mut points = s.samples;
                             points.retain(|(_, v)| !is_stale(*v));
-                            RangeSeries { labels: s.labels, points }
+                            RangeSeries { labels: s.labels, points, drop: false }
                         })
                         .collect(),
                     w,
@@ -510,6 +569,7 @@ impl<'a> Ev<'a> {
                     series
                         .into_iter()
                         .map(|s| RangeSeries {
+                            drop: s.drop,
                             labels: s.labels,
                             points: s
                                 .vals
@@ -548,8 +608,12 @@ impl<'a> Ev<'a> {
                     })
                     .collect(),
             )),
-            (Val::Vector(v), Val::Scalar(s)) => Ok(Val::Vector(vector_scalar(op, v, &s, false, return_bool))),
-            (Val::Scalar(s), Val::Vector(v)) => Ok(Val::Vector(vector_scalar(op, v, &s, true, return_bool))),
+            (Val::Vector(v), Val::Scalar(s)) => {
+                Ok(Val::Vector(vector_scalar(op, v, &s, false, return_bool, self.eng.delayed_name_removal)))
+            }
+            (Val::Scalar(s), Val::Vector(v)) => {
+                Ok(Val::Vector(vector_scalar(op, v, &s, true, return_bool, self.eng.delayed_name_removal)))
+            }
             (Val::Vector(l), Val::Vector(r)) => {
                 if is_set_op(op) {
                     Ok(Val::Vector(self.set_op(op, l, r, b)?))
@@ -599,7 +663,10 @@ impl<'a> Ev<'a> {
                     // group the left side lacks at this step.
                     let left = present(&out_l, &ls);
                     if out_r.is_empty() {
-                        out_r = r.iter().map(|s| SSeries { labels: s.labels.clone(), vals: vec![None; self.n] }).collect();
+                        out_r = r
+                            .iter()
+                            .map(|s| SSeries { labels: s.labels.clone(), vals: vec![None; self.n], drop: s.drop })
+                            .collect();
                     }
                     for ((o, s), g) in out_r.iter_mut().zip(&r).zip(&rs) {
                         if !left.contains(g) {
@@ -661,9 +728,11 @@ impl<'a> Ev<'a> {
                 let o = match pair_out.get(&(k, j)) {
                     Some(&o) => o,
                     None => {
-                        let labels = result_labels(&s.labels, &one[j].labels, op, &card, &matching, &include, return_bool);
+                        let delayed = self.eng.delayed_name_removal;
+                        let (labels, drop) =
+                            result_labels(&s.labels, &one[j].labels, op, &card, &matching, &include, return_bool, delayed);
                         let o = *out_index.entry(labels.clone()).or_insert_with(|| {
-                            out.push(SSeries { labels, vals: vec![None; self.n] });
+                            out.push(SSeries { labels, vals: vec![None; self.n], drop });
                             out.len() - 1
                         });
                         pair_out.insert((k, j), o);
@@ -743,7 +812,7 @@ impl<'a> Ev<'a> {
                         let mut l = groups[g].clone();
                         l.insert(label.clone(), super::format_value(v));
                         let o = *index.entry(l.clone()).or_insert_with(|| {
-                            out.push(SSeries { labels: l, vals: vec![None; self.n] });
+                            out.push(SSeries::new(l, vec![None; self.n]));
                             out.len() - 1
                         });
                         *out[o].vals[i].get_or_insert(0.0) += 1.0;
@@ -759,7 +828,7 @@ impl<'a> Ev<'a> {
                 };
                 let mut out: Vec<SSeries> = groups
                     .into_iter()
-                    .map(|labels| SSeries { labels, vals: vec![None; self.n] })
+                    .map(|labels| SSeries::new(labels, vec![None; self.n]))
                     .collect();
                 // Series by series into one accumulator per group and step
                 // (each series' values are contiguous), when that fits.
@@ -1054,7 +1123,7 @@ fn elem_binop(op: TokenId, l: f64, r: f64) -> (f64, bool) {
     }
 }
 
-fn vector_scalar(op: TokenId, v: Vec<SSeries>, s: &[f64], swap: bool, return_bool: bool) -> Vec<SSeries> {
+fn vector_scalar(op: TokenId, v: Vec<SSeries>, s: &[f64], swap: bool, return_bool: bool, delayed: bool) -> Vec<SSeries> {
     let cmp = is_comparison(op);
     v.into_iter()
         .filter_map(|mut series| {
@@ -1078,7 +1147,7 @@ fn vector_scalar(op: TokenId, v: Vec<SSeries>, s: &[f64], swap: bool, return_boo
                 any = true;
             }
             if !cmp || return_bool {
-                series.labels.remove("__name__");
+                series.drop_name(delayed);
             }
             any.then_some(series)
         })
@@ -1137,7 +1206,9 @@ fn match_group(l: &Labels, matching: &Option<LabelModifier>) -> String {
     labels_string(&kept)
 }
 
-/// The labels of a binary operation's result, as Prometheus's `resultMetric`.
+/// The labels of a binary operation's result, as Prometheus's
+/// `resultMetric`, and whether its name is to be dropped from the result.
+#[allow(clippy::too_many_arguments)]
 fn result_labels(
     many: &Labels,
     one: &Labels,
@@ -1146,9 +1217,11 @@ fn result_labels(
     matching: &Option<LabelModifier>,
     include: &[String],
     return_bool: bool,
-) -> Labels {
+    delayed: bool,
+) -> (Labels, bool) {
     let mut l = many.clone();
-    if !is_comparison(op) || return_bool {
+    let drop = !is_comparison(op) || return_bool;
+    if drop && !delayed {
         l.remove("__name__");
     }
     if matches!(card, VectorMatchCardinality::OneToOne) {
@@ -1168,7 +1241,8 @@ fn result_labels(
             }
         }
     }
-    l
+    let drop = drop && delayed && l.contains_key("__name__");
+    (l, drop)
 }
 
 /// Joins series that ended up with the same labels (they never have values

@@ -28,13 +28,13 @@ fn unwrap_parens(mut e: &Expr) -> &Expr {
     e
 }
 
-fn drop_name(mut s: SSeries) -> SSeries {
-    s.labels.remove("__name__");
+fn drop_name(mut s: SSeries, delayed: bool) -> SSeries {
+    s.drop_name(delayed);
     s
 }
 
 /// Applies `f` to every value of an instant vector, dropping the metric name.
-fn map_values(v: Vec<SSeries>, f: impl Fn(f64, usize) -> Option<f64>) -> Vec<SSeries> {
+fn map_values(v: Vec<SSeries>, delayed: bool, f: impl Fn(f64, usize) -> Option<f64>) -> Vec<SSeries> {
     v.into_iter()
         .filter_map(|mut s| {
             let mut any = false;
@@ -44,23 +44,21 @@ fn map_values(v: Vec<SSeries>, f: impl Fn(f64, usize) -> Option<f64>) -> Vec<SSe
                     any |= slot.is_some();
                 }
             }
-            any.then(|| drop_name(s))
+            any.then(|| drop_name(s, delayed))
         })
         .collect()
 }
 
 pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
     let name = c.func.name;
+    let delayed = ev.eng.delayed_name_removal;
     let nargs = c.args.args.len();
     match name {
         "time" => Ok(Val::Scalar((0..ev.n).map(|i| ev.ts(i) as f64 / 1000.0).collect())),
         "pi" => Ok(Val::Scalar(vec![std::f64::consts::PI; ev.n])),
         "vector" => {
             let s = ev.eval_scalar(arg(c, 0)?, name)?;
-            Ok(Val::Vector(vec![SSeries {
-                labels: Labels::new(),
-                vals: s.into_iter().map(Some).collect(),
-            }]))
+            Ok(Val::Vector(vec![SSeries::new(Labels::new(), s.into_iter().map(Some).collect())]))
         }
         "scalar" => {
             let v = ev.eval_vector(arg(c, 0)?, name)?;
@@ -82,10 +80,10 @@ pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
                 Expr::VectorSelector(vs) => ev.select_vector(vs, true)?,
                 _ => {
                     let v = ev.eval_vector(a, name)?;
-                    map_values(v, |_, i| Some(ev.ts(i) as f64 / 1000.0))
+                    map_values(v, delayed, |_, i| Some(ev.ts(i) as f64 / 1000.0))
                 }
             };
-            Ok(Val::Vector(merge_same_labels(v.into_iter().map(drop_name).collect())?))
+            Ok(Val::Vector(merge_same_labels(v.into_iter().map(|s| drop_name(s, delayed)).collect())?))
         }
         "absent" => {
             let a = arg(c, 0)?;
@@ -144,6 +142,9 @@ pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
                         } else {
                             s.labels.insert(dst.clone(), res);
                         }
+                        if dst == "__name__" {
+                            s.drop = false;
+                        }
                     }
                     s
                 })
@@ -175,6 +176,9 @@ pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
                         s.labels.remove(&dst);
                     } else {
                         s.labels.insert(dst.clone(), joined);
+                    }
+                    if dst == "__name__" {
+                        s.drop = false;
                     }
                     s
                 })
@@ -221,7 +225,7 @@ pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
         "histogram_quantile" => {
             let q = ev.eval_scalar(arg(c, 0)?, name)?;
             let v = ev.eval_vector(arg(c, 1)?, name)?;
-            Ok(Val::Vector(histogram_quantile(ev, &q, v)))
+            Ok(Val::Vector(histogram_quantile(ev, &q, v, delayed)))
         }
         "histogram_count" | "histogram_sum" | "histogram_fraction" => {
             // These read native histograms only; float series are ignored.
@@ -234,7 +238,7 @@ pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
             let v = ev.eval_vector(arg(c, 0)?, name)?;
             let p1 = ev.eval_scalar(arg(c, 1)?, name)?;
             let p2 = if name == "clamp" { Some(ev.eval_scalar(arg(c, 2)?, name)?) } else { None };
-            Ok(Val::Vector(map_values(v, |x, i| match name {
+            Ok(Val::Vector(map_values(v, delayed, |x, i| match name {
                 "clamp" => {
                     let (lo, hi) = (p1[i], p2.as_ref().map_or(f64::NAN, |p| p[i]));
                     (hi >= lo || lo.is_nan() || hi.is_nan()).then(|| go_max(lo, go_min(hi, x)))
@@ -246,7 +250,7 @@ pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
         "round" => {
             let v = ev.eval_vector(arg(c, 0)?, name)?;
             let to = if nargs > 1 { ev.eval_scalar(arg(c, 1)?, name)? } else { vec![1.0; ev.n] };
-            Ok(Val::Vector(map_values(v, |x, i| {
+            Ok(Val::Vector(map_values(v, delayed, |x, i| {
                 let inv = 1.0 / to[i];
                 Some((x * inv + 0.5).floor() / inv)
             })))
@@ -254,14 +258,11 @@ pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
         "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month" | "hour" | "minute"
         | "month" | "year" => {
             let v = if nargs == 0 {
-                vec![SSeries {
-                    labels: Labels::new(),
-                    vals: (0..ev.n).map(|i| Some(ev.ts(i) as f64 / 1000.0)).collect(),
-                }]
+                vec![SSeries::new(Labels::new(), (0..ev.n).map(|i| Some(ev.ts(i) as f64 / 1000.0)).collect())]
             } else {
                 ev.eval_vector(arg(c, 0)?, name)?
             };
-            Ok(Val::Vector(map_values(v, |x, _| Some(date_part(name, x)))))
+            Ok(Val::Vector(map_values(v, delayed, |x, _| Some(date_part(name, x)))))
         }
         "holt_winters" => Err(EvalError::BadData(
             "unknown function with name \"holt_winters\" (Prometheus 3 removed it)".into(),
@@ -302,7 +303,7 @@ pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
                 }
             };
             let v = ev.eval_vector(arg(c, 0)?, name)?;
-            Ok(Val::Vector(merge_same_labels(map_values(v, |x, _| Some(f(x))))?))
+            Ok(Val::Vector(merge_same_labels(map_values(v, delayed, |x, _| Some(f(x))))?))
         }
     }
 }
@@ -411,7 +412,7 @@ fn absent_labels(vs: &VectorSelector) -> Labels {
 
 fn absent_result(labels: Labels, vals: Vec<Option<f64>>) -> Vec<SSeries> {
     if vals.iter().any(Option::is_some) {
-        vec![SSeries { labels, vals }]
+        vec![SSeries::new(labels, vals)]
     } else {
         Vec::new()
     }
@@ -478,7 +479,7 @@ fn range_series(g: &Grid, name: &str, param: &[f64], w: &Window, series: Vec<Ran
     let mut out = Vec::with_capacity(series.len());
     let mut scratch: Vec<f64> = Vec::new();
     let mut resets: Vec<u32> = Vec::new();
-    for RangeSeries { mut labels, points } in series {
+    for RangeSeries { labels, points, drop } in series {
         g.check("function evaluation")?;
         if counter {
             // resets[k]: counter resets among points 1..=k, so a window
@@ -504,10 +505,11 @@ fn range_series(g: &Grid, name: &str, param: &[f64], w: &Window, series: Vec<Ran
             any |= vals[i].is_some();
         });
         if any {
+            let mut s = SSeries { labels, vals, drop };
             if !keep_name {
-                labels.remove("__name__");
+                s.drop_name(g.delayed_name_removal);
             }
-            out.push(SSeries { labels, vals });
+            out.push(s);
         }
     }
     Ok(out)
@@ -704,14 +706,16 @@ fn avg_over_time(win: &[(i64, f64)]) -> f64 {
 
 /// `histogram_quantile` over classic histograms: series grouped by their
 /// labels without `le`, one bucket per series.
-fn histogram_quantile(ev: &Ev, q: &[f64], v: Vec<SSeries>) -> Vec<SSeries> {
+fn histogram_quantile(ev: &Ev, q: &[f64], v: Vec<SSeries>, delayed: bool) -> Vec<SSeries> {
     let mut groups: Vec<(Labels, Vec<(f64, usize)>)> = Vec::new();
     let mut index: HashMap<Labels, usize> = HashMap::new();
     for (j, s) in v.iter().enumerate() {
         let Some(le) = s.labels.get("le").and_then(|l| parse_go_float(l)) else { continue };
         let mut key = s.labels.clone();
         key.remove("le");
-        key.remove("__name__");
+        if !delayed {
+            key.remove("__name__");
+        }
         let g = *index.entry(key.clone()).or_insert_with(|| {
             groups.push((key, Vec::new()));
             groups.len() - 1
@@ -730,7 +734,8 @@ fn histogram_quantile(ev: &Ev, q: &[f64], v: Vec<SSeries>) -> Vec<SSeries> {
             }
         }
         if vals.iter().any(Option::is_some) {
-            out.push(SSeries { labels, vals });
+            let drop = labels.contains_key("__name__");
+            out.push(SSeries { labels, vals, drop });
         }
     }
     out

@@ -119,4 +119,35 @@ mod tests {
             assert!(points.iter().all(|p| (p.1 - (i + 1.0)).abs() < 1e-9), "{labels:?} {points:?}");
         }
     }
+
+    /// With delayed name removal the name survives until the result, so
+    /// `label_replace` can still read it and two rates of different metrics
+    /// do not collide; without it, they do.
+    #[test]
+    fn delayed_name_removal_keeps_the_name_until_the_result() {
+        let q = |delayed: bool, query: &str| {
+            let mut m = MemStorage::default();
+            for (name, step) in [("a", 1.0), ("b", 2.0)] {
+                let labels: Labels = [("__name__".to_owned(), name.to_owned()), ("job".to_owned(), "x".to_owned())].into();
+                m.add(labels, (0..=10i64).map(|k| (k * 60_000, k as f64 * step)));
+            }
+            let engine = Engine { delayed_name_removal: delayed, ..Engine::default() };
+            let expr = promql_parser::parser::parse(query).unwrap_or_else(|e| panic!("{e}"));
+            engine.instant(&m, &expr, 600_000)
+        };
+        let lr = r#"label_replace(rate(a[5m]), "was", "$1", "__name__", "(.*)")"#;
+        let Ok(QueryValue::Vector(v)) = q(true, lr) else { panic!("expected a vector") };
+        assert_eq!(v[0].0.get("was").map(String::as_str), Some("a"));
+        assert!(!v[0].0.contains_key("__name__"));
+        let Ok(QueryValue::Vector(v)) = q(false, lr) else { panic!("expected a vector") };
+        assert!(!v[0].0.contains_key("was"));
+        // Two metrics' rates with one label set left: an error either way at
+        // the end, but `sum by (__name__)` still tells them apart when delayed.
+        assert!(q(false, r#"rate({__name__=~"a|b"}[5m])"#).is_err());
+        assert!(q(true, r#"rate({__name__=~"a|b"}[5m])"#).is_err());
+        let Ok(QueryValue::Vector(v)) = q(true, r#"sum by (__name__) (rate({__name__=~"a|b"}[5m]))"#) else {
+            panic!("expected a vector")
+        };
+        assert_eq!(v.len(), 2);
+    }
 }
