@@ -450,6 +450,23 @@ fn engine_for(s: &AppState, pairs: &[(String, String)]) -> std::result::Result<E
     })
 }
 
+/// Runs `f` with the request's engine over the store, on a blocking thread,
+/// and answers with its result.
+async fn evaluate(
+    s: &AppState,
+    pairs: &[(String, String)],
+    f: impl FnOnce(&Engine, &StoreQueryable) -> std::result::Result<QueryValue, EvalError> + Send + 'static,
+) -> PResult {
+    let engine = engine_for(s, pairs)?;
+    let store = Arc::clone(&s.store);
+    let deadline = engine.timeout.map(|d| std::time::Instant::now() + d);
+    let v = tokio::task::spawn_blocking(move || f(&engine, &StoreQueryable::new(&store, deadline)))
+        .await
+        .map_err(|e| PromError::from(Error::Internal(format!("query task failed: {e}"))))?
+        .map_err(eval_error)?;
+    success(result_json(v))
+}
+
 fn ns_to_ms(ns: i64) -> i64 {
     ns.div_euclid(1_000_000)
 }
@@ -467,17 +484,7 @@ pub async fn query(
         Some(v) if !v.is_empty() => ns_to_ms(parse_prom_time("time", v)?),
         _ => now_ms(),
     };
-    let engine = engine_for(&s, &pairs)?;
-    let store = Arc::clone(&s.store);
-    let deadline = engine.timeout.map(|d| std::time::Instant::now() + d);
-    let v = tokio::task::spawn_blocking(move || {
-        let q = StoreQueryable::new(&store, deadline);
-        engine.instant(&q, &expr, t)
-    })
-    .await
-    .map_err(|e| PromError::from(Error::Internal(format!("query task failed: {e}"))))?
-    .map_err(eval_error)?;
-    success(result_json(v))
+    evaluate(&s, &pairs, move |engine, q| engine.instant(q, &expr, t)).await
 }
 
 /// `/api/v1/query_range`: a query at each `step` from `start` to `end`.
@@ -507,17 +514,7 @@ pub async fn query_range(
             "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
         ));
     }
-    let engine = engine_for(&s, &pairs)?;
-    let store = Arc::clone(&s.store);
-    let deadline = engine.timeout.map(|d| std::time::Instant::now() + d);
-    let v = tokio::task::spawn_blocking(move || {
-        let q = StoreQueryable::new(&store, deadline);
-        engine.range(&q, &expr, start, end, step)
-    })
-    .await
-    .map_err(|e| PromError::from(Error::Internal(format!("query task failed: {e}"))))?
-    .map_err(eval_error)?;
-    success(result_json(v))
+    evaluate(&s, &pairs, move |engine, q| engine.range(q, &expr, start, end, step)).await
 }
 
 fn now_ms() -> i64 {

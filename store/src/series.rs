@@ -45,21 +45,10 @@ fn text<'a>(b: &'a RecordBatch, name: &str) -> Option<&'a StringArray> {
     b.column_by_name(name).and_then(|c| c.as_string_opt::<i32>())
 }
 
-fn hash_map(h: &mut Fnv, m: Option<&MapArray>, i: usize, pairs: &mut Vec<(String, String)>) {
-    pairs.clear();
-    if let Some(m) = m
-        && m.is_valid(i)
-    {
-        let e = m.value(i);
-        if let (Some(k), Some(v)) = (e.column(0).as_string_opt::<i32>(), e.column(1).as_string_opt::<i32>()) {
-            for j in 0..k.len() {
-                let val = if v.is_valid(j) { v.value(j) } else { "" };
-                pairs.push((k.value(j).to_owned(), val.to_owned()));
-            }
-        }
-    }
+fn hash_map(h: &mut Fnv, m: Option<&MapArray>, i: usize) {
+    let mut pairs = map_pairs(m, i);
     pairs.sort();
-    for (k, v) in pairs.iter() {
+    for (k, v) in &pairs {
         h.field(k.as_bytes());
         h.field(v.as_bytes());
     }
@@ -82,7 +71,6 @@ pub fn series_ids(b: &RecordBatch) -> UInt64Array {
     let res = b.column_by_name("resource_attributes").and_then(|c| c.as_map_opt());
     let bounds = b.column_by_name("explicit_bounds").and_then(|c| c.as_list_opt::<i32>());
     let quantiles = b.column_by_name("quantiles").and_then(|c| c.as_list_opt::<i32>());
-    let mut pairs = Vec::new();
     let ids = (0..b.num_rows()).map(|i| {
         let mut h = Fnv::new();
         for col in [name, kind, unit, temp, scope, scope_v] {
@@ -95,8 +83,8 @@ pub fn series_ids(b: &RecordBatch) -> UInt64Array {
             Some(m) if m.is_valid(i) => if m.value(i) { b"m" } else { b"n" },
             _ => b"",
         });
-        hash_map(&mut h, attrs, i, &mut pairs);
-        hash_map(&mut h, res, i, &mut pairs);
+        hash_map(&mut h, attrs, i);
+        hash_map(&mut h, res, i);
         if let Some(l) = bounds
             && l.is_valid(i)
             && let Some(v) = l.value(i).as_primitive_opt::<Float64Type>()
