@@ -16,7 +16,7 @@ use promql_parser::parser::{
     VectorSelector,
 };
 
-use super::{EvalError, Labels, Queryable, RawSeries, is_stale, labels_string};
+use super::{EvalError, Labels, Queryable, RawSeries, is_not_float, labels_string};
 
 type Result<T> = std::result::Result<T, EvalError>;
 
@@ -501,7 +501,7 @@ impl<'a> Ev<'a> {
                 }
                 if j > 0 {
                     let (t, v) = s.samples[j - 1];
-                    if t > r - w.range && !is_stale(v) {
+                    if t > r - w.range && !is_not_float(v) {
                         *slot = Some(if times { t as f64 / 1000.0 } else { v });
                         any = true;
                     }
@@ -528,7 +528,7 @@ impl<'a> Ev<'a> {
                     raw.into_iter()
                         .map(|s| {
                             let mut points = s.samples;
-                            points.retain(|(_, v)| !is_stale(*v));
+                            points.retain(|(_, v)| !is_not_float(*v));
                             RangeSeries { labels: s.labels, points, drop: false }
                         })
                         .collect(),

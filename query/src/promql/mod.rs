@@ -30,6 +30,16 @@ pub fn is_stale(v: f64) -> bool {
     v.to_bits() == STALE_NAN
 }
 
+/// A NaN bit pattern standing for a native histogram sample, which the
+/// engine does not evaluate: only `promqltest` files load them. A selector
+/// finding one has no float there; range vectors leave them out.
+pub const HISTOGRAM_PLACEHOLDER: u64 = 0x7ff0_0000_0000_0b1f;
+
+/// Whether `v` is no float value: a staleness marker or a histogram placeholder.
+pub(crate) fn is_not_float(v: f64) -> bool {
+    v.to_bits() == STALE_NAN || v.to_bits() == HISTOGRAM_PLACEHOLDER
+}
+
 /// One series as storage returns it: its samples (ms, value) sorted by time,
 /// staleness markers included.
 #[derive(Debug, Clone, PartialEq)]

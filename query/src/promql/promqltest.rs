@@ -171,7 +171,14 @@ fn expand_values(tokens: &[&str]) -> Result<Vec<Option<f64>>, String> {
     let mut out = Vec::new();
     for tok in tokens {
         if tok.starts_with("{{") {
-            return Err("native histogram samples are not supported".into());
+            // Native histograms are not modelled: a placeholder sample that
+            // selectors see as "no float here" and range functions skip.
+            let n = match tok.rsplit_once("}}x") {
+                Some((_, n)) => n.parse::<usize>().map_err(|_| format!("bad repetition {tok:?}"))? + 1,
+                None => 1,
+            };
+            out.extend(std::iter::repeat_n(Some(f64::from_bits(super::HISTOGRAM_PLACEHOLDER)), n));
+            continue;
         }
         if *tok == "_" {
             out.push(None);
@@ -213,6 +220,31 @@ fn split_increment(s: &str) -> Option<(f64, f64)> {
     Some((parse_number(s)?, 0.0))
 }
 
+/// The value tokens of a series line; a native histogram `{{...}}` (which
+/// has spaces inside) is one token, with any `+{{...}}` or `xN` after it.
+fn tokens(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut depth, mut start) = (0i32, None);
+    for (i, c) in s.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            _ => {}
+        }
+        if c.is_whitespace() && depth == 0 {
+            if let Some(st) = start.take() {
+                out.push(&s[st..i]);
+            }
+        } else if start.is_none() {
+            start = Some(i);
+        }
+    }
+    if let Some(st) = start {
+        out.push(&s[st..]);
+    }
+    out
+}
+
 /// Splits `metric{a="b"} 1 2 3` into the labels and the value tokens.
 fn split_series_line(line: &str) -> Result<(Labels, Vec<&str>), String> {
     let line = line.trim();
@@ -242,7 +274,7 @@ fn split_series_line(line: &str) -> Result<(Labels, Vec<&str>), String> {
     };
     let (sel, rest) = line.split_at(end);
     let labels = parse_labels(sel)?;
-    Ok((labels, rest.split_whitespace().collect()))
+    Ok((labels, tokens(rest)))
 }
 
 fn parse_labels(sel: &str) -> Result<Labels, String> {
@@ -674,6 +706,11 @@ mod tests {
             f,
             ["0", "10", "20", "30", "_", "1", "1", "1", "-2", "-3", "stale", "_", "_", "+Inf", "1000"]
         );
+        let toks = tokens("1 {{schema:0 sum:5 count:4 buckets:[1 2 1]}} {{sum:1 count:1}}x2 _");
+        assert_eq!(toks, ["1", "{{schema:0 sum:5 count:4 buckets:[1 2 1]}}", "{{sum:1 count:1}}x2", "_"]);
+        let v = expand_values(&toks).unwrap();
+        assert_eq!(v.len(), 6);
+        assert!(v[1..5].iter().all(|x| x.is_some_and(|x| x.to_bits() == crate::promql::HISTOGRAM_PLACEHOLDER)));
         assert_eq!(parse_duration("1h30m"), Some(5_400_000));
         assert_eq!(parse_duration("50m"), Some(3_000_000));
         assert_eq!(parse_duration("100"), Some(100_000));
