@@ -528,7 +528,8 @@ impl<'a> Ev<'a> {
                     raw.into_iter()
                         .map(|s| {
                             let mut points = s.samples;
-                            points.retain(|(_, v)| !is_not_float(*v));
+                            // Range functions sort out histogram placeholders.
+                            points.retain(|(_, v)| !super::is_stale(*v));
                             RangeSeries { labels: s.labels, points, drop: false }
                         })
                         .collect(),

@@ -7,7 +7,7 @@ use chrono::{DateTime, Datelike, Timelike};
 use promql_parser::label::MatchOp;
 use promql_parser::parser::{Call, Expr, VectorSelector};
 
-use super::EvalError;
+use super::{EvalError, HISTOGRAM_PLACEHOLDER};
 use super::Labels;
 use super::eval::{Ev, Grid, RangeSeries, SSeries, Val, Window, kahan_sum_inc, merge_same_labels, quantile};
 
@@ -494,14 +494,45 @@ fn range_series(g: &Grid, name: &str, param: &[f64], w: &Window, series: Vec<Ran
         }
         let mut vals = vec![None; g.n];
         let mut any = false;
+        // Histogram placeholders (promqltest only) stay in the points so a
+        // window can tell "floats and histograms mixed" from "floats".
+        let mixed = points.iter().any(|p| p.1.to_bits() == HISTOGRAM_PLACEHOLDER);
+        let mut floats: Vec<(i64, f64)> = Vec::new();
         for_each_window(g, &points, w, |i, lo, hi| {
             if lo == hi {
                 return;
             }
             let r = g.ref_time(i, w);
             let p = param.get(i).copied().unwrap_or(f64::NAN);
-            let has_resets = !counter || resets[hi - 1] != resets[lo];
-            vals[i] = range_fn(name, &points[lo..hi], r - w.range, r, w.range, g.ts(i), p, has_resets, &mut scratch);
+            let mut win = &points[lo..hi];
+            let mut has_resets = !counter || resets[hi - 1] != resets[lo];
+            if mixed {
+                floats.clear();
+                floats.extend(win.iter().copied().filter(|p| p.1.to_bits() != HISTOGRAM_PLACEHOLDER));
+                let histograms = win.len() - floats.len();
+                vals[i] = match name {
+                    // These count samples of both kinds.
+                    "count_over_time" | "present_over_time" => range_fn(name, win, r - w.range, r, w.range, g.ts(i), p, true, &mut scratch),
+                    // A histogram last: its value, which is not a float.
+                    "last_over_time" if win.last().is_some_and(|l| l.1.to_bits() == HISTOGRAM_PLACEHOLDER) => None,
+                    // Prometheus gives nothing (and a warning) for a mix.
+                    "rate" | "increase" | "delta" | "irate" | "idelta" | "sum_over_time" | "avg_over_time"
+                        if histograms > 0 =>
+                    {
+                        None
+                    }
+                    // The rest read the floats only.
+                    _ if floats.is_empty() => None,
+                    _ => {
+                        win = &floats;
+                        has_resets = true;
+                        range_fn(name, win, r - w.range, r, w.range, g.ts(i), p, has_resets, &mut scratch)
+                    }
+                };
+                any |= vals[i].is_some();
+                return;
+            }
+            vals[i] = range_fn(name, win, r - w.range, r, w.range, g.ts(i), p, has_resets, &mut scratch);
             any |= vals[i].is_some();
         });
         if any {
