@@ -28,11 +28,21 @@ pub struct MemStorage {
 }
 
 impl MemStorage {
+    /// Adds samples to a series; a sample at a time the series already
+    /// has replaces the older one.
     pub fn add(&mut self, labels: Labels, samples: impl IntoIterator<Item = (i64, f64)>) {
         let s = self.series.entry(labels).or_default();
         s.extend(samples);
+        // Stable: of equal times, the older sample comes first; keep the newer.
         s.sort_by_key(|p| p.0);
-        s.dedup_by_key(|p| p.0);
+        s.dedup_by(|later, earlier| {
+            if later.0 == earlier.0 {
+                *earlier = *later;
+                true
+            } else {
+                false
+            }
+        });
     }
 }
 
@@ -349,19 +359,27 @@ pub fn run(text: &str, engine: &Engine) -> Report {
                 if interval.is_none() {
                     report.errors.push(format!("line {lineno}: bad load interval {rest:?}"));
                 }
+                // Within one load, a series given twice takes its last
+                // definition (as in Prometheus); loads add to each other.
+                let mut block: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
                 while i < lines.len() && !lines[i].is_empty() {
                     let l = lines[i];
                     i += 1;
                     let Some(interval) = interval else { continue };
                     match split_series_line(l).and_then(|(labels, toks)| Ok((labels, expand_values(&toks)?))) {
-                        Ok((labels, vals)) => storage.add(
-                            labels,
-                            vals.into_iter()
+                        Ok((labels, vals)) => {
+                            let samples = vals
+                                .into_iter()
                                 .enumerate()
-                                .filter_map(|(k, v)| v.map(|v| (k as i64 * interval, v))),
-                        ),
+                                .filter_map(|(k, v)| v.map(|v| (k as i64 * interval, v)))
+                                .collect();
+                            block.insert(labels, samples);
+                        }
                         Err(e) => report.errors.push(format!("line {i}: {e}")),
                     }
+                }
+                for (labels, samples) in block {
+                    storage.add(labels, samples);
                 }
             }
             c if c.starts_with("eval") => {
