@@ -361,7 +361,7 @@ impl<'a> Ev<'a> {
             Expr::Paren(p) => self.eval(&p.expr),
             Expr::Unary(u) => match self.eval(&u.expr)? {
                 Val::Scalar(v) => Ok(Val::Scalar(v.into_iter().map(|x| -x).collect())),
-                Val::Vector(ss) => Ok(Val::Vector(
+                Val::Vector(ss) => Ok(Val::Vector(merge_same_labels(
                     ss.into_iter()
                         .map(|mut s| {
                             s.drop_name(self.eng.delayed_name_removal);
@@ -369,7 +369,7 @@ impl<'a> Ev<'a> {
                             s
                         })
                         .collect(),
-                )),
+                )?)),
                 _ => Err(EvalError::BadData(
                     "unary expression only allowed on expressions of type scalar or instant vector"
                         .into(),
@@ -609,12 +609,23 @@ impl<'a> Ev<'a> {
                     })
                     .collect(),
             )),
-            (Val::Vector(v), Val::Scalar(s)) => {
-                Ok(Val::Vector(vector_scalar(op, v, &s, false, return_bool, self.eng.delayed_name_removal)))
-            }
-            (Val::Scalar(s), Val::Vector(v)) => {
-                Ok(Val::Vector(vector_scalar(op, v, &s, true, return_bool, self.eng.delayed_name_removal)))
-            }
+            // Dropping the name can leave two series with one label set.
+            (Val::Vector(v), Val::Scalar(s)) => Ok(Val::Vector(merge_same_labels(vector_scalar(
+                op,
+                v,
+                &s,
+                false,
+                return_bool,
+                self.eng.delayed_name_removal,
+            ))?)),
+            (Val::Scalar(s), Val::Vector(v)) => Ok(Val::Vector(merge_same_labels(vector_scalar(
+                op,
+                v,
+                &s,
+                true,
+                return_bool,
+                self.eng.delayed_name_removal,
+            ))?)),
             (Val::Vector(l), Val::Vector(r)) => {
                 if is_set_op(op) {
                     Ok(Val::Vector(self.set_op(op, l, r, b)?))
