@@ -795,17 +795,23 @@ impl<'a> Ev<'a> {
         };
         let mut groups: Vec<Labels> = Vec::new();
         let mut group_of: Vec<usize> = Vec::with_capacity(input.len());
+        // Delayed name removal: a group kept by `__name__` drops the name from
+        // the result if any of its series would have.
+        let mut group_drop: Vec<bool> = Vec::new();
         {
             let mut index: HashMap<Labels, usize> = HashMap::new();
             for s in &input {
                 let g = group_labels(&s.labels);
                 let gi = *index.entry(g.clone()).or_insert_with(|| {
                     groups.push(g);
+                    group_drop.push(false);
                     groups.len() - 1
                 });
+                group_drop[gi] |= s.drop;
                 group_of.push(gi);
             }
         }
+        let dropped = |g: usize, labels: &Labels| group_drop[g] && labels.contains_key("__name__");
         match op {
             T_TOPK | T_BOTTOMK => {
                 let k = self.eval_scalar(a.param.as_deref().ok_or_else(|| missing_param(op))?, "topk")?;
@@ -824,7 +830,8 @@ impl<'a> Ev<'a> {
                         let mut l = groups[g].clone();
                         l.insert(label.clone(), super::format_value(v));
                         let o = *index.entry(l.clone()).or_insert_with(|| {
-                            out.push(SSeries::new(l, vec![None; self.n]));
+                            let drop = dropped(g, &l);
+                            out.push(SSeries { labels: l, vals: vec![None; self.n], drop });
                             out.len() - 1
                         });
                         *out[o].vals[i].get_or_insert(0.0) += 1.0;
@@ -840,7 +847,8 @@ impl<'a> Ev<'a> {
                 };
                 let mut out: Vec<SSeries> = groups
                     .into_iter()
-                    .map(|labels| SSeries::new(labels, vec![None; self.n]))
+                    .enumerate()
+                    .map(|(g, labels)| SSeries { drop: dropped(g, &labels), labels, vals: vec![None; self.n] })
                     .collect();
                 // Series by series into one accumulator per group and step
                 // (each series' values are contiguous), when that fits.
