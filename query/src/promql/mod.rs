@@ -151,11 +151,13 @@ mod tests {
         assert!(!v[0].0.contains_key("__name__"));
         let Ok(QueryValue::Vector(v)) = q(false, lr) else { panic!("expected a vector") };
         assert!(!v[0].0.contains_key("was"));
-        // Two metrics' rates with one label set left: an error either way at
-        // the end, but `sum by (__name__)` still tells them apart when delayed.
+        // Two metrics' rates left with one label set: an error either way,
+        // at once or at the end; and grouping by the name to be dropped
+        // still ends with one label set twice (as in Prometheus).
         assert!(q(false, r#"rate({__name__=~"a|b"}[5m])"#).is_err());
         assert!(q(true, r#"rate({__name__=~"a|b"}[5m])"#).is_err());
-        let Ok(QueryValue::Vector(v)) = q(true, r#"sum by (__name__) (rate({__name__=~"a|b"}[5m]))"#) else {
+        assert!(q(true, r#"sum by (__name__) (rate({__name__=~"a|b"}[5m]))"#).is_err());
+        let Ok(QueryValue::Vector(v)) = q(true, r#"sum by (__name__) ({__name__=~"a|b"})"#) else {
             panic!("expected a vector")
         };
         assert_eq!(v.len(), 2);
