@@ -25,6 +25,14 @@ pub(crate) fn sort_columns(signal: Signal) -> &'static [&'static str] {
 
 /// Rows per Parquet data page, at most (and the 1 MiB size limit still holds).
 const PAGE_ROWS: usize = 4096;
+/// Metric segments are read by whole series runs, not by point reads: larger
+/// pages there cost less in page headers of their many mostly-null columns.
+const METRIC_PAGE_ROWS: usize = 131072;
+
+fn page_rows(signal: Signal) -> usize {
+    if signal == Signal::Metrics { METRIC_PAGE_ROWS } else { PAGE_ROWS }
+}
+
 /// Largest dictionary page of a column chunk.
 const DICTIONARY_BYTES: usize = 128 << 10;
 
@@ -35,8 +43,8 @@ fn writer_properties(signal: Signal, zstd_level: i32) -> Result<WriterProperties
         .set_max_row_group_row_count(Some(256 * 1024))
         // Point reads (search results, traces by id) decode whole pages:
         // pages of at most this many rows keep that cheap.
-        .set_data_page_row_count_limit(PAGE_ROWS)
-        .set_write_batch_size(PAGE_ROWS)
+        .set_data_page_row_count_limit(page_rows(signal))
+        .set_write_batch_size(page_rows(signal))
         // A point read decodes the dictionary of every row group it touches:
         // past this size a column chunk falls back to plain pages (which
         // zstd still compresses).
