@@ -459,18 +459,26 @@ impl<'a> Ev<'a> {
         for ms in &alternatives {
             for s in self.q.select(ms, mint, maxt)? {
                 if seen.insert(s.labels.clone()) {
-                    self.samples.set(self.samples.get() + s.samples.len());
+                    self.charge(s.samples.len())?;
                     out.push(s);
                 }
             }
-            if self.samples.get() > self.eng.max_samples {
-                return Err(EvalError::Execution(
-                    "query processing would load too many samples into memory in query execution"
-                        .into(),
-                ));
-            }
         }
         Ok(out)
+    }
+
+    /// Counts `points` samples or step values against the query's budget
+    /// (Prometheus's `query.max-samples`): what a query holds is bounded by
+    /// what it reads and by series × steps of what it computes.
+    pub(super) fn charge(&self, points: usize) -> Result<()> {
+        let total = self.samples.get().saturating_add(points);
+        self.samples.set(total);
+        if total > self.eng.max_samples {
+            return Err(EvalError::Execution(
+                "query processing would load too many samples into memory in query execution".into(),
+            ));
+        }
+        Ok(())
     }
 
     fn window_of(&self, offset: &Option<Offset>, at: &Option<AtModifier>, range: i64) -> Window {
@@ -488,6 +496,7 @@ impl<'a> Ev<'a> {
         let w = self.window_of(&vs.offset, &vs.at, self.eng.lookback_ms);
         let (lo, hi) = (self.ref_time(0, &w), self.ref_time(self.n - 1, &w));
         let raw = self.fetch(vs, lo - w.range + 1, hi)?;
+        self.charge(raw.len().saturating_mul(self.n))?;
         let mut out = Vec::with_capacity(raw.len());
         for s in raw {
             self.check("selector evaluation")?;
@@ -743,10 +752,15 @@ impl<'a> Ev<'a> {
                         let delayed = self.eng.delayed_name_removal;
                         let (labels, drop) =
                             result_labels(&s.labels, &one[j].labels, op, &card, &matching, &include, return_bool, delayed);
-                        let o = *out_index.entry(labels.clone()).or_insert_with(|| {
-                            out.push(SSeries { labels, vals: vec![None; self.n], drop });
-                            out.len() - 1
-                        });
+                        let o = match out_index.get(&labels) {
+                            Some(&o) => o,
+                            None => {
+                                self.charge(self.n)?;
+                                out.push(SSeries { labels: labels.clone(), vals: vec![None; self.n], drop });
+                                out_index.insert(labels, out.len() - 1);
+                                out.len() - 1
+                            }
+                        };
                         pair_out.insert((k, j), o);
                         o
                     }
@@ -812,6 +826,7 @@ impl<'a> Ev<'a> {
             }
         }
         let dropped = |g: usize, labels: &Labels| group_drop[g] && labels.contains_key("__name__");
+        self.charge(groups.len().saturating_mul(self.n))?;
         match op {
             T_TOPK | T_BOTTOMK => {
                 let k = self.eval_scalar(a.param.as_deref().ok_or_else(|| missing_param(op))?, "topk")?;

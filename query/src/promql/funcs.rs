@@ -454,6 +454,7 @@ fn range_call(ev: &Ev, c: &Call) -> Result<Val> {
         None => Vec::new(),
     };
     let (mut series, w) = ev.range_input(arg(c, matrix_arg)?)?;
+    ev.charge(series.len().saturating_mul(ev.n))?;
     let g = ev.grid();
     let points: usize = series.iter().map(|s| s.points.len()).sum();
     let out = if points >= PARALLEL_POINTS && series.len() >= 2 {

@@ -162,4 +162,22 @@ mod tests {
         };
         assert_eq!(v.len(), 2);
     }
+
+    /// Series × steps count against the sample budget, not only the
+    /// samples read: a wide range query over many sparse series is refused
+    /// instead of allocating without bound.
+    #[test]
+    fn the_sample_budget_counts_steps_too() {
+        let mut m = MemStorage::default();
+        for i in 0..100u32 {
+            let labels: Labels = [("__name__".to_owned(), "x".to_owned()), ("i".to_owned(), i.to_string())].into();
+            m.add(labels, [(0, 1.0)]);
+        }
+        let engine = Engine { max_samples: 50_000, ..Engine::default() };
+        let expr = promql_parser::parser::parse("x").unwrap_or_else(|e| panic!("{e}"));
+        // 100 samples read, but 100 series × 1,000 steps to hold.
+        let err = engine.range(&m, &expr, 0, 999_000, 1000).err();
+        assert!(matches!(err, Some(EvalError::Execution(ref m)) if m.contains("too many samples")), "{err:?}");
+        assert!(engine.range(&m, &expr, 0, 99_000, 1000).is_ok());
+    }
 }
