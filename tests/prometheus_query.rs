@@ -170,6 +170,20 @@ fn queries_over_otlp_metrics_from_the_buffer_and_from_segments() {
     assert!(server.eventually(Duration::from_secs(30), || server.metric("lumen_segments_written_total") >= 1.0));
     assert!(server.eventually(Duration::from_secs(30), || server.count("metrics") > 0));
     check_everything(&server);
+    // Segments store an integer point's `value` as null; SQL still sees it,
+    // and filters on it are not pruned by the stored statistics.
+    assert!(server.eventually(Duration::from_secs(30), || server.metric("lumen_buffer_bytes") == 0.0));
+    let rows = server.sql_rows("SELECT value, value_int FROM metrics WHERE metric_name = 'requests' ORDER BY timestamp");
+    let values: Vec<(f64, i64)> = rows
+        .iter()
+        .map(|r| (r["value"].as_f64().unwrap(), r["value_int"].as_i64().unwrap()))
+        .collect();
+    let counter = [0, 10, 20, 30, 5, 15, 25, 35, 45];
+    assert_eq!(values, counter.iter().map(|&c| (c as f64, c)).collect::<Vec<_>>());
+    let big = server.sql_rows("SELECT count(*) AS n FROM metrics WHERE metric_name = 'requests' AND value > 20");
+    assert_eq!(big[0]["n"], 4);
+    let temps = server.sql_rows("SELECT sum(value) AS s FROM metrics WHERE metric_name = 'temperature'");
+    assert_eq!(temps[0]["s"], (0..9).map(|k| 20.0 + k as f64).sum::<f64>());
 }
 
 #[test]

@@ -208,8 +208,25 @@ impl TableProvider for SignalTable {
             )?);
         }
         if !snap.segments.is_empty() {
+            // Metric segments store an integer point's `value` as null (it is
+            // `value_int as f64`): read `value_int` beside it and fill it in,
+            // and never prune by stored `value` statistics.
+            let wanted: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..schema.fields().len()).collect());
+            let mut read = wanted.clone();
+            let mut fill = false;
+            if self.signal == Signal::Metrics {
+                let value_idx = schema.index_of("value")?;
+                let value_int_idx = schema.index_of("value_int")?;
+                fill = wanted.contains(&value_idx);
+                if fill && !read.contains(&value_int_idx) {
+                    read.push(value_int_idx);
+                }
+            }
             let mut source = ParquetSource::new(Arc::clone(&schema));
-            if let Some(pred) = conjunction(filters.iter().cloned()) {
+            let prunable = filters.iter().filter(|f| {
+                self.signal != Signal::Metrics || !f.column_refs().iter().any(|c| c.name == "value")
+            });
+            if let Some(pred) = conjunction(prunable.cloned()) {
                 let df_schema = DFSchema::try_from(Arc::clone(&schema))?;
                 if let Ok(p) = state.create_physical_expr(pred, &df_schema) {
                     source = source.with_predicate(p);
@@ -237,10 +254,11 @@ impl TableProvider for SignalTable {
             // Keys in the store's object store, registered with the session.
             let config = FileScanConfigBuilder::new(Objects::url(), Arc::new(source))
                 .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
-                .with_projection_indices(projection.cloned())?
+                .with_projection_indices(Some(read.clone()))?
                 .with_limit(limit)
                 .build();
-            plans.push(DataSourceExec::from_data_source(config));
+            let scan: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
+            plans.push(if fill { fill_int_values(state, scan, &schema, &wanted, &read)? } else { scan });
         }
         if plans.is_empty() {
             let projected = match projection {
@@ -251,6 +269,33 @@ impl TableProvider for SignalTable {
         }
         UnionExec::try_new(plans)
     }
+}
+
+/// Projects `read` (the columns a metrics scan read) to `wanted`, with
+/// `value` filled from `value_int` where the segment stored it as null.
+fn fill_int_values(
+    state: &dyn Session,
+    scan: Arc<dyn ExecutionPlan>,
+    schema: &SchemaRef,
+    wanted: &[usize],
+    read: &[usize],
+) -> Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::logical_expr::{cast, col, when};
+    use datafusion::physical_plan::projection::ProjectionExec;
+    let inner = Arc::new(schema.project(read)?);
+    let df_schema = DFSchema::try_from(Arc::clone(&inner))?;
+    let mut exprs = Vec::with_capacity(wanted.len());
+    for &i in wanted {
+        let name = schema.field(i).name().clone();
+        let e = if name == "value" {
+            when(col("value").is_null(), cast(col("value_int"), datafusion::arrow::datatypes::DataType::Float64))
+                .otherwise(col("value"))?
+        } else {
+            col(name.as_str())
+        };
+        exprs.push((state.create_physical_expr(e, &df_schema)?, name));
+    }
+    Ok(Arc::new(ProjectionExec::try_new(exprs, scan)?))
 }
 
 #[cfg(test)]

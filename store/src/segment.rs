@@ -291,6 +291,7 @@ fn write_files(
         min_time = min_time.min(lo);
         max_time = max_time.max(hi);
         rows += batch.num_rows() as u64;
+        let batch = if signal == Signal::Metrics { without_int_values(&batch)? } else { batch };
         writer.write(&batch)?;
         if let Some(index) = index.as_mut() {
             index.add(&batch)?;
@@ -319,6 +320,23 @@ fn write_files(
     };
     crate::crash_point("segment-index-written");
     Ok((rows, bytes, index_bytes, (min_time, max_time)))
+}
+
+/// A metrics batch with `value` null where `value_int` holds the point (an
+/// integer point's `value` is exactly `value_int as f64`, so readers fill it
+/// back): counters are not stored twice.
+pub(crate) fn without_int_values(batch: &RecordBatch) -> Result<RecordBatch> {
+    let (Some(vi), Some(v)) = (batch.schema().index_of("value_int").ok(), batch.schema().index_of("value").ok()) else {
+        return Ok(batch.clone());
+    };
+    let ints = batch.column(vi);
+    if ints.null_count() == ints.len() {
+        return Ok(batch.clone());
+    }
+    let has_int = compute::is_not_null(ints)?;
+    let mut cols = batch.columns().to_vec();
+    cols[v] = compute::nullif(batch.column(v), &has_int)?;
+    Ok(RecordBatch::try_new(batch.schema(), cols)?)
 }
 
 pub(crate) fn time_range(batch: &RecordBatch, signal: Signal) -> (i64, i64) {

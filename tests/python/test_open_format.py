@@ -71,7 +71,10 @@ def test_metric_segments_sort_series_into_runs_listed_in_the_footer():
               for k in range(20) for s in range(3)]
     post(f"http://{addrs['otlp_http']}/v1/metrics", {"resourceMetrics": [{
         "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "runs"}}]},
-        "scopeMetrics": [{"metrics": [{"name": "load", "gauge": {"dataPoints": points}}]}]}]})
+        "scopeMetrics": [{"metrics": [
+            {"name": "load", "gauge": {"dataPoints": points}},
+            {"name": "hits", "sum": {"isMonotonic": True, "aggregationTemporality": 2, "dataPoints": [
+                {"timeUnixNano": str(base), "asInt": "7"}]}}]}]}]})
     proc.terminate()
     assert proc.wait(timeout=30) == 0
 
@@ -86,6 +89,12 @@ def test_metric_segments_sort_series_into_runs_listed_in_the_footer():
         covered = 0
         for run in index["runs"]:
             assert run["first"] == covered
+            if run["name"] == "hits":
+                # An integer point is stored once: `value` is null, `value_int` holds it.
+                row = pq.read_table(f, columns=["value", "value_int"]).slice(run["first"], 1).to_pylist()[0]
+                assert row == {"value": None, "value_int": 7}
+                covered += run["rows"]
+                continue
             rows = range(run["first"], run["first"] + run["rows"])
             assert {ids[r] for r in rows} == {run["id"]}
             assert [ts[r] for r in rows] == sorted(ts[r] for r in rows)
@@ -93,7 +102,7 @@ def test_metric_segments_sort_series_into_runs_listed_in_the_footer():
             assert index["resources"][run["resource"]] == [["service.name", "runs"]]
             covered += run["rows"]
         assert covered == t.num_rows
-    assert sum(len(series_index(f)["runs"]) for f in files) >= 3
+    assert sum(len(series_index(f)["runs"]) for f in files) >= 4
 
     # Read back from those segments through PromQL.
     proc, addrs = lumen_server.start(data)
@@ -102,6 +111,10 @@ def test_metric_segments_sort_series_into_runs_listed_in_the_footer():
         with urllib.request.urlopen(f"http://{addrs['http']}/api/v1/query?query=sum(load)&time={t_end}") as r:
             res = json.load(r)
         assert res["data"]["result"][0]["value"][1] == str(190 * 3 + 3)
+        # SQL fills `value` back from `value_int`.
+        rows = post(f"http://{addrs['http']}/api/v1/sql",
+                    {"query": "SELECT value, value_int FROM metrics WHERE metric_name = 'hits'"})["rows"]
+        assert rows == [{"value": 7.0, "value_int": 7}]
     finally:
         proc.terminate()
         assert proc.wait(timeout=30) == 0

@@ -38,6 +38,7 @@ const COLUMNS: &[&str] = &[
     "metric_name",
     "metric_type",
     "description",
+    "value_int",
     "unit",
     "timestamp",
     "flags",
@@ -64,6 +65,10 @@ const COLUMNS: &[&str] = &[
 fn value_columns<'p>(parts: impl Iterator<Item = &'p Part>) -> Vec<&'static str> {
     let mut cols = vec!["timestamp", "flags"];
     for p in parts {
+        if matches!(p, Part::Value) && !cols.contains(&"value_int") {
+            // Segments store an integer point's `value` as null.
+            cols.push("value_int");
+        }
         let c = match p {
             Part::Value => "value",
             Part::Count => "count",
@@ -85,6 +90,8 @@ struct ValueCols<'b> {
     flags: &'b UInt32Array,
     // Only the columns a read asked for are there.
     value: Option<&'b Float64Array>,
+    /// An integer point's exact value; segments store its `value` as null.
+    value_int: Option<&'b datafusion::arrow::array::Int64Array>,
     count: Option<&'b UInt64Array>,
     sum: Option<&'b Float64Array>,
     buckets: Option<&'b ListArray>,
@@ -99,6 +106,7 @@ impl<'b> ValueCols<'b> {
             ts: col(b, "timestamp")?,
             flags: col(b, "flags")?,
             value: col(b, "value").ok(),
+            value_int: col(b, "value_int").ok(),
             count: col(b, "count").ok(),
             sum: col(b, "sum").ok(),
             buckets: col::<ListArray>(b, "bucket_counts").ok(),
@@ -127,7 +135,10 @@ impl<'b> ValueCols<'b> {
 
     fn part_value(&self, i: usize, part: Part) -> Option<f64> {
         match part {
-            Part::Value => self.value.filter(|a| a.is_valid(i)).map(|a| a.value(i)),
+            Part::Value => match self.value.filter(|a| a.is_valid(i)) {
+                Some(a) => Some(a.value(i)),
+                None => self.value_int.filter(|a| a.is_valid(i)).map(|a| a.value(i) as f64),
+            },
             Part::Count => self.count.filter(|a| a.is_valid(i)).map(|a| a.value(i) as f64),
             Part::Sum => self.sum.filter(|a| a.is_valid(i)).map(|a| a.value(i)),
             Part::Bucket(j) => {
@@ -665,13 +676,26 @@ impl StoreQueryable<'_> {
                     let n = left.min(b.num_rows() - i);
                     for &(o, part) in parts {
                         let dst = &mut sink[o];
-                        match (part, v.value) {
-                            (Part::Value, Some(values)) if values.null_count() == 0 => {
+                        match (part, v.value, v.value_int) {
+                            (Part::Value, Some(values), _) if values.null_count() == 0 => {
                                 let vals = values.values();
                                 for r in i..i + n {
                                     let t = ts[r].div_euclid(1_000_000);
                                     if t >= mint && t <= maxt {
                                         let x = if flags[r] & 1 == 1 { f64::from_bits(STALE_NAN) } else { vals[r] };
+                                        dst.push((t, x));
+                                    }
+                                }
+                            }
+                            // Integer points: `value` is null, `value_int` holds them.
+                            (Part::Value, Some(values), Some(ints))
+                                if values.null_count() == values.len() && ints.null_count() == 0 =>
+                            {
+                                let vals = ints.values();
+                                for r in i..i + n {
+                                    let t = ts[r].div_euclid(1_000_000);
+                                    if t >= mint && t <= maxt {
+                                        let x = if flags[r] & 1 == 1 { f64::from_bits(STALE_NAN) } else { vals[r] as f64 };
                                         dst.push((t, x));
                                     }
                                 }
