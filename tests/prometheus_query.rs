@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 
 /// The first sample, in Unix seconds.
 const T0: u64 = 1_750_000_020;
+const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+const SPAN: &str = "b7ad6b7169203331";
 
 fn ns(secs: u64) -> String {
     (secs * 1_000_000_000).to_string()
@@ -30,9 +32,11 @@ fn attrs(kvs: &[(&str, &str)]) -> Vec<Value> {
 fn seed(server: &TestServer) {
     let at = |k: u64| ns(T0 + 15 * k);
     let counter = [0, 10, 20, 30, 5, 15, 25, 35, 45];
-    let requests: Vec<Value> = (0..9)
+    let mut requests: Vec<Value> = (0..9)
         .map(|k| json!({"timeUnixNano": at(k), "startTimeUnixNano": ns(T0 - 1), "asInt": counter[k as usize].to_string(), "attributes": attrs(&[("route", "/a")])}))
         .collect();
+    requests[8]["exemplars"] = json!([{"timeUnixNano": ns(T0 + 118), "asInt": "4",
+        "traceId": TRACE, "spanId": SPAN, "filteredAttributes": attrs(&[("user.id", "u-7")])}]);
     let jobs: Vec<Value> = (0..9)
         .map(|k| json!({"timeUnixNano": at(k), "startTimeUnixNano": ns(T0 + 15 * k - 15), "asInt": "3"}))
         .collect();
@@ -41,13 +45,15 @@ fn seed(server: &TestServer) {
         .collect();
     // "No recorded value": the series ends here (a staleness marker).
     temps.push(json!({"timeUnixNano": at(9), "flags": 1}));
-    let latency: Vec<Value> = (0..9)
+    let mut latency: Vec<Value> = (0..9)
         .map(|k| json!({
             "timeUnixNano": at(k), "startTimeUnixNano": ns(T0 - 1),
             "count": (10 * k).to_string(), "sum": 2.0 * k as f64,
             "bucketCounts": [(6 * k).to_string(), (3 * k).to_string(), k.to_string()],
             "explicitBounds": [0.1, 0.5]}))
         .collect();
+    // An observation of 0.3 s falls in the le="0.5" bucket.
+    latency[8]["exemplars"] = json!([{"timeUnixNano": ns(T0 + 119), "asDouble": 0.3, "traceId": TRACE, "spanId": SPAN}]);
     let body = json!({"resourceMetrics": [{
         "resource": {"attributes": attrs(&[("service.name", "api"), ("service.instance.id", "i-1")])},
         "scopeMetrics": [{"metrics": [
@@ -184,6 +190,43 @@ fn queries_over_otlp_metrics_from_the_buffer_and_from_segments() {
     assert_eq!(big[0]["n"], 4);
     let temps = server.sql_rows("SELECT sum(value) AS s FROM metrics WHERE metric_name = 'temperature'");
     assert_eq!(temps[0]["s"], (0..9).map(|k| 20.0 + k as f64).sum::<f64>());
+}
+
+/// Exemplars come back with the series their point belongs to (a
+/// histogram's: the bucket its value falls in), from the buffer and from
+/// segments.
+#[test]
+fn exemplars_are_served_with_their_series() {
+    let server = TestServer::start_with(&["--flush-interval", "1s"]);
+    seed(&server);
+    let check = |server: &TestServer| {
+        let range = [("start", T0.to_string()), ("end", (T0 + 120).to_string())];
+        let q = |query: &str| {
+            let mut params: Vec<(&str, &str)> = vec![("query", query)];
+            params.extend(range.iter().map(|(k, v)| (*k, v.as_str())));
+            let (status, v) = server.get_json("/api/v1/query_exemplars", &params);
+            assert_eq!(status, 200, "{v}");
+            v["data"].clone()
+        };
+        let d = q("rate(requests_total[5m])");
+        assert_eq!(
+            d,
+            json!([{"seriesLabels": {"__name__": "requests_total", "job": "api", "instance": "i-1", "route": "/a"},
+                    "exemplars": [{"labels": {"trace_id": TRACE, "span_id": SPAN, "user_id": "u-7"}, "value": "4", "timestamp": T0 + 118}]}])
+        );
+        let d = q("histogram_quantile(0.9, rate(latency_seconds_bucket[5m]))");
+        assert_eq!(d.as_array().unwrap().len(), 1, "{d}");
+        assert_eq!(d[0]["seriesLabels"]["le"], "0.5");
+        assert_eq!(d[0]["exemplars"][0]["value"], "0.3");
+        // Selectors that match nothing, and a query without any.
+        assert_eq!(q("temperature_celsius"), json!([]));
+        assert_eq!(q("1 + 1"), json!([]));
+    };
+    check(&server);
+    assert!(server.eventually(Duration::from_secs(30), || server.metric("lumen_buffer_bytes") == 0.0));
+    check(&server);
+    let (status, v) = server.get_json("/api/v1/query_exemplars", &[("query", "sum(")]);
+    assert_eq!((status, v["errorType"].as_str()), (400, Some("bad_data")));
 }
 
 #[test]

@@ -517,6 +517,75 @@ pub async fn query_range(
     evaluate(&s, &pairs, move |engine, q| engine.range(q, &expr, start, end, step)).await
 }
 
+/// The selectors of an expression, each as the matchers (name included) of
+/// one alternative.
+fn selectors_of(e: &Expr, out: &mut Vec<Vec<Matcher>>) {
+    let vs = match e {
+        Expr::VectorSelector(vs) => Some(vs),
+        Expr::MatrixSelector(ms) => Some(&ms.vs),
+        _ => None,
+    };
+    if let Some(vs) = vs {
+        let mut base: Vec<Matcher> = vs.name.iter().map(|n| Matcher::new(promql_parser::label::MatchOp::Equal, "__name__", n)).collect();
+        base.extend(vs.matchers.matchers.iter().cloned());
+        if vs.matchers.or_matchers.is_empty() {
+            out.push(base);
+        } else {
+            for group in &vs.matchers.or_matchers {
+                let mut ms = base.clone();
+                ms.extend(group.iter().cloned());
+                out.push(ms);
+            }
+        }
+        return;
+    }
+    match e {
+        Expr::Aggregate(a) => {
+            selectors_of(&a.expr, out);
+            if let Some(p) = &a.param {
+                selectors_of(p, out);
+            }
+        }
+        Expr::Unary(u) => selectors_of(&u.expr, out),
+        Expr::Binary(b) => {
+            selectors_of(&b.lhs, out);
+            selectors_of(&b.rhs, out);
+        }
+        Expr::Paren(p) => selectors_of(&p.expr, out),
+        Expr::Subquery(sq) => selectors_of(&sq.expr, out),
+        Expr::Call(c) => c.args.args.iter().for_each(|a| selectors_of(a, out)),
+        _ => {}
+    }
+}
+
+/// `/api/v1/query_exemplars`: the exemplars of the series the query's
+/// selectors select, between `start` and `end`.
+pub async fn query_exemplars(
+    State(s): State<Arc<AppState>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> PResult {
+    let pairs = form(uri.query(), &headers, &body)?;
+    let expr = parse_query(&pairs)?;
+    let (start, end) = range(&pairs)?;
+    let mut sels = Vec::new();
+    selectors_of(&expr, &mut sels);
+    let store = Arc::clone(&s.store);
+    let found = blocking(move || crate::promql::storage::exemplars(&store, &sels, start, end)).await?;
+    let data: Vec<Value> = found
+        .into_iter()
+        .map(|(series, ex)| {
+            let ex: Vec<Value> = ex
+                .into_iter()
+                .map(|e| json!({ "labels": e.labels, "value": format_value(e.value), "timestamp": ts_json(e.time) }))
+                .collect();
+            json!({ "seriesLabels": series, "exemplars": ex })
+        })
+        .collect();
+    success(Value::Array(data))
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

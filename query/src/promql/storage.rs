@@ -839,6 +839,124 @@ pub(crate) fn series_and_metadata(
     Ok((series, meta))
 }
 
+/// One stored exemplar, as `/api/v1/query_exemplars` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Exemplar {
+    pub labels: Labels,
+    pub value: f64,
+    /// ms
+    pub time: i64,
+}
+
+/// The exemplars of the points in `[start, end]` (ns) whose series match
+/// any of `selectors`, by series. A point's exemplars belong to its series;
+/// a histogram's to the `_bucket` series its value falls in (the smallest
+/// `le` at or above it), as Prometheus's OTLP translation attaches them.
+pub(crate) fn exemplars(
+    store: &Store,
+    selectors: &[Vec<Matcher>],
+    start: i64,
+    end: i64,
+) -> crate::Result<std::collections::BTreeMap<Labels, Vec<Exemplar>>> {
+    let mut out: std::collections::BTreeMap<Labels, Vec<Exemplar>> = std::collections::BTreeMap::new();
+    let mut columns: Vec<&str> = COLUMNS.to_vec();
+    columns.push("exemplars");
+    let (mint, maxt) = (start.div_euclid(1_000_000), end.div_euclid(1_000_000));
+    let matches_any = |l: &Labels| selectors.iter().any(|ms| matches_all(ms, l));
+    let mut visit = |b: &RecordBatch| -> crate::Result<()> {
+        let c = Cols::new(b)?;
+        let Some(ex) = b.column_by_name("exemplars").and_then(|c| c.as_list_opt::<i32>()) else {
+            return Ok(());
+        };
+        for i in 0..b.num_rows() {
+            let t = c.v.ts.value(i);
+            if t < start || t > end || !ex.is_valid(i) || ex.value(i).is_empty() {
+                continue;
+            }
+            let Some(kind) = c.metric_kind(i) else { continue };
+            let series: Vec<Labels> = if kind == MetricKind::ExponentialHistogram {
+                exponential_series(&c, i).into_iter().map(|(l, _)| l).collect()
+            } else {
+                let (family, labels) = c.base(i, kind);
+                let bounds = Cols::f64_list(c.bounds, i);
+                let quantiles: Vec<f64> = c.v.quantile_list(i).into_iter().map(|q| q.0).collect();
+                fixed_series(family, labels, kind, &bounds, &quantiles).into_iter().map(|(l, _)| l).collect()
+            };
+            let list = ex.value(i);
+            let Some(st) = list.as_struct_opt() else { continue };
+            let et = st.column_by_name("time").and_then(|c| c.as_primitive_opt::<datafusion::arrow::datatypes::TimestampNanosecondType>());
+            let ev = st.column_by_name("value").and_then(|c| c.as_primitive_opt::<Float64Type>());
+            let evi = st.column_by_name("value_int").and_then(|c| c.as_primitive_opt::<datafusion::arrow::datatypes::Int64Type>());
+            let tid = st.column_by_name("trace_id").and_then(|c| c.as_string_opt::<i32>());
+            let sid = st.column_by_name("span_id").and_then(|c| c.as_string_opt::<i32>());
+            let attrs = st.column_by_name("filtered_attributes").and_then(|c| c.as_map_opt());
+            for j in 0..st.len() {
+                let value = match (ev.filter(|a| a.is_valid(j)), evi.filter(|a| a.is_valid(j))) {
+                    (Some(a), _) => a.value(j),
+                    (None, Some(a)) => a.value(j) as f64,
+                    _ => continue,
+                };
+                let time = et.filter(|a| a.is_valid(j)).map_or(t, |a| a.value(j)).div_euclid(1_000_000);
+                if time < mint || time > maxt {
+                    continue;
+                }
+                // The series: for buckets, the smallest `le` at or above the value.
+                let bucket = series
+                    .iter()
+                    .filter_map(|l| {
+                        let le = l.get("le")?.parse::<f64>().ok()?;
+                        (le >= value).then_some((le, l))
+                    })
+                    .min_by(|a, b| a.0.total_cmp(&b.0))
+                    .map(|(_, l)| l);
+                let Some(target) = bucket.or_else(|| series.first()) else { continue };
+                if !matches_any(target) {
+                    continue;
+                }
+                let mut labels = Labels::new();
+                if let Some(a) = attrs {
+                    for (k, v) in crate::json::map_entries(a, j) {
+                        labels.insert(promnames::label_name(&k), v);
+                    }
+                }
+                if let Some(s) = tid.filter(|a| a.is_valid(j)) {
+                    labels.insert("trace_id".into(), s.value(j).to_owned());
+                }
+                if let Some(s) = sid.filter(|a| a.is_valid(j)) {
+                    labels.insert("span_id".into(), s.value(j).to_owned());
+                }
+                out.entry(target.clone()).or_default().push(Exemplar { labels, value, time });
+            }
+        }
+        Ok(())
+    };
+    let sources = Sources::new(store, Signal::Metrics, start, end);
+    for source in &sources.list {
+        match source {
+            Source::Buffer(b) => visit(b)?,
+            Source::Segment(seg) => match segment_plans(store, seg)? {
+                // Only the runs whose series could match, and overlap the range.
+                Some(plans) => {
+                    let rows: Vec<u32> = plans
+                        .iter()
+                        .filter(|p| p.max_ms >= mint && p.min_ms <= maxt)
+                        .filter(|p| p.per_row || p.parts.iter().any(|(l, _)| matches_any(l)))
+                        .flat_map(|p| (p.first..p.first + p.rows).map(|r| r as u32))
+                        .collect();
+                    if !rows.is_empty() {
+                        visit(&read_segment(store, seg, Some(&rows), Some(&columns))?)?;
+                    }
+                }
+                None => for_each_batch(store, seg, &columns, &mut visit)?,
+            },
+        }
+    }
+    for v in out.values_mut() {
+        v.sort_by_key(|e| e.time);
+    }
+    Ok(out)
+}
+
 impl Queryable for StoreQueryable<'_> {
     fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<RawSeries>, EvalError> {
         let to_ns = |ms: i64| ms.saturating_mul(1_000_000);
