@@ -88,10 +88,18 @@ pub(crate) fn pick(
             .iter()
             .any(|s| unindexed(s) && now_ns.saturating_sub(s.created_ns) >= delay);
         let lone = small.len() < config.min_inputs;
-        if lone && !overdue {
+        // A partition of a signal without indexes (metrics) that has had no
+        // new segment for a while is done: merge its few small segments into
+        // one (fewer footers, and PromQL reads one run per series). A live
+        // partition, flushed every few seconds, waits for `min_inputs`.
+        let quiet = small.len() >= 2
+            && small.iter().all(|s| {
+                !crate::index::indexed(s.signal) && now_ns.saturating_sub(s.created_ns) >= delay.saturating_mul(10)
+            });
+        if lone && !overdue && !quiet {
             continue;
         }
-        if lone {
+        if lone && !quiet {
             small.retain(|s| unindexed(s));
         }
         let mut group = Vec::new();
@@ -289,5 +297,23 @@ mod tests {
         // Enough small segments: merged regardless of age or index.
         let many: Vec<_> = (1..=4).map(|i| seg(i, i % 2 == 0, 0)).collect();
         assert_eq!(pick(&many, &config, 0).expect("picked").len(), 4);
+    }
+
+    #[test]
+    fn a_quiet_metrics_partition_merges_its_few_small_segments() {
+        let config = CompactionConfig::default();
+        let quiet = 10 * config.index_delay.as_nanos() as i64;
+        let metric = |lsn: u64, created_ns: i64| {
+            let mut s = (*seg(lsn, false, created_ns)).clone();
+            s.signal = Signal::Metrics;
+            Arc::new(s)
+        };
+        let two = [metric(1, 0), metric(2, 1_000)];
+        // Still receiving flushes: left for later.
+        assert!(pick(&two, &config, 1_000 + quiet - 1).is_none());
+        // Quiet: the two become one.
+        assert_eq!(pick(&two, &config, 1_000 + quiet).expect("picked").len(), 2);
+        // One alone is never rewritten.
+        assert!(pick(&[metric(1, 0)], &config, i64::MAX).is_none());
     }
 }
