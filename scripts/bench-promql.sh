@@ -2,7 +2,8 @@
 # PromQL benchmarks of issue 5, as recorded in BENCHMARKS.md. Loads a day of
 # the counter workload of `lumen bench-promql` (SERIES series, one point every
 # INTERVAL s), waits until flushes and compactions settle, and reports bytes
-# per sample on disk; then loads a day of HISTOGRAMS histograms and times
+# per sample on disk (QUIET_WAIT=0 skips the wait for the final merges);
+# then loads a day of HISTOGRAMS histograms and times
 # the range queries of the issue (24 h, 60 s step, RUNS runs). Not part of CI.
 #   ./scripts/bench-promql.sh
 set -euo pipefail
@@ -26,6 +27,9 @@ END=$(( $(date +%s) / 60 * 60 ))
 until curl -sf $HTTP/health > /dev/null; do sleep 0.2; done
 metric() { curl -sf $HTTP/metrics | awk -v m="$1" '$1==m {print $2}'; }
 settle() {
+  # A finished metrics partition's few small segments are merged once it has
+  # been quiet for 10x the index delay (5 min by default): wait for that.
+  sleep "${QUIET_WAIT:-320}"
   local stable=0
   while [ $stable -lt 5 ]; do
     if [ "$(metric lumen_buffer_bytes)" = "0" ] && [ "$(metric lumen_compaction_running)" = "0" ]; then
@@ -37,14 +41,14 @@ bench() { "$BIN" bench-promql --otlp-http $OTLP --http $HTTP --end "$END" --inte
 
 bench --load counters --series "$SERIES"
 # The buffer flushes on its interval (30 s by default); wait for it and for compaction.
-sleep 35; settle
+settle
 samples=$(curl -sf $HTTP/api/v1/sql -d '{"query": "SELECT count(*) AS n FROM metrics"}' | sed 's/.*"n":\([0-9]*\).*/\1/')
 bytes=$(metric lumen_segment_bytes)
 echo "counters: samples=$samples segments=$(metric lumen_segments) parquet_bytes=$bytes bytes_per_sample=$(awk -v b="$bytes" -v n="$samples" 'BEGIN {printf "%.2f", b/n}')"
 "$BIN" inspect --data-dir "$DATA/d" 2>/dev/null | grep -i metrics || true
 
 bench --load histograms --histograms "$HISTOGRAMS"
-sleep 35; settle
+settle
 echo "after histograms: segments=$(metric lumen_segments) parquet_bytes=$(metric lumen_segment_bytes)"
 bench --runs "$RUNS" \
   --query 'sum by (service) (rate(http_server_requests_total[5m]))' \
