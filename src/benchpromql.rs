@@ -18,8 +18,8 @@ use clap::{Args, ValueEnum};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics,
-    ScopeMetrics, Sum, metric::Data, number_data_point,
+    AggregationTemporality, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum, metric::Data, number_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message as _;
@@ -73,7 +73,9 @@ const BOUNDS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5
 fn kv(key: &str, v: &str) -> KeyValue {
     KeyValue {
         key: key.into(),
-        value: Some(AnyValue { value: Some(Value::StringValue(v.into())) }),
+        value: Some(AnyValue {
+            value: Some(Value::StringValue(v.into())),
+        }),
         key_strindex: 0,
     }
 }
@@ -94,7 +96,14 @@ fn identity(i: usize) -> (usize, Vec<KeyValue>) {
 }
 
 /// The request for steps `[from, to)` of the workload.
-fn request(load: Load, args: &BenchPromqlArgs, start_s: u64, from: u64, to: u64, state: &mut [State]) -> ExportMetricsServiceRequest {
+fn request(
+    load: Load,
+    args: &BenchPromqlArgs,
+    start_s: u64,
+    from: u64,
+    to: u64,
+    state: &mut [State],
+) -> ExportMetricsServiceRequest {
     let mut per_service: Vec<Vec<Metric>> = (0..SERVICES).map(|_| Vec::new()).collect();
     let n = match load {
         Load::Counters => args.series,
@@ -140,7 +149,9 @@ fn request(load: Load, args: &BenchPromqlArgs, start_s: u64, from: u64, to: u64,
                         for _ in 0..st.rng.below(st.mean * load_factor + 1) {
                             // Latencies around 20-200 ms with a long tail.
                             let r = st.rng.below(1000) as f64 / 1000.0;
-                            let v = 0.02 * (1.0 + 9.0 * r * r * r) * if st.rng.below(50) == 0 { 20.0 } else { 1.0 };
+                            let v = 0.02
+                                * (1.0 + 9.0 * r * r * r)
+                                * if st.rng.below(50) == 0 { 20.0 } else { 1.0 };
                             let b = BOUNDS.iter().position(|&b| v <= b).unwrap_or(BOUNDS.len());
                             st.buckets[b] += 1;
                             st.sum += v;
@@ -200,7 +211,10 @@ fn request(load: Load, args: &BenchPromqlArgs, start_s: u64, from: u64, to: u64,
                     ],
                     ..Default::default()
                 }),
-                scope_metrics: vec![ScopeMetrics { metrics, ..Default::default() }],
+                scope_metrics: vec![ScopeMetrics {
+                    metrics,
+                    ..Default::default()
+                }],
                 ..Default::default()
             })
             .collect(),
@@ -209,7 +223,8 @@ fn request(load: Load, args: &BenchPromqlArgs, start_s: u64, from: u64, to: u64,
 
 /// The collection delay (ns) of a service's export at a step.
 fn jitter(service: usize, step: u64) -> u64 {
-    let mut r = Rng((service as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ step.wrapping_mul(0xbf58_476d_1ce4_e5b9));
+    let mut r = Rng((service as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ step.wrapping_mul(0xbf58_476d_1ce4_e5b9));
     r.next();
     r.below(2_000_000)
 }
@@ -239,10 +254,19 @@ async fn load(args: &BenchPromqlArgs, load: Load, end_s: u64) -> Result<()> {
     };
     let mut state: Vec<State> = (0..n)
         .map(|i| {
-            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
+            let mut rng =
+                Rng(0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
             let mean = 1 + rng.below(40);
             let restart_step = rng.below(86_400 / args.interval.max(1));
-            State { rng, mean, total: 0, buckets: [0; 11], sum: 0.0, start_ns: start_s * 1_000_000_000 - 1, restart_step }
+            State {
+                rng,
+                mean,
+                total: 0,
+                buckets: [0; 11],
+                sum: 0.0,
+                start_ns: start_s * 1_000_000_000 - 1,
+                restart_step,
+            }
         })
         .collect();
     let client = reqwest::Client::new();
@@ -294,7 +318,11 @@ async fn load(args: &BenchPromqlArgs, load: Load, end_s: u64) -> Result<()> {
         if let Some(res) = in_flight.next().await {
             let res = res.context("sending metrics")?;
             if !res.status().is_success() {
-                bail!("export refused: {} {}", res.status(), res.text().await.unwrap_or_default());
+                bail!(
+                    "export refused: {} {}",
+                    res.status(),
+                    res.text().await.unwrap_or_default()
+                );
             }
         }
     }
@@ -323,7 +351,9 @@ pub(crate) async fn run(args: BenchPromqlArgs) -> Result<()> {
     if let Some(l) = args.load {
         load(&args, l, end_s).await?;
     }
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()?;
     for q in &args.queries {
         let url = format!("http://{}/api/v1/query_range", args.http);
         let params = [
@@ -343,8 +373,14 @@ pub(crate) async fn run(args: BenchPromqlArgs) -> Result<()> {
             if !status.is_success() {
                 bail!("{q}: {status} {body}");
             }
-            let result = body["data"]["result"].as_array().cloned().unwrap_or_default();
-            let points: usize = result.iter().map(|s| s["values"].as_array().map_or(0, Vec::len)).sum();
+            let result = body["data"]["result"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let points: usize = result
+                .iter()
+                .map(|s| s["values"].as_array().map_or(0, Vec::len))
+                .sum();
             shape = format!("{} series, {points} points", result.len());
         }
         times.sort_by(f64::total_cmp);

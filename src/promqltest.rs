@@ -33,11 +33,17 @@ pub(crate) fn run(args: &PromqlTestArgs) -> Result<()> {
     let mut all = promqltest::Report::default();
     let mut out = std::io::stdout().lock();
     for f in &args.files {
-        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
         let report = promqltest::run(&text, &engine);
         let mut shown = report.render(&f.display().to_string());
         if args.summary {
-            shown = shown.lines().filter(|l| !l.starts_with("  FAIL") && !l.starts_with("      ")).collect::<Vec<_>>().join("\n") + "\n";
+            shown = shown
+                .lines()
+                .filter(|l| !l.starts_with("  FAIL") && !l.starts_with("      "))
+                .collect::<Vec<_>>()
+                .join("\n")
+                + "\n";
         }
         out.write_all(shown.as_bytes())?;
         all.cases.extend(report.cases);
@@ -45,11 +51,18 @@ pub(crate) fn run(args: &PromqlTestArgs) -> Result<()> {
     }
     if args.files.len() > 1 {
         let total = all.render("all files");
-        let head: Vec<&str> = total.lines().take_while(|l| !l.starts_with("  FAIL") && !l.starts_with("  ERROR")).collect();
+        let head: Vec<&str> = total
+            .lines()
+            .take_while(|l| !l.starts_with("  FAIL") && !l.starts_with("  ERROR"))
+            .collect();
         writeln!(out, "{}", head.join("\n"))?;
     }
     if all.passed() < all.cases.len() || !all.errors.is_empty() {
-        anyhow::bail!("{} of {} cases failed", all.cases.len() - all.passed(), all.cases.len());
+        anyhow::bail!(
+            "{} of {} cases failed",
+            all.cases.len() - all.passed(),
+            all.cases.len()
+        );
     }
     Ok(())
 }

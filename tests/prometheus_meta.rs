@@ -59,7 +59,8 @@ fn metadata_endpoints_show_otlp_metrics_as_prometheus_series() {
     check_metadata(&server);
     // The same from segments, read through their series index.
     assert!(server.eventually(std::time::Duration::from_secs(30), || {
-        server.metric("lumen_segments_written_total") >= 1.0 && server.metric("lumen_buffer_bytes") == 0.0
+        server.metric("lumen_segments_written_total") >= 1.0
+            && server.metric("lumen_buffer_bytes") == 0.0
     }));
     check_metadata(&server);
 }

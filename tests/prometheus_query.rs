@@ -46,14 +46,17 @@ fn seed(server: &TestServer) {
     // "No recorded value": the series ends here (a staleness marker).
     temps.push(json!({"timeUnixNano": at(9), "flags": 1}));
     let mut latency: Vec<Value> = (0..9)
-        .map(|k| json!({
+        .map(|k| {
+            json!({
             "timeUnixNano": at(k), "startTimeUnixNano": ns(T0 - 1),
             "count": (10 * k).to_string(), "sum": 2.0 * k as f64,
             "bucketCounts": [(6 * k).to_string(), (3 * k).to_string(), k.to_string()],
-            "explicitBounds": [0.1, 0.5]}))
+            "explicitBounds": [0.1, 0.5]})
+        })
         .collect();
     // An observation of 0.3 s falls in the le="0.5" bucket.
-    latency[8]["exemplars"] = json!([{"timeUnixNano": ns(T0 + 119), "asDouble": 0.3, "traceId": TRACE, "spanId": SPAN}]);
+    latency[8]["exemplars"] =
+        json!([{"timeUnixNano": ns(T0 + 119), "asDouble": 0.3, "traceId": TRACE, "spanId": SPAN}]);
     let body = json!({"resourceMetrics": [{
         "resource": {"attributes": attrs(&[("service.name", "api"), ("service.instance.id", "i-1")])},
         "scopeMetrics": [{"metrics": [
@@ -118,22 +121,43 @@ fn check_everything(server: &TestServer) {
     assert!(close(inc, 21.0 * 120.0 / 105.0), "{inc}");
     assert_eq!(one_value(server, "temperature_celsius", t), 28.0);
     // The staleness marker at T0+135 ends the series at once.
-    assert_eq!(query(server, "temperature_celsius", t + 20)["result"], json!([]));
-    assert_eq!(one_value(server, "max_over_time(temperature_celsius[1m])", t + 20), 28.0);
+    assert_eq!(
+        query(server, "temperature_celsius", t + 20)["result"],
+        json!([])
+    );
+    assert_eq!(
+        one_value(server, "max_over_time(temperature_celsius[1m])", t + 20),
+        28.0
+    );
     // Classic histogram: the rank falls in the first bucket.
-    let q = one_value(server, "histogram_quantile(0.5, rate(latency_seconds_bucket[1m]))", t);
+    let q = one_value(
+        server,
+        "histogram_quantile(0.5, rate(latency_seconds_bucket[1m]))",
+        t,
+    );
     assert!(close(q, 0.1 * 5.0 / 6.0), "{q}");
     assert_eq!(one_value(server, "latency_seconds_count", t), 80.0);
     assert_eq!(one_value(server, "latency_seconds_sum", t), 16.0);
     // Exponential histogram: buckets (1,2] (2,4] (4,8] hold 1, 2, 1.
-    assert_eq!(one_value(server, "histogram_quantile(0.5, payload_bytes_bucket)", t), 3.0);
+    assert_eq!(
+        one_value(server, "histogram_quantile(0.5, payload_bytes_bucket)", t),
+        3.0
+    );
     assert_eq!(one_value(server, "payload_bytes_count", t), 4.0);
-    assert_eq!(one_value(server, r#"rpc_latency_milliseconds{quantile="0.99"}"#, t), 5.0);
+    assert_eq!(
+        one_value(server, r#"rpc_latency_milliseconds{quantile="0.99"}"#, t),
+        5.0
+    );
 
     // Range query: the gauge every 30 s.
     let (status, v) = server.get_json(
         "/api/v1/query_range",
-        &[("query", "temperature_celsius"), ("start", &T0.to_string()), ("end", &t.to_string()), ("step", "30s")],
+        &[
+            ("query", "temperature_celsius"),
+            ("start", &T0.to_string()),
+            ("end", &t.to_string()),
+            ("step", "30s"),
+        ],
     );
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["data"]["resultType"], "matrix");
@@ -143,7 +167,9 @@ fn check_everything(server: &TestServer) {
         .iter()
         .map(|p| (p[0].as_u64().unwrap(), p[1].as_str().unwrap().to_owned()))
         .collect();
-    let want: Vec<(u64, String)> = (0..5).map(|i| (T0 + 30 * i, (20 + 2 * i).to_string())).collect();
+    let want: Vec<(u64, String)> = (0..5)
+        .map(|i| (T0 + 30 * i, (20 + 2 * i).to_string()))
+        .collect();
     assert_eq!(values, want);
 
     // Scalars and strings in Prometheus's shapes; fractional times.
@@ -173,22 +199,40 @@ fn queries_over_otlp_metrics_from_the_buffer_and_from_segments() {
     let v: Value = r.json().unwrap();
     assert_eq!(v["data"]["result"][0]["value"][1], "27", "{v}");
     // Once flushed to segments, the same answers.
-    assert!(server.eventually(Duration::from_secs(30), || server.metric("lumen_segments_written_total") >= 1.0));
+    assert!(server.eventually(Duration::from_secs(30), || {
+        server.metric("lumen_segments_written_total") >= 1.0
+    }));
     assert!(server.eventually(Duration::from_secs(30), || server.count("metrics") > 0));
     check_everything(&server);
     // Segments store an integer point's `value` as null; SQL still sees it,
     // and filters on it are not pruned by the stored statistics.
-    assert!(server.eventually(Duration::from_secs(30), || server.metric("lumen_buffer_bytes") == 0.0));
-    let rows = server.sql_rows("SELECT value, value_int FROM metrics WHERE metric_name = 'requests' ORDER BY timestamp");
+    assert!(server.eventually(
+        Duration::from_secs(30),
+        || server.metric("lumen_buffer_bytes") == 0.0
+    ));
+    let rows = server.sql_rows(
+        "SELECT value, value_int FROM metrics WHERE metric_name = 'requests' ORDER BY timestamp",
+    );
     let values: Vec<(f64, i64)> = rows
         .iter()
-        .map(|r| (r["value"].as_f64().unwrap(), r["value_int"].as_i64().unwrap()))
+        .map(|r| {
+            (
+                r["value"].as_f64().unwrap(),
+                r["value_int"].as_i64().unwrap(),
+            )
+        })
         .collect();
     let counter = [0, 10, 20, 30, 5, 15, 25, 35, 45];
-    assert_eq!(values, counter.iter().map(|&c| (c as f64, c)).collect::<Vec<_>>());
-    let big = server.sql_rows("SELECT count(*) AS n FROM metrics WHERE metric_name = 'requests' AND value > 20");
+    assert_eq!(
+        values,
+        counter.iter().map(|&c| (c as f64, c)).collect::<Vec<_>>()
+    );
+    let big = server.sql_rows(
+        "SELECT count(*) AS n FROM metrics WHERE metric_name = 'requests' AND value > 20",
+    );
     assert_eq!(big[0]["n"], 4);
-    let temps = server.sql_rows("SELECT sum(value) AS s FROM metrics WHERE metric_name = 'temperature'");
+    let temps =
+        server.sql_rows("SELECT sum(value) AS s FROM metrics WHERE metric_name = 'temperature'");
     assert_eq!(temps[0]["s"], (0..9).map(|k| 20.0 + k as f64).sum::<f64>());
 }
 
@@ -223,7 +267,10 @@ fn exemplars_are_served_with_their_series() {
         assert_eq!(q("1 + 1"), json!([]));
     };
     check(&server);
-    assert!(server.eventually(Duration::from_secs(30), || server.metric("lumen_buffer_bytes") == 0.0));
+    assert!(server.eventually(
+        Duration::from_secs(30),
+        || server.metric("lumen_buffer_bytes") == 0.0
+    ));
     check(&server);
     let (status, v) = server.get_json("/api/v1/query_exemplars", &[("query", "sum(")]);
     assert_eq!((status, v["errorType"].as_str()), (400, Some("bad_data")));
@@ -257,7 +304,13 @@ fn the_rust_sdk_counter_and_histogram_are_queryable() {
             .with_boundaries(vec![0.1, 1.0])
             .build();
         for i in 0..10u64 {
-            orders.add(i + 1, &[KeyValue::new("region", if i % 2 == 0 { "eu" } else { "us" })]);
+            orders.add(
+                i + 1,
+                &[KeyValue::new(
+                    "region",
+                    if i % 2 == 0 { "eu" } else { "us" },
+                )],
+            );
             latency.record(if i < 8 { 0.05 } else { 0.5 }, &[]);
         }
         meters.shutdown().unwrap();
@@ -273,15 +326,37 @@ fn the_rust_sdk_counter_and_histogram_are_queryable() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["metric"]["region"].as_str().unwrap().to_owned(), s["value"][1].as_str().unwrap().to_owned()))
+        .map(|s| {
+            (
+                s["metric"]["region"].as_str().unwrap().to_owned(),
+                s["value"][1].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     got.sort();
-    assert_eq!(got, [("eu".to_owned(), "25".to_owned()), ("us".to_owned(), "30".to_owned())]);
-    assert_eq!(one_value(&server, r#"count(orders_total{job="checkout"})"#, now), 2.0);
+    assert_eq!(
+        got,
+        [
+            ("eu".to_owned(), "25".to_owned()),
+            ("us".to_owned(), "30".to_owned())
+        ]
+    );
+    assert_eq!(
+        one_value(&server, r#"count(orders_total{job="checkout"})"#, now),
+        2.0
+    );
     // 8 of 10 observations are at most 0.1: the median is in the first bucket.
-    let q = one_value(&server, "histogram_quantile(0.5, checkout_duration_seconds_bucket)", now);
+    let q = one_value(
+        &server,
+        "histogram_quantile(0.5, checkout_duration_seconds_bucket)",
+        now,
+    );
     assert!(close(q, 0.1 * 5.0 / 8.0), "{q}");
-    let q = one_value(&server, "histogram_quantile(0.9, checkout_duration_seconds_bucket)", now);
+    let q = one_value(
+        &server,
+        "histogram_quantile(0.9, checkout_duration_seconds_bucket)",
+        now,
+    );
     assert!(close(q, 0.1 + 0.9 * 0.5), "{q}");
 }
 
@@ -302,14 +377,68 @@ fn malformed_queries_get_bad_data_and_failed_evaluations_execution() {
         ("/api/v1/query", &[("query", "x{a=~\"(\"}")]),
         ("/api/v1/query", &[("query", "up"), ("time", "yesterday")]),
         ("/api/v1/query", &[("query", "up"), ("timeout", "soon")]),
-        ("/api/v1/query_range", &[("query", "up"), ("start", "1"), ("end", "2")]),
-        ("/api/v1/query_range", &[("query", "up"), ("start", "1"), ("end", "2"), ("step", "0")]),
-        ("/api/v1/query_range", &[("query", "up"), ("start", "1"), ("end", "2"), ("step", "-5s")]),
-        ("/api/v1/query_range", &[("query", "up"), ("start", "1"), ("end", "2"), ("step", "abc")]),
-        ("/api/v1/query_range", &[("query", "up"), ("start", "10"), ("end", "2"), ("step", "1")]),
-        ("/api/v1/query_range", &[("query", "up"), ("start", "0"), ("end", "86400"), ("step", "1")]),
-        ("/api/v1/query_range", &[("query", "requests_total[5m]"), ("start", "1"), ("end", "2"), ("step", "1")]),
-        ("/api/v1/query_range", &[("query", "\"str\""), ("start", "1"), ("end", "2"), ("step", "1")]),
+        (
+            "/api/v1/query_range",
+            &[("query", "up"), ("start", "1"), ("end", "2")],
+        ),
+        (
+            "/api/v1/query_range",
+            &[("query", "up"), ("start", "1"), ("end", "2"), ("step", "0")],
+        ),
+        (
+            "/api/v1/query_range",
+            &[
+                ("query", "up"),
+                ("start", "1"),
+                ("end", "2"),
+                ("step", "-5s"),
+            ],
+        ),
+        (
+            "/api/v1/query_range",
+            &[
+                ("query", "up"),
+                ("start", "1"),
+                ("end", "2"),
+                ("step", "abc"),
+            ],
+        ),
+        (
+            "/api/v1/query_range",
+            &[
+                ("query", "up"),
+                ("start", "10"),
+                ("end", "2"),
+                ("step", "1"),
+            ],
+        ),
+        (
+            "/api/v1/query_range",
+            &[
+                ("query", "up"),
+                ("start", "0"),
+                ("end", "86400"),
+                ("step", "1"),
+            ],
+        ),
+        (
+            "/api/v1/query_range",
+            &[
+                ("query", "requests_total[5m]"),
+                ("start", "1"),
+                ("end", "2"),
+                ("step", "1"),
+            ],
+        ),
+        (
+            "/api/v1/query_range",
+            &[
+                ("query", "\"str\""),
+                ("start", "1"),
+                ("end", "2"),
+                ("step", "1"),
+            ],
+        ),
     ];
     for (path, params) in bad {
         let (status, v) = server.get_json(path, params);

@@ -15,14 +15,25 @@ fn promql_test_files_pass() {
         .filter(|p| p.extension().is_some_and(|x| x == "test"))
         .collect();
     files.sort();
-    assert!(files.len() >= 9, "expected the test files in {}", dir.display());
+    assert!(
+        files.len() >= 9,
+        "expected the test files in {}",
+        dir.display()
+    );
     let mut all = promqltest::Report::default();
     let mut failed = Vec::new();
     // `*.delayed.test` files hold cases for delayed name removal only.
     let modes = |f: &std::path::PathBuf| -> Vec<bool> {
-        if f.to_string_lossy().ends_with(".delayed.test") { vec![true] } else { vec![false, true] }
+        if f.to_string_lossy().ends_with(".delayed.test") {
+            vec![true]
+        } else {
+            vec![false, true]
+        }
     };
-    for (f, delayed) in files.iter().flat_map(|f| modes(f).into_iter().map(move |m| (f, m))) {
+    for (f, delayed) in files
+        .iter()
+        .flat_map(|f| modes(f).into_iter().map(move |m| (f, m)))
+    {
         let engine = Engine {
             delayed_name_removal: delayed,
             ..Engine::default()
@@ -31,8 +42,14 @@ fn promql_test_files_pass() {
         let report = promqltest::run(&text, &engine);
         let name = format!(
             "{}{}",
-            f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-            if delayed { " (delayed name removal)" } else { "" }
+            f.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            if delayed {
+                " (delayed name removal)"
+            } else {
+                ""
+            }
         );
         eprintln!("{}", report.render(&name));
         if report.passed() != report.cases.len() || !report.errors.is_empty() {
@@ -42,7 +59,14 @@ fn promql_test_files_pass() {
         all.errors.extend(report.errors);
     }
     let summary = all.render("all files");
-    eprintln!("{}", summary.lines().take_while(|l| !l.starts_with("  FAIL")).collect::<Vec<_>>().join("\n"));
+    eprintln!(
+        "{}",
+        summary
+            .lines()
+            .take_while(|l| !l.starts_with("  FAIL"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert!(all.cases.len() > 500, "only {} cases", all.cases.len());
     assert!(failed.is_empty(), "failing files: {failed:?}");
 }

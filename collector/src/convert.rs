@@ -944,7 +944,10 @@ impl MetricCols {
         self.origin.finish(&mut cols);
         // Filled in by the store (`lumen_store::series`).
         let rows = cols.first().map_or(0, |c| c.len());
-        cols.push(datafusion::arrow::array::new_null_array(&DataType::UInt64, rows));
+        cols.push(datafusion::arrow::array::new_null_array(
+            &DataType::UInt64,
+            rows,
+        ));
         Ok(RecordBatch::try_new(schema, cols)?)
     }
 }

@@ -126,7 +126,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/tail", get(tail::tail))
         .route("/api/openapi.json", get(openapi))
         .route("/api/v1/query", get(prom::query).post(prom::query))
-        .route("/api/v1/query_range", get(prom::query_range).post(prom::query_range))
+        .route(
+            "/api/v1/query_range",
+            get(prom::query_range).post(prom::query_range),
+        )
         .route(
             "/api/v1/query_exemplars",
             get(prom::query_exemplars).post(prom::query_exemplars),

@@ -412,7 +412,8 @@ fn result_json(v: QueryValue) -> Value {
         QueryValue::Matrix(ms) => Value::Array(
             ms.into_iter()
                 .map(|(l, pts)| {
-                    let values: Vec<Value> = pts.into_iter().map(|(t, v)| point_json(t, v)).collect();
+                    let values: Vec<Value> =
+                        pts.into_iter().map(|(t, v)| point_json(t, v)).collect();
                     json!({ "metric": l, "values": values })
                 })
                 .collect(),
@@ -455,7 +456,9 @@ fn engine_for(s: &AppState, pairs: &[(String, String)]) -> std::result::Result<E
 async fn evaluate(
     s: &AppState,
     pairs: &[(String, String)],
-    f: impl FnOnce(&Engine, &StoreQueryable) -> std::result::Result<QueryValue, EvalError> + Send + 'static,
+    f: impl FnOnce(&Engine, &StoreQueryable) -> std::result::Result<QueryValue, EvalError>
+    + Send
+    + 'static,
 ) -> PResult {
     let engine = engine_for(s, pairs)?;
     let store = Arc::clone(&s.store);
@@ -514,7 +517,10 @@ pub async fn query_range(
             "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
         ));
     }
-    evaluate(&s, &pairs, move |engine, q| engine.range(q, &expr, start, end, step)).await
+    evaluate(&s, &pairs, move |engine, q| {
+        engine.range(q, &expr, start, end, step)
+    })
+    .await
 }
 
 /// The selectors of an expression, each as the matchers (name included) of
@@ -526,7 +532,11 @@ fn selectors_of(e: &Expr, out: &mut Vec<Vec<Matcher>>) {
         _ => None,
     };
     if let Some(vs) = vs {
-        let mut base: Vec<Matcher> = vs.name.iter().map(|n| Matcher::new(promql_parser::label::MatchOp::Equal, "__name__", n)).collect();
+        let mut base: Vec<Matcher> = vs
+            .name
+            .iter()
+            .map(|n| Matcher::new(promql_parser::label::MatchOp::Equal, "__name__", n))
+            .collect();
         base.extend(vs.matchers.matchers.iter().cloned());
         if vs.matchers.or_matchers.is_empty() {
             out.push(base);
@@ -572,7 +582,8 @@ pub async fn query_exemplars(
     let mut sels = Vec::new();
     selectors_of(&expr, &mut sels);
     let store = Arc::clone(&s.store);
-    let found = blocking(move || crate::promql::storage::exemplars(&store, &sels, start, end)).await?;
+    let found =
+        blocking(move || crate::promql::storage::exemplars(&store, &sels, start, end)).await?;
     let data: Vec<Value> = found
         .into_iter()
         .map(|(series, ex)| {

@@ -356,7 +356,11 @@ fn load_metadata<R: ChunkReader + 'static>(key: &str, file: &R) -> Result<ArrowR
 
 /// The value of key `name` in a segment's footer metadata.
 pub(crate) fn footer_value(store: &Store, seg: &SegmentMeta, name: &str) -> Result<Option<String>> {
-    let key = store.data_dir().join(&seg.path).to_string_lossy().into_owned();
+    let key = store
+        .data_dir()
+        .join(&seg.path)
+        .to_string_lossy()
+        .into_owned();
     let meta = match open_segment(store, seg)? {
         SegmentFile::Local(f) => load_metadata(&key, &f)?,
         SegmentFile::Remote(b) => load_metadata(&key, &b)?,
@@ -429,7 +433,11 @@ pub(crate) fn for_each_selected(
     columns: &[&str],
     mut f: impl FnMut(&RecordBatch) -> Result<()>,
 ) -> Result<()> {
-    let key = store.data_dir().join(&seg.path).to_string_lossy().into_owned();
+    let key = store
+        .data_dir()
+        .join(&seg.path)
+        .to_string_lossy()
+        .into_owned();
     let mut run = |reader: datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader| {
         for batch in reader {
             f(&batch?)?;

@@ -211,7 +211,9 @@ impl TableProvider for SignalTable {
             // Metric segments store an integer point's `value` as null (it is
             // `value_int as f64`): read `value_int` beside it and fill it in,
             // and never prune by stored `value` statistics.
-            let wanted: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..schema.fields().len()).collect());
+            let wanted: Vec<usize> = projection
+                .cloned()
+                .unwrap_or_else(|| (0..schema.fields().len()).collect());
             let mut read = wanted.clone();
             let mut fill = false;
             if self.signal == Signal::Metrics {
@@ -258,7 +260,11 @@ impl TableProvider for SignalTable {
                 .with_limit(limit)
                 .build();
             let scan: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
-            plans.push(if fill { fill_int_values(state, scan, &schema, &wanted, &read)? } else { scan });
+            plans.push(if fill {
+                fill_int_values(state, scan, &schema, &wanted, &read)?
+            } else {
+                scan
+            });
         }
         if plans.is_empty() {
             let projected = match projection {
@@ -288,8 +294,14 @@ fn fill_int_values(
     for &i in wanted {
         let name = schema.field(i).name().clone();
         let e = if name == "value" {
-            when(col("value").is_null(), cast(col("value_int"), datafusion::arrow::datatypes::DataType::Float64))
-                .otherwise(col("value"))?
+            when(
+                col("value").is_null(),
+                cast(
+                    col("value_int"),
+                    datafusion::arrow::datatypes::DataType::Float64,
+                ),
+            )
+            .otherwise(col("value"))?
         } else {
             col(name.as_str())
         };

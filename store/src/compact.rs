@@ -94,7 +94,8 @@ pub(crate) fn pick(
         // partition, flushed every few seconds, waits for `min_inputs`.
         let quiet = small.len() >= 2
             && small.iter().all(|s| {
-                !crate::index::indexed(s.signal) && now_ns.saturating_sub(s.created_ns) >= delay.saturating_mul(10)
+                !crate::index::indexed(s.signal)
+                    && now_ns.saturating_sub(s.created_ns) >= delay.saturating_mul(10)
             });
         if lone && !overdue && !quiet {
             continue;

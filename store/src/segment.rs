@@ -30,7 +30,11 @@ const PAGE_ROWS: usize = 4096;
 const METRIC_PAGE_ROWS: usize = 131072;
 
 fn page_rows(signal: Signal) -> usize {
-    if signal == Signal::Metrics { METRIC_PAGE_ROWS } else { PAGE_ROWS }
+    if signal == Signal::Metrics {
+        METRIC_PAGE_ROWS
+    } else {
+        PAGE_ROWS
+    }
 }
 
 /// Largest dictionary page of a column chunk.
@@ -291,7 +295,11 @@ fn write_files(
         min_time = min_time.min(lo);
         max_time = max_time.max(hi);
         rows += batch.num_rows() as u64;
-        let batch = if signal == Signal::Metrics { without_int_values(&batch)? } else { batch };
+        let batch = if signal == Signal::Metrics {
+            without_int_values(&batch)?
+        } else {
+            batch
+        };
         writer.write(&batch)?;
         if let Some(index) = index.as_mut() {
             index.add(&batch)?;
@@ -326,7 +334,10 @@ fn write_files(
 /// integer point's `value` is exactly `value_int as f64`, so readers fill it
 /// back): counters are not stored twice.
 pub(crate) fn without_int_values(batch: &RecordBatch) -> Result<RecordBatch> {
-    let (Some(vi), Some(v)) = (batch.schema().index_of("value_int").ok(), batch.schema().index_of("value").ok()) else {
+    let (Some(vi), Some(v)) = (
+        batch.schema().index_of("value_int").ok(),
+        batch.schema().index_of("value").ok(),
+    ) else {
         return Ok(batch.clone());
     };
     let ints = batch.column(vi);

@@ -42,7 +42,8 @@ impl Fnv {
 }
 
 fn text<'a>(b: &'a RecordBatch, name: &str) -> Option<&'a StringArray> {
-    b.column_by_name(name).and_then(|c| c.as_string_opt::<i32>())
+    b.column_by_name(name)
+        .and_then(|c| c.as_string_opt::<i32>())
 }
 
 fn hash_map(h: &mut Fnv, m: Option<&MapArray>, i: usize) {
@@ -66,11 +67,19 @@ pub fn series_ids(b: &RecordBatch) -> UInt64Array {
         s("scope_name"),
         s("scope_version"),
     );
-    let mono: Option<&BooleanArray> = b.column_by_name("is_monotonic").and_then(|c| c.as_boolean_opt());
+    let mono: Option<&BooleanArray> = b
+        .column_by_name("is_monotonic")
+        .and_then(|c| c.as_boolean_opt());
     let attrs = b.column_by_name("attributes").and_then(|c| c.as_map_opt());
-    let res = b.column_by_name("resource_attributes").and_then(|c| c.as_map_opt());
-    let bounds = b.column_by_name("explicit_bounds").and_then(|c| c.as_list_opt::<i32>());
-    let quantiles = b.column_by_name("quantiles").and_then(|c| c.as_list_opt::<i32>());
+    let res = b
+        .column_by_name("resource_attributes")
+        .and_then(|c| c.as_map_opt());
+    let bounds = b
+        .column_by_name("explicit_bounds")
+        .and_then(|c| c.as_list_opt::<i32>());
+    let quantiles = b
+        .column_by_name("quantiles")
+        .and_then(|c| c.as_list_opt::<i32>());
     let ids = (0..b.num_rows()).map(|i| {
         let mut h = Fnv::new();
         for col in [name, kind, unit, temp, scope, scope_v] {
@@ -80,7 +89,13 @@ pub fn series_ids(b: &RecordBatch) -> UInt64Array {
             }
         }
         h.field(match mono {
-            Some(m) if m.is_valid(i) => if m.value(i) { b"m" } else { b"n" },
+            Some(m) if m.is_valid(i) => {
+                if m.value(i) {
+                    b"m"
+                } else {
+                    b"n"
+                }
+            }
             _ => b"",
         });
         hash_map(&mut h, attrs, i);
@@ -96,7 +111,11 @@ pub fn series_ids(b: &RecordBatch) -> UInt64Array {
         h.field(b"\x02");
         if let Some(l) = quantiles
             && l.is_valid(i)
-            && let Some(q) = l.value(i).as_struct_opt().and_then(|s| s.column_by_name("quantile")).and_then(|c| c.as_primitive_opt::<Float64Type>())
+            && let Some(q) = l
+                .value(i)
+                .as_struct_opt()
+                .and_then(|s| s.column_by_name("quantile"))
+                .and_then(|c| c.as_primitive_opt::<Float64Type>())
         {
             for x in q.values() {
                 h.bytes(&x.to_bits().to_le_bytes());
@@ -121,8 +140,16 @@ pub fn with_series_ids(batch: RecordBatch) -> Result<RecordBatch> {
         }
         match batch.column_by_name(f.name()) {
             Some(c) => cols.push(Arc::clone(c)),
-            None if f.is_nullable() => cols.push(datafusion::arrow::array::new_null_array(f.data_type(), batch.num_rows())),
-            None => return Err(Error::Corrupt(format!("metrics batch lacks column {}", f.name()))),
+            None if f.is_nullable() => cols.push(datafusion::arrow::array::new_null_array(
+                f.data_type(),
+                batch.num_rows(),
+            )),
+            None => {
+                return Err(Error::Corrupt(format!(
+                    "metrics batch lacks column {}",
+                    f.name()
+                )));
+            }
         }
     }
     Ok(RecordBatch::try_new(schema, cols)?)
@@ -165,7 +192,10 @@ fn map_pairs(m: Option<&MapArray>, i: usize) -> Vec<(String, String)> {
         && m.is_valid(i)
     {
         let e = m.value(i);
-        if let (Some(k), Some(v)) = (e.column(0).as_string_opt::<i32>(), e.column(1).as_string_opt::<i32>()) {
+        if let (Some(k), Some(v)) = (
+            e.column(0).as_string_opt::<i32>(),
+            e.column(1).as_string_opt::<i32>(),
+        ) {
             for j in 0..k.len() {
                 let val = if v.is_valid(j) { v.value(j) } else { "" };
                 out.push((k.value(j).to_owned(), val.to_owned()));
@@ -207,11 +237,15 @@ impl Runs {
             return;
         };
         let s = |n| text(b, n);
-        let str_at = |a: Option<&StringArray>, i: usize| a.filter(|a| a.is_valid(i)).map(|a| a.value(i).to_owned());
-        let mono: Option<&BooleanArray> = b.column_by_name("is_monotonic").and_then(|c| c.as_boolean_opt());
-        let times = b
-            .column_by_name("timestamp")
-            .and_then(|c| c.as_primitive_opt::<datafusion::arrow::datatypes::TimestampNanosecondType>());
+        let str_at = |a: Option<&StringArray>, i: usize| {
+            a.filter(|a| a.is_valid(i)).map(|a| a.value(i).to_owned())
+        };
+        let mono: Option<&BooleanArray> = b
+            .column_by_name("is_monotonic")
+            .and_then(|c| c.as_boolean_opt());
+        let times = b.column_by_name("timestamp").and_then(|c| {
+            c.as_primitive_opt::<datafusion::arrow::datatypes::TimestampNanosecondType>()
+        });
         for (i, id) in ids.values().iter().enumerate() {
             let row = self.rows + i as u64;
             let t = times.map_or(0, |t| t.value(i));
@@ -224,13 +258,20 @@ impl Runs {
                 r.max_time = r.max_time.max(t);
                 continue;
             }
-            let resource = map_pairs(b.column_by_name("resource_attributes").and_then(|c| c.as_map_opt()), i);
+            let resource = map_pairs(
+                b.column_by_name("resource_attributes")
+                    .and_then(|c| c.as_map_opt()),
+                i,
+            );
             let next = self.index.resources.len();
             let resource = *self.resources.entry(resource.clone()).or_insert_with(|| {
                 self.index.resources.push(resource);
                 next
             });
-            let quantiles = match b.column_by_name("quantiles").and_then(|c| c.as_list_opt::<i32>()) {
+            let quantiles = match b
+                .column_by_name("quantiles")
+                .and_then(|c| c.as_list_opt::<i32>())
+            {
                 Some(l) if l.is_valid(i) => l
                     .value(i)
                     .as_struct_opt()
@@ -253,7 +294,10 @@ impl Runs {
                 monotonic: mono.filter(|m| m.is_valid(i)).map(|m| m.value(i)),
                 temporality: str_at(s("aggregation_temporality"), i),
                 resource,
-                attributes: map_pairs(b.column_by_name("attributes").and_then(|c| c.as_map_opt()), i),
+                attributes: map_pairs(
+                    b.column_by_name("attributes").and_then(|c| c.as_map_opt()),
+                    i,
+                ),
                 bounds: f64_list(b, "explicit_bounds", i),
                 quantiles,
             });
@@ -306,7 +350,14 @@ mod tests {
             Field::new("series_id", DataType::UInt64, true),
             Field::new("metric_name", DataType::Utf8, true),
         ]));
-        RecordBatch::try_new(schema, vec![Arc::new(UInt64Array::from(ids)), Arc::new(StringArray::from(names))]).unwrap()
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(UInt64Array::from(ids)),
+                Arc::new(StringArray::from(names)),
+            ],
+        )
+        .unwrap()
     }
 
     #[test]
@@ -315,7 +366,11 @@ mod tests {
         r.add(&batch(vec![Some(7), Some(7), Some(9)], vec!["a", "a", "b"]));
         r.add(&batch(vec![Some(9), Some(9), Some(7)], vec!["b", "b", "a"]));
         let index = decode_index(&r.encode().unwrap()).unwrap();
-        let runs: Vec<(u64, u64, u64, &str)> = index.runs.iter().map(|r| (r.id, r.first, r.rows, r.name.as_str())).collect();
+        let runs: Vec<(u64, u64, u64, &str)> = index
+            .runs
+            .iter()
+            .map(|r| (r.id, r.first, r.rows, r.name.as_str()))
+            .collect();
         assert_eq!(runs, [(7, 0, 2, "a"), (9, 2, 3, "b"), (7, 5, 1, "a")]);
         assert_eq!(index.resources, vec![Vec::<(String, String)>::new()]);
         let mut broken = Runs::default();
@@ -327,7 +382,11 @@ mod tests {
     fn ids_ignore_attribute_order_and_tell_streams_apart() {
         use datafusion::arrow::array::{MapBuilder, StringBuilder};
         let mut m = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
-        for pairs in [[("a", "1"), ("b", "2")], [("b", "2"), ("a", "1")], [("a", "1"), ("b", "3")]] {
+        for pairs in [
+            [("a", "1"), ("b", "2")],
+            [("b", "2"), ("a", "1")],
+            [("a", "1"), ("b", "3")],
+        ] {
             for (k, v) in pairs {
                 m.keys().append_value(k);
                 m.values().append_value(v);

@@ -57,8 +57,14 @@ impl Default for Engine {
 /// A query's result, as the HTTP API returns it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum QueryValue {
-    Scalar { t: i64, v: f64 },
-    String { t: i64, v: String },
+    Scalar {
+        t: i64,
+        v: f64,
+    },
+    String {
+        t: i64,
+        v: String,
+    },
     /// Series with their value at the evaluation time.
     Vector(Vec<(Labels, i64, f64)>),
     /// Series with their points.
@@ -221,7 +227,11 @@ pub(super) struct SSeries {
 
 impl SSeries {
     pub(super) fn new(labels: Labels, vals: Vec<Option<f64>>) -> SSeries {
-        SSeries { labels, vals, drop: false }
+        SSeries {
+            labels,
+            vals,
+            drop: false,
+        }
     }
 
     /// Drops the metric name, now or (delayed) from the result.
@@ -475,7 +485,8 @@ impl<'a> Ev<'a> {
         self.samples.set(total);
         if total > self.eng.max_samples {
             return Err(EvalError::Execution(
-                "query processing would load too many samples into memory in query execution".into(),
+                "query processing would load too many samples into memory in query execution"
+                    .into(),
             ));
         }
         Ok(())
@@ -539,7 +550,11 @@ impl<'a> Ev<'a> {
                             let mut points = s.samples;
                             // Range functions sort out histogram placeholders.
                             points.retain(|(_, v)| !super::is_stale(*v));
-                            RangeSeries { labels: s.labels, points, drop: false }
+                            RangeSeries {
+                                labels: s.labels,
+                                points,
+                                drop: false,
+                            }
                         })
                         .collect(),
                     w,
@@ -648,7 +663,13 @@ impl<'a> Ev<'a> {
         }
     }
 
-    fn set_op(&self, op: TokenId, l: Vec<SSeries>, r: Vec<SSeries>, b: &BinaryExpr) -> Result<Vec<SSeries>> {
+    fn set_op(
+        &self,
+        op: TokenId,
+        l: Vec<SSeries>,
+        r: Vec<SSeries>,
+        b: &BinaryExpr,
+    ) -> Result<Vec<SSeries>> {
         let matching = b.modifier.as_ref().and_then(|m| m.matching.clone());
         let ls: Vec<String> = l.iter().map(|s| signature(&s.labels, &matching)).collect();
         let rs: Vec<String> = r.iter().map(|s| signature(&s.labels, &matching)).collect();
@@ -686,7 +707,11 @@ impl<'a> Ev<'a> {
                     if out_r.is_empty() {
                         out_r = r
                             .iter()
-                            .map(|s| SSeries { labels: s.labels.clone(), vals: vec![None; self.n], drop: s.drop })
+                            .map(|s| SSeries {
+                                labels: s.labels.clone(),
+                                vals: vec![None; self.n],
+                                drop: s.drop,
+                            })
                             .collect();
                     }
                     for ((o, s), g) in out_r.iter_mut().zip(&r).zip(&rs) {
@@ -701,7 +726,13 @@ impl<'a> Ev<'a> {
         merge_same_labels(out_l)
     }
 
-    fn vector_vector(&self, op: TokenId, l: Vec<SSeries>, r: Vec<SSeries>, b: &BinaryExpr) -> Result<Vec<SSeries>> {
+    fn vector_vector(
+        &self,
+        op: TokenId,
+        l: Vec<SSeries>,
+        r: Vec<SSeries>,
+        b: &BinaryExpr,
+    ) -> Result<Vec<SSeries>> {
         let (card, matching, return_bool) = match &b.modifier {
             Some(m) => (m.card.clone(), m.matching.clone(), m.return_bool),
             None => (VectorMatchCardinality::OneToOne, None, false),
@@ -710,8 +741,14 @@ impl<'a> Ev<'a> {
         let include: Vec<String> = card.labels().map(|l| l.labels.clone()).unwrap_or_default();
         // The "one" side is always on the right.
         let (many, one) = if one_to_many { (r, l) } else { (l, r) };
-        let many_sigs: Vec<String> = many.iter().map(|s| signature(&s.labels, &matching)).collect();
-        let one_sigs: Vec<String> = one.iter().map(|s| signature(&s.labels, &matching)).collect();
+        let many_sigs: Vec<String> = many
+            .iter()
+            .map(|s| signature(&s.labels, &matching))
+            .collect();
+        let one_sigs: Vec<String> = one
+            .iter()
+            .map(|s| signature(&s.labels, &matching))
+            .collect();
         let mut out: Vec<SSeries> = Vec::new();
         let mut out_index: HashMap<Labels, usize> = HashMap::new();
         let mut pair_out: HashMap<(usize, usize), usize> = HashMap::new();
@@ -737,7 +774,9 @@ impl<'a> Ev<'a> {
             let mut step_out: HashSet<usize> = HashSet::new();
             for (k, s) in many.iter().enumerate() {
                 let Some(mv) = s.vals[i] else { continue };
-                let Some(&j) = right.get(many_sigs[k].as_str()) else { continue };
+                let Some(&j) = right.get(many_sigs[k].as_str()) else {
+                    continue;
+                };
                 let ov = one[j].vals[i].unwrap_or(f64::NAN);
                 let (fl, fr) = if one_to_many { (ov, mv) } else { (mv, ov) };
                 let (mut v, keep) = elem_binop(op, fl, fr);
@@ -750,13 +789,25 @@ impl<'a> Ev<'a> {
                     Some(&o) => o,
                     None => {
                         let delayed = self.eng.delayed_name_removal;
-                        let (labels, drop) =
-                            result_labels(&s.labels, &one[j].labels, op, &card, &matching, &include, return_bool, delayed);
+                        let (labels, drop) = result_labels(
+                            &s.labels,
+                            &one[j].labels,
+                            op,
+                            &card,
+                            &matching,
+                            &include,
+                            return_bool,
+                            delayed,
+                        );
                         let o = match out_index.get(&labels) {
                             Some(&o) => o,
                             None => {
                                 self.charge(self.n)?;
-                                out.push(SSeries { labels: labels.clone(), vals: vec![None; self.n], drop });
+                                out.push(SSeries {
+                                    labels: labels.clone(),
+                                    vals: vec![None; self.n],
+                                    drop,
+                                });
                                 out_index.insert(labels, out.len() - 1);
                                 out.len() - 1
                             }
@@ -774,7 +825,8 @@ impl<'a> Ev<'a> {
                     }
                 } else if seen.contains(&o) {
                     return Err(EvalError::Execution(
-                        "multiple matches for labels: grouping labels must ensure unique matches".into(),
+                        "multiple matches for labels: grouping labels must ensure unique matches"
+                            .into(),
                     ));
                 }
                 seen.insert(o);
@@ -829,13 +881,19 @@ impl<'a> Ev<'a> {
         self.charge(groups.len().saturating_mul(self.n))?;
         match op {
             T_TOPK | T_BOTTOMK => {
-                let k = self.eval_scalar(a.param.as_deref().ok_or_else(|| missing_param(op))?, "topk")?;
+                let k =
+                    self.eval_scalar(a.param.as_deref().ok_or_else(|| missing_param(op))?, "topk")?;
                 self.topk(op == T_TOPK, input, &group_of, groups.len(), &k)
             }
             T_COUNT_VALUES => {
-                let label = self.eval_string(a.param.as_deref().ok_or_else(|| missing_param(op))?, "count_values")?;
+                let label = self.eval_string(
+                    a.param.as_deref().ok_or_else(|| missing_param(op))?,
+                    "count_values",
+                )?;
                 if !crate::promnames::is_valid_label_name(&label) {
-                    return Err(EvalError::Execution(format!("invalid label name {label:?}")));
+                    return Err(EvalError::Execution(format!(
+                        "invalid label name {label:?}"
+                    )));
                 }
                 let mut out: Vec<SSeries> = Vec::new();
                 let mut index: HashMap<Labels, usize> = HashMap::new();
@@ -846,7 +904,11 @@ impl<'a> Ev<'a> {
                         l.insert(label.clone(), super::format_value(v));
                         let o = *index.entry(l.clone()).or_insert_with(|| {
                             let drop = dropped(g, &l);
-                            out.push(SSeries { labels: l, vals: vec![None; self.n], drop });
+                            out.push(SSeries {
+                                labels: l,
+                                vals: vec![None; self.n],
+                                drop,
+                            });
                             out.len() - 1
                         });
                         *out[o].vals[i].get_or_insert(0.0) += 1.0;
@@ -863,7 +925,11 @@ impl<'a> Ev<'a> {
                 let mut out: Vec<SSeries> = groups
                     .into_iter()
                     .enumerate()
-                    .map(|(g, labels)| SSeries { drop: dropped(g, &labels), labels, vals: vec![None; self.n] })
+                    .map(|(g, labels)| SSeries {
+                        drop: dropped(g, &labels),
+                        labels,
+                        vals: vec![None; self.n],
+                    })
                     .collect();
                 // Series by series into one accumulator per group and step
                 // (each series' values are contiguous), when that fits.
@@ -923,7 +989,14 @@ impl<'a> Ev<'a> {
         }
     }
 
-    fn topk(&self, top: bool, input: Vec<SSeries>, group_of: &[usize], ngroups: usize, k: &[f64]) -> Result<Val> {
+    fn topk(
+        &self,
+        top: bool,
+        input: Vec<SSeries>,
+        group_of: &[usize],
+        ngroups: usize,
+        k: &[f64],
+    ) -> Result<Val> {
         let mut chosen: Vec<Vec<Option<f64>>> = vec![vec![None; self.n]; input.len()];
         // For instant queries, the output order Prometheus gives: by group,
         // then by value.
@@ -950,17 +1023,15 @@ impl<'a> Ev<'a> {
             }
             for cands in per_group.iter_mut() {
                 // NaN ranks below every number in both topk and bottomk.
-                cands.sort_by(|a, b| {
-                    match (a.1.is_nan(), b.1.is_nan()) {
-                        (true, true) => std::cmp::Ordering::Equal,
-                        (true, false) => std::cmp::Ordering::Greater,
-                        (false, true) => std::cmp::Ordering::Less,
-                        _ => {
-                            if top {
-                                b.1.total_cmp(&a.1)
-                            } else {
-                                a.1.total_cmp(&b.1)
-                            }
+                cands.sort_by(|a, b| match (a.1.is_nan(), b.1.is_nan()) {
+                    (true, true) => std::cmp::Ordering::Equal,
+                    (true, false) => std::cmp::Ordering::Greater,
+                    (false, true) => std::cmp::Ordering::Less,
+                    _ => {
+                        if top {
+                            b.1.total_cmp(&a.1)
+                        } else {
+                            a.1.total_cmp(&b.1)
                         }
                     }
                 });
@@ -1054,11 +1125,8 @@ impl Acc {
                     }
                 }
                 let current = self.mean + self.kahan;
-                (self.mean, self.kahan) = kahan_sum_inc(
-                    f / self.count - current / self.count,
-                    self.mean,
-                    self.kahan,
-                );
+                (self.mean, self.kahan) =
+                    kahan_sum_inc(f / self.count - current / self.count, self.mean, self.kahan);
             }
             T_MAX if self.value < f || self.value.is_nan() => self.value = f,
             T_MIN if self.value > f || self.value.is_nan() => self.value = f,
@@ -1158,7 +1226,14 @@ fn elem_binop(op: TokenId, l: f64, r: f64) -> (f64, bool) {
     }
 }
 
-fn vector_scalar(op: TokenId, v: Vec<SSeries>, s: &[f64], swap: bool, return_bool: bool, delayed: bool) -> Vec<SSeries> {
+fn vector_scalar(
+    op: TokenId,
+    v: Vec<SSeries>,
+    s: &[f64],
+    swap: bool,
+    return_bool: bool,
+    delayed: bool,
+) -> Vec<SSeries> {
     let cmp = is_comparison(op);
     v.into_iter()
         .filter_map(|mut series| {
@@ -1236,7 +1311,11 @@ fn match_group(l: &Labels, matching: &Option<LabelModifier>) -> String {
             .filter(|(k, _)| *k != "__name__" && !ign.labels.iter().any(|x| x == *k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-        None => l.iter().filter(|(k, _)| *k != "__name__").map(|(k, v)| (k.clone(), v.clone())).collect(),
+        None => l
+            .iter()
+            .filter(|(k, _)| *k != "__name__")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     };
     labels_string(&kept)
 }
@@ -1262,7 +1341,9 @@ fn result_labels(
     if matches!(card, VectorMatchCardinality::OneToOne) {
         match matching {
             Some(LabelModifier::Include(on)) => l.retain(|k, _| on.labels.iter().any(|x| x == k)),
-            Some(LabelModifier::Exclude(ign)) => l.retain(|k, _| !ign.labels.iter().any(|x| x == k)),
+            Some(LabelModifier::Exclude(ign)) => {
+                l.retain(|k, _| !ign.labels.iter().any(|x| x == k))
+            }
             None => {}
         }
     }

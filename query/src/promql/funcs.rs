@@ -7,9 +7,11 @@ use chrono::{DateTime, Datelike, Timelike};
 use promql_parser::label::MatchOp;
 use promql_parser::parser::{Call, Expr, VectorSelector};
 
-use super::{EvalError, HISTOGRAM_PLACEHOLDER};
 use super::Labels;
-use super::eval::{Ev, Grid, RangeSeries, SSeries, Val, Window, kahan_sum_inc, merge_same_labels, quantile};
+use super::eval::{
+    Ev, Grid, RangeSeries, SSeries, Val, Window, kahan_sum_inc, merge_same_labels, quantile,
+};
+use super::{EvalError, HISTOGRAM_PLACEHOLDER};
 
 type Result<T> = std::result::Result<T, EvalError>;
 
@@ -34,7 +36,11 @@ fn drop_name(mut s: SSeries, delayed: bool) -> SSeries {
 }
 
 /// Applies `f` to every value of an instant vector, dropping the metric name.
-fn map_values(v: Vec<SSeries>, delayed: bool, f: impl Fn(f64, usize) -> Option<f64>) -> Vec<SSeries> {
+fn map_values(
+    v: Vec<SSeries>,
+    delayed: bool,
+    f: impl Fn(f64, usize) -> Option<f64>,
+) -> Vec<SSeries> {
     v.into_iter()
         .filter_map(|mut s| {
             let mut any = false;
@@ -54,11 +60,16 @@ pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
     let delayed = ev.eng.delayed_name_removal;
     let nargs = c.args.args.len();
     match name {
-        "time" => Ok(Val::Scalar((0..ev.n).map(|i| ev.ts(i) as f64 / 1000.0).collect())),
+        "time" => Ok(Val::Scalar(
+            (0..ev.n).map(|i| ev.ts(i) as f64 / 1000.0).collect(),
+        )),
         "pi" => Ok(Val::Scalar(vec![std::f64::consts::PI; ev.n])),
         "vector" => {
             let s = ev.eval_scalar(arg(c, 0)?, name)?;
-            Ok(Val::Vector(vec![SSeries::new(Labels::new(), s.into_iter().map(Some).collect())]))
+            Ok(Val::Vector(vec![SSeries::new(
+                Labels::new(),
+                s.into_iter().map(Some).collect(),
+            )]))
         }
         "scalar" => {
             let v = ev.eval_vector(arg(c, 0)?, name)?;
@@ -83,7 +94,9 @@ pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
                     map_values(v, delayed, |_, i| Some(ev.ts(i) as f64 / 1000.0))
                 }
             };
-            Ok(Val::Vector(merge_same_labels(v.into_iter().map(|s| drop_name(s, delayed)).collect())?))
+            Ok(Val::Vector(merge_same_labels(
+                v.into_iter().map(|s| drop_name(s, delayed)).collect(),
+            )?))
         }
         "absent" => {
             let a = arg(c, 0)?;
@@ -123,7 +136,9 @@ pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
             let src = ev.eval_string(arg(c, 3)?, name)?;
             let re_src = ev.eval_string(arg(c, 4)?, name)?;
             let re = regex::Regex::new(&format!("^(?s:{re_src})$")).map_err(|e| {
-                EvalError::Execution(format!("invalid regular expression in label_replace(): {re_src}: {e}"))
+                EvalError::Execution(format!(
+                    "invalid regular expression in label_replace(): {re_src}: {e}"
+                ))
             })?;
             if !crate::promnames::is_valid_label_name(&dst) {
                 return Err(EvalError::Execution(format!(
@@ -218,7 +233,11 @@ pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
                     }
                 }
                 let o = o.then_with(|| a.labels.cmp(&b.labels));
-                if name == "sort_by_label_desc" { o.reverse() } else { o }
+                if name == "sort_by_label_desc" {
+                    o.reverse()
+                } else {
+                    o
+                }
             });
             Ok(Val::Vector(v))
         }
@@ -237,7 +256,11 @@ pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
         "clamp" | "clamp_min" | "clamp_max" => {
             let v = ev.eval_vector(arg(c, 0)?, name)?;
             let p1 = ev.eval_scalar(arg(c, 1)?, name)?;
-            let p2 = if name == "clamp" { Some(ev.eval_scalar(arg(c, 2)?, name)?) } else { None };
+            let p2 = if name == "clamp" {
+                Some(ev.eval_scalar(arg(c, 2)?, name)?)
+            } else {
+                None
+            };
             Ok(Val::Vector(map_values(v, delayed, |x, i| match name {
                 "clamp" => {
                     let (lo, hi) = (p1[i], p2.as_ref().map_or(f64::NAN, |p| p[i]));
@@ -249,7 +272,11 @@ pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
         }
         "round" => {
             let v = ev.eval_vector(arg(c, 0)?, name)?;
-            let to = if nargs > 1 { ev.eval_scalar(arg(c, 1)?, name)? } else { vec![1.0; ev.n] };
+            let to = if nargs > 1 {
+                ev.eval_scalar(arg(c, 1)?, name)?
+            } else {
+                vec![1.0; ev.n]
+            };
             Ok(Val::Vector(map_values(v, delayed, |x, i| {
                 let inv = 1.0 / to[i];
                 Some((x * inv + 0.5).floor() / inv)
@@ -258,11 +285,16 @@ pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
         "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month" | "hour" | "minute"
         | "month" | "year" => {
             let v = if nargs == 0 {
-                vec![SSeries::new(Labels::new(), (0..ev.n).map(|i| Some(ev.ts(i) as f64 / 1000.0)).collect())]
+                vec![SSeries::new(
+                    Labels::new(),
+                    (0..ev.n).map(|i| Some(ev.ts(i) as f64 / 1000.0)).collect(),
+                )]
             } else {
                 ev.eval_vector(arg(c, 0)?, name)?
             };
-            Ok(Val::Vector(map_values(v, delayed, |x, _| Some(date_part(name, x)))))
+            Ok(Val::Vector(map_values(v, delayed, |x, _| {
+                Some(date_part(name, x))
+            })))
         }
         "holt_winters" => Err(EvalError::BadData(
             "unknown function with name \"holt_winters\" (Prometheus 3 removed it)".into(),
@@ -281,7 +313,15 @@ pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
                 "ln" => f64::ln,
                 "log2" => f64::log2,
                 "log10" => f64::log10,
-                "sgn" => |x| if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { x },
+                "sgn" => |x| {
+                    if x > 0.0 {
+                        1.0
+                    } else if x < 0.0 {
+                        -1.0
+                    } else {
+                        x
+                    }
+                },
                 "sin" => f64::sin,
                 "cos" => f64::cos,
                 "tan" => f64::tan,
@@ -303,7 +343,11 @@ pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
                 }
             };
             let v = ev.eval_vector(arg(c, 0)?, name)?;
-            Ok(Val::Vector(merge_same_labels(map_values(v, delayed, |x, _| Some(f(x))))?))
+            Ok(Val::Vector(merge_same_labels(map_values(
+                v,
+                delayed,
+                |x, _| Some(f(x)),
+            ))?))
         }
     }
 }
@@ -400,7 +444,10 @@ fn absent_labels(vs: &VectorSelector) -> Labels {
         if m.name == "__name__" {
             continue;
         }
-        if matches!(m.op, MatchOp::Equal) && !l.contains_key(&m.name) && !removed.contains(&m.name.as_str()) {
+        if matches!(m.op, MatchOp::Equal)
+            && !l.contains_key(&m.name)
+            && !removed.contains(&m.name.as_str())
+        {
             l.insert(m.name.clone(), m.value.clone());
         } else {
             l.remove(&m.name);
@@ -420,7 +467,12 @@ fn absent_result(labels: Labels, vals: Vec<Option<f64>>) -> Vec<SSeries> {
 
 /// Calls `f(step, lo, hi)` for each step with the range `lo..hi` of
 /// `points` in that step's window `(t - range, t]`.
-fn for_each_window(g: &Grid, points: &[(i64, f64)], w: &Window, mut f: impl FnMut(usize, usize, usize)) {
+fn for_each_window(
+    g: &Grid,
+    points: &[(i64, f64)],
+    w: &Window,
+    mut f: impl FnMut(usize, usize, usize),
+) {
     let (mut lo, mut hi) = (0, 0);
     for i in 0..g.n {
         let r = g.ref_time(i, w);
@@ -474,13 +526,24 @@ fn range_call(ev: &Ev, c: &Call) -> Result<Val> {
 }
 
 /// A range function over each series' windows.
-fn range_series(g: &Grid, name: &str, param: &[f64], w: &Window, series: Vec<RangeSeries>) -> Result<Vec<SSeries>> {
+fn range_series(
+    g: &Grid,
+    name: &str,
+    param: &[f64],
+    w: &Window,
+    series: Vec<RangeSeries>,
+) -> Result<Vec<SSeries>> {
     let keep_name = name == "last_over_time";
     let counter = matches!(name, "rate" | "increase");
     let mut out = Vec::with_capacity(series.len());
     let mut scratch: Vec<f64> = Vec::new();
     let mut resets: Vec<u32> = Vec::new();
-    for RangeSeries { labels, points, drop } in series {
+    for RangeSeries {
+        labels,
+        points,
+        drop,
+    } in series
+    {
         g.check("function evaluation")?;
         if counter {
             // resets[k]: counter resets among points 1..=k, so a window
@@ -497,7 +560,9 @@ fn range_series(g: &Grid, name: &str, param: &[f64], w: &Window, series: Vec<Ran
         let mut any = false;
         // Histogram placeholders (promqltest only) stay in the points so a
         // window can tell "floats and histograms mixed" from "floats".
-        let mixed = points.iter().any(|p| p.1.to_bits() == HISTOGRAM_PLACEHOLDER);
+        let mixed = points
+            .iter()
+            .any(|p| p.1.to_bits() == HISTOGRAM_PLACEHOLDER);
         let mut floats: Vec<(i64, f64)> = Vec::new();
         for_each_window(g, &points, w, |i, lo, hi| {
             if lo == hi {
@@ -509,15 +574,36 @@ fn range_series(g: &Grid, name: &str, param: &[f64], w: &Window, series: Vec<Ran
             let mut has_resets = !counter || resets[hi - 1] != resets[lo];
             if mixed {
                 floats.clear();
-                floats.extend(win.iter().copied().filter(|p| p.1.to_bits() != HISTOGRAM_PLACEHOLDER));
+                floats.extend(
+                    win.iter()
+                        .copied()
+                        .filter(|p| p.1.to_bits() != HISTOGRAM_PLACEHOLDER),
+                );
                 let histograms = win.len() - floats.len();
                 vals[i] = match name {
                     // These count samples of both kinds.
-                    "count_over_time" | "present_over_time" => range_fn(name, win, r - w.range, r, w.range, g.ts(i), p, true, &mut scratch),
+                    "count_over_time" | "present_over_time" => range_fn(
+                        name,
+                        win,
+                        r - w.range,
+                        r,
+                        w.range,
+                        g.ts(i),
+                        p,
+                        true,
+                        &mut scratch,
+                    ),
                     // A histogram last: its value, which is not a float.
-                    "last_over_time" if win.last().is_some_and(|l| l.1.to_bits() == HISTOGRAM_PLACEHOLDER) => None,
+                    "last_over_time"
+                        if win
+                            .last()
+                            .is_some_and(|l| l.1.to_bits() == HISTOGRAM_PLACEHOLDER) =>
+                    {
+                        None
+                    }
                     // Prometheus gives nothing (and a warning) for a mix.
-                    "rate" | "increase" | "delta" | "irate" | "idelta" | "sum_over_time" | "avg_over_time"
+                    "rate" | "increase" | "delta" | "irate" | "idelta" | "sum_over_time"
+                    | "avg_over_time"
                         if histograms > 0 =>
                     {
                         None
@@ -527,13 +613,33 @@ fn range_series(g: &Grid, name: &str, param: &[f64], w: &Window, series: Vec<Ran
                     _ => {
                         win = &floats;
                         has_resets = true;
-                        range_fn(name, win, r - w.range, r, w.range, g.ts(i), p, has_resets, &mut scratch)
+                        range_fn(
+                            name,
+                            win,
+                            r - w.range,
+                            r,
+                            w.range,
+                            g.ts(i),
+                            p,
+                            has_resets,
+                            &mut scratch,
+                        )
                     }
                 };
                 any |= vals[i].is_some();
                 return;
             }
-            vals[i] = range_fn(name, win, r - w.range, r, w.range, g.ts(i), p, has_resets, &mut scratch);
+            vals[i] = range_fn(
+                name,
+                win,
+                r - w.range,
+                r,
+                w.range,
+                g.ts(i),
+                p,
+                has_resets,
+                &mut scratch,
+            );
             any |= vals[i].is_some();
         });
         if any {
@@ -562,14 +668,20 @@ fn range_fn(
     let last = win[win.len() - 1];
     match name {
         "rate" => extrapolated_rate(win, range_start, range_end, range, has_resets, true, true),
-        "increase" => extrapolated_rate(win, range_start, range_end, range, has_resets, true, false),
+        "increase" => {
+            extrapolated_rate(win, range_start, range_end, range, has_resets, true, false)
+        }
         "delta" => extrapolated_rate(win, range_start, range_end, range, false, false, false),
         "irate" | "idelta" => {
             if win.len() < 2 {
                 return None;
             }
             let prev = win[win.len() - 2];
-            let mut v = if name == "irate" && last.1 < prev.1 { last.1 } else { last.1 - prev.1 };
+            let mut v = if name == "irate" && last.1 < prev.1 {
+                last.1
+            } else {
+                last.1 - prev.1
+            };
             let dt = last.0 - prev.0;
             if dt == 0 {
                 return None;
@@ -593,8 +705,18 @@ fn range_fn(
             Some(if s.is_infinite() { s } else { s + c })
         }
         "count_over_time" => Some(win.len() as f64),
-        "min_over_time" => Some(win.iter().skip(1).fold(win[0].1, |m, &(_, v)| if v < m || m.is_nan() { v } else { m })),
-        "max_over_time" => Some(win.iter().skip(1).fold(win[0].1, |m, &(_, v)| if v > m || m.is_nan() { v } else { m })),
+        "min_over_time" => {
+            Some(win.iter().skip(1).fold(
+                win[0].1,
+                |m, &(_, v)| if v < m || m.is_nan() { v } else { m },
+            ))
+        }
+        "max_over_time" => {
+            Some(win.iter().skip(1).fold(
+                win[0].1,
+                |m, &(_, v)| if v > m || m.is_nan() { v } else { m },
+            ))
+        }
         "last_over_time" => Some(last.1),
         "present_over_time" => Some(1.0),
         "quantile_over_time" => {
@@ -611,7 +733,11 @@ fn range_fn(
                 (aux, caux) = kahan_sum_inc(delta * (v - (mean + cmean)), aux, caux);
             }
             let var = (aux + caux) / count;
-            Some(if name == "stddev_over_time" { var.sqrt() } else { var })
+            Some(if name == "stddev_over_time" {
+                var.sqrt()
+            } else {
+                var
+            })
         }
         "changes" => Some(
             win.windows(2)
@@ -742,7 +868,9 @@ fn histogram_quantile(ev: &Ev, q: &[f64], v: Vec<SSeries>, delayed: bool) -> Vec
     let mut groups: Vec<(Labels, Vec<(f64, usize)>)> = Vec::new();
     let mut index: HashMap<Labels, usize> = HashMap::new();
     for (j, s) in v.iter().enumerate() {
-        let Some(le) = s.labels.get("le").and_then(|l| parse_go_float(l)) else { continue };
+        let Some(le) = s.labels.get("le").and_then(|l| parse_go_float(l)) else {
+            continue;
+        };
         let mut key = s.labels.clone();
         key.remove("le");
         if !delayed {
@@ -760,7 +888,11 @@ fn histogram_quantile(ev: &Ev, q: &[f64], v: Vec<SSeries>, delayed: bool) -> Vec
         let mut vals = vec![None; ev.n];
         for (i, slot) in vals.iter_mut().enumerate() {
             buckets.clear();
-            buckets.extend(members.iter().filter_map(|&(le, j)| v[j].vals[i].map(|c| (le, c))));
+            buckets.extend(
+                members
+                    .iter()
+                    .filter_map(|&(le, j)| v[j].vals[i].map(|c| (le, c))),
+            );
             if !buckets.is_empty() {
                 *slot = Some(bucket_quantile(q[i], &mut buckets));
             }

@@ -52,7 +52,12 @@ pub struct RawSeries {
 pub trait Queryable: Sync {
     /// The series matching every matcher, with their samples in
     /// `[mint, maxt]` (ms). A series that has no sample there may be left out.
-    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<RawSeries>, EvalError>;
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<RawSeries>, EvalError>;
 }
 
 /// Why a query failed, in Prometheus's error types.
@@ -113,12 +118,22 @@ mod tests {
     fn range_functions_over_many_points_give_every_series_its_value() {
         let mut m = MemStorage::default();
         for i in 0..8u32 {
-            let labels: Labels = [("__name__".to_owned(), "c".to_owned()), ("i".to_owned(), i.to_string())].into();
-            m.add(labels, (0..30_000i64).map(|t| (t * 1000, (t as f64) * f64::from(i + 1))));
+            let labels: Labels = [
+                ("__name__".to_owned(), "c".to_owned()),
+                ("i".to_owned(), i.to_string()),
+            ]
+            .into();
+            m.add(
+                labels,
+                (0..30_000i64).map(|t| (t * 1000, (t as f64) * f64::from(i + 1))),
+            );
         }
         let engine = Engine::default();
         let expr = promql_parser::parser::parse("rate(c[1m])").unwrap_or_else(|e| panic!("{e}"));
-        let QueryValue::Matrix(series) = engine.range(&m, &expr, 20_000_000, 20_600_000, 60_000).unwrap_or_else(|e| panic!("{e}")) else {
+        let QueryValue::Matrix(series) = engine
+            .range(&m, &expr, 20_000_000, 20_600_000, 60_000)
+            .unwrap_or_else(|e| panic!("{e}"))
+        else {
             panic!("expected a matrix");
         };
         assert_eq!(series.len(), 8);
@@ -126,7 +141,10 @@ mod tests {
             let i: f64 = labels["i"].parse().unwrap_or(f64::NAN);
             assert!(!labels.contains_key("__name__"));
             assert_eq!(points.len(), 11);
-            assert!(points.iter().all(|p| (p.1 - (i + 1.0)).abs() < 1e-9), "{labels:?} {points:?}");
+            assert!(
+                points.iter().all(|p| (p.1 - (i + 1.0)).abs() < 1e-9),
+                "{labels:?} {points:?}"
+            );
         }
     }
 
@@ -138,18 +156,29 @@ mod tests {
         let q = |delayed: bool, query: &str| {
             let mut m = MemStorage::default();
             for (name, step) in [("a", 1.0), ("b", 2.0)] {
-                let labels: Labels = [("__name__".to_owned(), name.to_owned()), ("job".to_owned(), "x".to_owned())].into();
+                let labels: Labels = [
+                    ("__name__".to_owned(), name.to_owned()),
+                    ("job".to_owned(), "x".to_owned()),
+                ]
+                .into();
                 m.add(labels, (0..=10i64).map(|k| (k * 60_000, k as f64 * step)));
             }
-            let engine = Engine { delayed_name_removal: delayed, ..Engine::default() };
+            let engine = Engine {
+                delayed_name_removal: delayed,
+                ..Engine::default()
+            };
             let expr = promql_parser::parser::parse(query).unwrap_or_else(|e| panic!("{e}"));
             engine.instant(&m, &expr, 600_000)
         };
         let lr = r#"label_replace(rate(a[5m]), "was", "$1", "__name__", "(.*)")"#;
-        let Ok(QueryValue::Vector(v)) = q(true, lr) else { panic!("expected a vector") };
+        let Ok(QueryValue::Vector(v)) = q(true, lr) else {
+            panic!("expected a vector")
+        };
         assert_eq!(v[0].0.get("was").map(String::as_str), Some("a"));
         assert!(!v[0].0.contains_key("__name__"));
-        let Ok(QueryValue::Vector(v)) = q(false, lr) else { panic!("expected a vector") };
+        let Ok(QueryValue::Vector(v)) = q(false, lr) else {
+            panic!("expected a vector")
+        };
         assert!(!v[0].0.contains_key("was"));
         // Two metrics' rates left with one label set: an error either way,
         // at once or at the end; and grouping by the name to be dropped
@@ -170,14 +199,24 @@ mod tests {
     fn the_sample_budget_counts_steps_too() {
         let mut m = MemStorage::default();
         for i in 0..100u32 {
-            let labels: Labels = [("__name__".to_owned(), "x".to_owned()), ("i".to_owned(), i.to_string())].into();
+            let labels: Labels = [
+                ("__name__".to_owned(), "x".to_owned()),
+                ("i".to_owned(), i.to_string()),
+            ]
+            .into();
             m.add(labels, [(0, 1.0)]);
         }
-        let engine = Engine { max_samples: 50_000, ..Engine::default() };
+        let engine = Engine {
+            max_samples: 50_000,
+            ..Engine::default()
+        };
         let expr = promql_parser::parser::parse("x").unwrap_or_else(|e| panic!("{e}"));
         // 100 samples read, but 100 series × 1,000 steps to hold.
         let err = engine.range(&m, &expr, 0, 999_000, 1000).err();
-        assert!(matches!(err, Some(EvalError::Execution(ref m)) if m.contains("too many samples")), "{err:?}");
+        assert!(
+            matches!(err, Some(EvalError::Execution(ref m)) if m.contains("too many samples")),
+            "{err:?}"
+        );
         assert!(engine.range(&m, &expr, 0, 99_000, 1000).is_ok());
     }
 }

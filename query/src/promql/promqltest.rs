@@ -47,7 +47,12 @@ impl MemStorage {
 }
 
 impl Queryable for MemStorage {
-    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<RawSeries>, EvalError> {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<RawSeries>, EvalError> {
         Ok(self
             .series
             .iter()
@@ -58,7 +63,11 @@ impl Queryable for MemStorage {
             })
             .map(|(l, s)| RawSeries {
                 labels: l.clone(),
-                samples: s.iter().copied().filter(|(t, _)| *t >= mint && *t <= maxt).collect(),
+                samples: s
+                    .iter()
+                    .copied()
+                    .filter(|(t, _)| *t >= mint && *t <= maxt)
+                    .collect(),
             })
             .collect())
     }
@@ -99,7 +108,9 @@ impl Report {
                 }
             }
         }
-        m.into_iter().map(|(f, (p, t))| (f.to_owned(), p, t)).collect()
+        m.into_iter()
+            .map(|(f, (p, t))| (f.to_owned(), p, t))
+            .collect()
     }
 
     /// A human-readable summary: totals, per family, then each failure.
@@ -111,11 +122,19 @@ impl Report {
             100.0 * self.passed() as f64 / self.cases.len().max(1) as f64
         );
         for (f, p, t) in self.by_family() {
-            s.push_str(&format!("  {f:<28} {p:>4}/{t:<4} {:>5.1}%\n", 100.0 * p as f64 / t as f64));
+            s.push_str(&format!(
+                "  {f:<28} {p:>4}/{t:<4} {:>5.1}%\n",
+                100.0 * p as f64 / t as f64
+            ));
         }
         for c in &self.cases {
             if let Some(f) = &c.failure {
-                s.push_str(&format!("  FAIL line {}: {}\n      {}\n", c.line, c.query, f.replace('\n', "\n      ")));
+                s.push_str(&format!(
+                    "  FAIL line {}: {}\n      {}\n",
+                    c.line,
+                    c.query,
+                    f.replace('\n', "\n      ")
+                ));
             }
         }
         for e in &self.errors {
@@ -143,7 +162,9 @@ fn parse_duration(s: &str) -> Option<i64> {
         }
         let n: i64 = rest[..digits].parse().ok()?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let mult = match &rest[..unit_len] {
             "ms" => 1,
             "s" => 1000,
@@ -184,10 +205,17 @@ fn expand_values(tokens: &[&str]) -> Result<Vec<Option<f64>>, String> {
             // Native histograms are not modelled: a placeholder sample that
             // selectors see as "no float here" and range functions skip.
             let n = match tok.rsplit_once("}}x") {
-                Some((_, n)) => n.parse::<usize>().map_err(|_| format!("bad repetition {tok:?}"))? + 1,
+                Some((_, n)) => {
+                    n.parse::<usize>()
+                        .map_err(|_| format!("bad repetition {tok:?}"))?
+                        + 1
+                }
                 None => 1,
             };
-            out.extend(std::iter::repeat_n(Some(f64::from_bits(super::HISTOGRAM_PLACEHOLDER)), n));
+            out.extend(std::iter::repeat_n(
+                Some(f64::from_bits(super::HISTOGRAM_PLACEHOLDER)),
+                n,
+            ));
             continue;
         }
         if *tok == "_" {
@@ -195,7 +223,9 @@ fn expand_values(tokens: &[&str]) -> Result<Vec<Option<f64>>, String> {
             continue;
         }
         if let Some((base, times)) = tok.split_once('x') {
-            let n: usize = times.parse().map_err(|_| format!("bad repetition {tok:?}"))?;
+            let n: usize = times
+                .parse()
+                .map_err(|_| format!("bad repetition {tok:?}"))?;
             if base == "_" {
                 out.extend(std::iter::repeat_n(None, n));
                 continue;
@@ -211,7 +241,9 @@ fn expand_values(tokens: &[&str]) -> Result<Vec<Option<f64>>, String> {
             }
             continue;
         }
-        out.push(Some(parse_number(tok).ok_or_else(|| format!("bad value {tok:?}"))?));
+        out.push(Some(
+            parse_number(tok).ok_or_else(|| format!("bad value {tok:?}"))?,
+        ));
     }
     Ok(out)
 }
@@ -357,7 +389,9 @@ pub fn run(text: &str, engine: &Engine) -> Report {
             c if c.starts_with("load") => {
                 let interval = parse_duration(rest.trim());
                 if interval.is_none() {
-                    report.errors.push(format!("line {lineno}: bad load interval {rest:?}"));
+                    report
+                        .errors
+                        .push(format!("line {lineno}: bad load interval {rest:?}"));
                 }
                 // Within one load, a series given twice takes its last
                 // definition (as in Prometheus); loads add to each other.
@@ -366,7 +400,9 @@ pub fn run(text: &str, engine: &Engine) -> Report {
                     let l = lines[i];
                     i += 1;
                     let Some(interval) = interval else { continue };
-                    match split_series_line(l).and_then(|(labels, toks)| Ok((labels, expand_values(&toks)?))) {
+                    match split_series_line(l)
+                        .and_then(|(labels, toks)| Ok((labels, expand_values(&toks)?)))
+                    {
                         Ok((labels, vals)) => {
                             let samples = vals
                                 .into_iter()
@@ -389,7 +425,9 @@ pub fn run(text: &str, engine: &Engine) -> Report {
                     "eval_fail" => expect.fail = true,
                     "eval_ordered" => expect.ordered = true,
                     _ => {
-                        report.errors.push(format!("line {lineno}: unknown command {c}"));
+                        report
+                            .errors
+                            .push(format!("line {lineno}: unknown command {c}"));
                         continue;
                     }
                 }
@@ -405,11 +443,17 @@ pub fn run(text: &str, engine: &Engine) -> Report {
                     } else if let Some(r) = l.strip_prefix("expect range vector") {
                         let w: Vec<&str> = r.split_whitespace().collect();
                         match (w.as_slice(), w.len()) {
-                            (["from", a, "to", b, "step", c], 6) => match (parse_duration(a), parse_duration(b), parse_duration(c)) {
-                                (Some(a), Some(b), Some(c)) => expect.range = Some((a, b, c)),
-                                _ => report.errors.push(format!("line {i}: bad range vector definition")),
-                            },
-                            _ => report.errors.push(format!("line {i}: bad range vector definition")),
+                            (["from", a, "to", b, "step", c], 6) => {
+                                match (parse_duration(a), parse_duration(b), parse_duration(c)) {
+                                    (Some(a), Some(b), Some(c)) => expect.range = Some((a, b, c)),
+                                    _ => report
+                                        .errors
+                                        .push(format!("line {i}: bad range vector definition")),
+                                }
+                            }
+                            _ => report
+                                .errors
+                                .push(format!("line {i}: bad range vector definition")),
                         }
                     } else if let Some(s) = l.strip_prefix("expect string") {
                         expect.string = Some(unquote(s.trim()));
@@ -429,7 +473,9 @@ pub fn run(text: &str, engine: &Engine) -> Report {
                             "ordered" => expect.ordered = true,
                             // Annotations (warn, info, no_warn, no_info) are not modelled.
                             "warn" | "info" | "no_warn" | "no_info" => {}
-                            _ => report.errors.push(format!("line {i}: invalid expect statement {l:?}")),
+                            _ => report
+                                .errors
+                                .push(format!("line {i}: invalid expect statement {l:?}")),
                         }
                     } else if parse_number(l).is_some() {
                         expect.lines.push((i, l.to_owned()));
@@ -443,14 +489,23 @@ pub fn run(text: &str, engine: &Engine) -> Report {
                         if let (Some((_, end, _)), Mode::Instant(t)) = (expect.range, &mut mode) {
                             *t = end;
                         }
-                        let families = parser::parse(query).map(|e| families(&e)).unwrap_or_else(|_| vec!["(parse error)".into()]);
+                        let families = parser::parse(query)
+                            .map(|e| families(&e))
+                            .unwrap_or_else(|_| vec!["(parse error)".into()]);
                         let failure = run_eval(engine, &storage, &mode, query, &expect).err();
-                        report.cases.push(CaseResult { line: lineno, query: query.to_owned(), families, failure });
+                        report.cases.push(CaseResult {
+                            line: lineno,
+                            query: query.to_owned(),
+                            families,
+                            failure,
+                        });
                     }
                     Err(e) => report.errors.push(format!("line {lineno}: {e}")),
                 }
             }
-            _ => report.errors.push(format!("line {lineno}: unknown command {cmd:?}")),
+            _ => report
+                .errors
+                .push(format!("line {lineno}: unknown command {cmd:?}")),
         }
     }
     report
@@ -458,7 +513,10 @@ pub fn run(text: &str, engine: &Engine) -> Report {
 
 /// A Go-quoted string's contents (`"a\"b"` → `a"b`).
 fn unquote(s: &str) -> String {
-    let inner = s.strip_prefix('"').and_then(|x| x.strip_suffix('"')).unwrap_or(s);
+    let inner = s
+        .strip_prefix('"')
+        .and_then(|x| x.strip_suffix('"'))
+        .unwrap_or(s);
     let mut out = String::new();
     let mut chars = inner.chars();
     while let Some(c) = chars.next() {
@@ -479,7 +537,11 @@ fn unquote(s: &str) -> String {
 fn parse_eval(rest: &str) -> Result<(Mode, &str), String> {
     let rest = rest.trim();
     if let Some(r) = rest.strip_prefix("instant") {
-        let r = r.trim_start().strip_prefix("at").ok_or("expected `instant at <time>`")?.trim_start();
+        let r = r
+            .trim_start()
+            .strip_prefix("at")
+            .ok_or("expected `instant at <time>`")?
+            .trim_start();
         let (t, q) = r.split_once(char::is_whitespace).ok_or("missing query")?;
         let t = parse_duration(t).ok_or_else(|| format!("bad time {t:?}"))?;
         Ok((Mode::Instant(t), q.trim()))
@@ -489,17 +551,34 @@ fn parse_eval(rest: &str) -> Result<(Mode, &str), String> {
             return Err("expected `range from <t> to <t> step <d> <query>`".into());
         }
         let p = |s: &str| parse_duration(s).ok_or_else(|| format!("bad time {s:?}"));
-        Ok((Mode::Range { start: p(words[1])?, end: p(words[3])?, step: p(words[5])? }, words[6].trim()))
+        Ok((
+            Mode::Range {
+                start: p(words[1])?,
+                end: p(words[3])?,
+                step: p(words[5])?,
+            },
+            words[6].trim(),
+        ))
     } else {
-        Err(format!("expected `instant` or `range` after eval: {rest:?}"))
+        Err(format!(
+            "expected `instant` or `range` after eval: {rest:?}"
+        ))
     }
 }
 
-fn run_eval(engine: &Engine, storage: &MemStorage, mode: &Mode, query: &str, expect: &Expect) -> Result<(), String> {
-    let result = parser::parse(query).map_err(EvalError::BadData).and_then(|expr| match mode {
-        Mode::Instant(t) => engine.instant(storage, &expr, *t),
-        Mode::Range { start, end, step } => engine.range(storage, &expr, *start, *end, *step),
-    });
+fn run_eval(
+    engine: &Engine,
+    storage: &MemStorage,
+    mode: &Mode,
+    query: &str,
+    expect: &Expect,
+) -> Result<(), String> {
+    let result = parser::parse(query)
+        .map_err(EvalError::BadData)
+        .and_then(|expr| match mode {
+            Mode::Instant(t) => engine.instant(storage, &expr, *t),
+            Mode::Range { start, end, step } => engine.range(storage, &expr, *start, *end, *step),
+        });
     if expect.fail {
         return match result {
             Ok(v) => Err(format!("expected an error, got {}", show(&v))),
@@ -511,7 +590,8 @@ fn run_eval(engine: &Engine, storage: &MemStorage, mode: &Mode, query: &str, exp
                     return Err(format!("error message {msg:?}, expected {m:?}"));
                 }
                 if let Some(r) = &expect.fail_regex {
-                    let re = regex::Regex::new(r).map_err(|e| format!("bad expected regex: {e}"))?;
+                    let re =
+                        regex::Regex::new(r).map_err(|e| format!("bad expected regex: {e}"))?;
                     if !re.is_match(&msg) {
                         return Err(format!("error message {msg:?} does not match {r:?}"));
                     }
@@ -524,10 +604,25 @@ fn run_eval(engine: &Engine, storage: &MemStorage, mode: &Mode, query: &str, exp
     match (mode, v) {
         (_, QueryValue::Scalar { v, .. }) => {
             let want = match expect.lines.as_slice() {
-                [(_, l)] => parse_number(l.trim()).ok_or_else(|| format!("expected {l:?}, got scalar {}", format_value(v)))?,
-                _ => return Err(format!("expected {} lines, got scalar {}", expect.lines.len(), format_value(v))),
+                [(_, l)] => parse_number(l.trim())
+                    .ok_or_else(|| format!("expected {l:?}, got scalar {}", format_value(v)))?,
+                _ => {
+                    return Err(format!(
+                        "expected {} lines, got scalar {}",
+                        expect.lines.len(),
+                        format_value(v)
+                    ));
+                }
             };
-            if almost_equal_test(want, v) { Ok(()) } else { Err(format!("expected scalar {}, got {}", format_value(want), format_value(v))) }
+            if almost_equal_test(want, v) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "expected scalar {}, got {}",
+                    format_value(want),
+                    format_value(v)
+                ))
+            }
         }
         (_, QueryValue::String { v, .. }) => match (&expect.string, expect.lines.as_slice()) {
             (Some(want), _) if *want == v => Ok(()),
@@ -559,25 +654,44 @@ fn run_eval(engine: &Engine, storage: &MemStorage, mode: &Mode, query: &str, exp
                 want.push((labels, vals.into_iter().flatten().collect()));
             }
             if want.len() != got.len() {
-                return Err(format!("expected {} series, got {}", want.len(), show(&QueryValue::Matrix(got))));
+                return Err(format!(
+                    "expected {} series, got {}",
+                    want.len(),
+                    show(&QueryValue::Matrix(got))
+                ));
             }
             for (labels, vals) in &want {
                 let Some((_, pts)) = got.iter().find(|(l, _)| l == labels) else {
                     return Err(format!("missing {}", labels_string(labels)));
                 };
-                if pts.len() != vals.len() || pts.iter().zip(vals).any(|(p, v)| !almost_equal_test(*v, p.1)) {
-                    return Err(format!("{}: expected {vals:?}, got {pts:?}", labels_string(labels)));
+                if pts.len() != vals.len()
+                    || pts
+                        .iter()
+                        .zip(vals)
+                        .any(|(p, v)| !almost_equal_test(*v, p.1))
+                {
+                    return Err(format!(
+                        "{}: expected {vals:?}, got {pts:?}",
+                        labels_string(labels)
+                    ));
                 }
             }
             Ok(())
         }
-        (Mode::Range { start, step, .. }, QueryValue::Matrix(got)) => compare_matrix(&expect.lines, &got, *start, *step),
+        (Mode::Range { start, step, .. }, QueryValue::Matrix(got)) => {
+            compare_matrix(&expect.lines, &got, *start, *step)
+        }
         (Mode::Range { .. }, v) => Err(format!("range query gave {}", v.type_name())),
     }
 }
 
 /// Expected series lines (values at `start + k * step`) against a matrix.
-fn compare_matrix(lines: &[(usize, String)], got: &[(Labels, Vec<(i64, f64)>)], start: i64, step: i64) -> Result<(), String> {
+fn compare_matrix(
+    lines: &[(usize, String)],
+    got: &[(Labels, Vec<(i64, f64)>)],
+    start: i64,
+    step: i64,
+) -> Result<(), String> {
     let mut want: Vec<(Labels, Vec<(i64, f64)>)> = Vec::new();
     for (ln, l) in lines {
         let (labels, toks) = split_series_line(l).map_err(|e| format!("line {ln}: {e}"))?;
@@ -597,14 +711,25 @@ fn compare_matrix(lines: &[(usize, String)], got: &[(Labels, Vec<(i64, f64)>)], 
         let Some((_, g)) = got.iter().find(|(l, _)| l == labels) else {
             return Err(format!("missing {} in {got_s}", labels_string(labels)));
         };
-        if g.len() != pts.len() || g.iter().zip(pts).any(|(a, b)| a.0 != b.0 || !almost_equal_test(b.1, a.1)) {
-            return Err(format!("{}: expected {pts:?}, got {g:?}", labels_string(labels)));
+        if g.len() != pts.len()
+            || g.iter()
+                .zip(pts)
+                .any(|(a, b)| a.0 != b.0 || !almost_equal_test(b.1, a.1))
+        {
+            return Err(format!(
+                "{}: expected {pts:?}, got {g:?}",
+                labels_string(labels)
+            ));
         }
     }
     Ok(())
 }
 
-fn compare_vector(want: &[(Labels, f64)], got: &[(Labels, i64, f64)], ordered: bool) -> Result<(), String> {
+fn compare_vector(
+    want: &[(Labels, f64)],
+    got: &[(Labels, i64, f64)],
+    ordered: bool,
+) -> Result<(), String> {
     let got_s = show(&QueryValue::Vector(got.to_vec()));
     if want.len() != got.len() {
         return Err(format!("expected {} series, got {got_s}", want.len()));
@@ -615,10 +740,18 @@ fn compare_vector(want: &[(Labels, f64)], got: &[(Labels, i64, f64)], ordered: b
             return Err(format!("missing {} in {got_s}", labels_string(labels)));
         };
         if ordered && pos != k {
-            return Err(format!("{} at position {pos}, expected {k}: {got_s}", labels_string(labels)));
+            return Err(format!(
+                "{} at position {pos}, expected {k}: {got_s}",
+                labels_string(labels)
+            ));
         }
         if !almost_equal_test(*v, got[pos].2) {
-            return Err(format!("{}: expected {}, got {}", labels_string(labels), format_value(*v), format_value(got[pos].2)));
+            return Err(format!(
+                "{}: expected {}, got {}",
+                labels_string(labels),
+                format_value(*v),
+                format_value(got[pos].2)
+            ));
         }
     }
     Ok(())
@@ -633,14 +766,20 @@ fn show(v: &QueryValue) -> String {
         QueryValue::Scalar { v, .. } => format!("scalar {}", format_value(*v)),
         QueryValue::String { v, .. } => format!("string {v:?}"),
         QueryValue::Vector(s) => {
-            let items: Vec<String> = s.iter().map(|(l, _, v)| format!("{} {}", labels_string(l), format_value(*v))).collect();
+            let items: Vec<String> = s
+                .iter()
+                .map(|(l, _, v)| format!("{} {}", labels_string(l), format_value(*v)))
+                .collect();
             format!("vector [{}]", items.join(", "))
         }
         QueryValue::Matrix(s) => {
             let items: Vec<String> = s
                 .iter()
                 .map(|(l, p)| {
-                    let pts: Vec<String> = p.iter().map(|(t, v)| format!("{}@{}", format_value(*v), t)).collect();
+                    let pts: Vec<String> = p
+                        .iter()
+                        .map(|(t, v)| format!("{}@{}", format_value(*v), t))
+                        .collect();
                     format!("{} [{}]", labels_string(l), pts.join(" "))
                 })
                 .collect();
@@ -674,7 +813,10 @@ fn walk(e: &Expr, out: &mut std::collections::BTreeSet<String>) {
         }
         Expr::Binary(b) => {
             let bool_ = b.return_bool();
-            let matching = b.modifier.as_ref().is_some_and(|m| m.matching.is_some() || m.card.labels().is_some());
+            let matching = b
+                .modifier
+                .as_ref()
+                .is_some_and(|m| m.matching.is_some() || m.card.labels().is_some());
             out.insert(format!(
                 "operator {}{}{}",
                 b.op,
@@ -718,17 +860,44 @@ mod tests {
 
     #[test]
     fn series_notation_expands_as_prometheus_does() {
-        let v = expand_values(&["0+10x3", "_", "1x2", "-2-1x1", "stale", "_x2", "Inf", "1e3"]).unwrap();
-        let f: Vec<String> = v.iter().map(|x| x.map_or("_".into(), |x| if x.to_bits() == STALE_NAN { "stale".into() } else { format_value(x) })).collect();
+        let v =
+            expand_values(&["0+10x3", "_", "1x2", "-2-1x1", "stale", "_x2", "Inf", "1e3"]).unwrap();
+        let f: Vec<String> = v
+            .iter()
+            .map(|x| {
+                x.map_or("_".into(), |x| {
+                    if x.to_bits() == STALE_NAN {
+                        "stale".into()
+                    } else {
+                        format_value(x)
+                    }
+                })
+            })
+            .collect();
         assert_eq!(
             f,
-            ["0", "10", "20", "30", "_", "1", "1", "1", "-2", "-3", "stale", "_", "_", "+Inf", "1000"]
+            [
+                "0", "10", "20", "30", "_", "1", "1", "1", "-2", "-3", "stale", "_", "_", "+Inf",
+                "1000"
+            ]
         );
         let toks = tokens("1 {{schema:0 sum:5 count:4 buckets:[1 2 1]}} {{sum:1 count:1}}x2 _");
-        assert_eq!(toks, ["1", "{{schema:0 sum:5 count:4 buckets:[1 2 1]}}", "{{sum:1 count:1}}x2", "_"]);
+        assert_eq!(
+            toks,
+            [
+                "1",
+                "{{schema:0 sum:5 count:4 buckets:[1 2 1]}}",
+                "{{sum:1 count:1}}x2",
+                "_"
+            ]
+        );
         let v = expand_values(&toks).unwrap();
         assert_eq!(v.len(), 6);
-        assert!(v[1..5].iter().all(|x| x.is_some_and(|x| x.to_bits() == crate::promql::HISTOGRAM_PLACEHOLDER)));
+        assert!(
+            v[1..5]
+                .iter()
+                .all(|x| x.is_some_and(|x| x.to_bits() == crate::promql::HISTOGRAM_PLACEHOLDER))
+        );
         assert_eq!(parse_duration("1h30m"), Some(5_400_000));
         assert_eq!(parse_duration("50m"), Some(3_000_000));
         assert_eq!(parse_duration("100"), Some(100_000));
@@ -756,7 +925,13 @@ eval_fail instant at 0m http_requests + on(job) http_requests
         assert!(r.errors.is_empty(), "{:?}", r.errors);
         assert_eq!(r.cases.len(), 4);
         assert_eq!(r.passed(), 3, "{}", r.render("t"));
-        assert!(r.cases[1].failure.as_deref().unwrap_or("").contains("expected 999"));
+        assert!(
+            r.cases[1]
+                .failure
+                .as_deref()
+                .unwrap_or("")
+                .contains("expected 999")
+        );
     }
 
     #[test]
@@ -789,7 +964,12 @@ eval instant at 0m label_replace(metric, "a-b", "", "a", "")
         let r = run(text, &Engine::default());
         assert!(r.errors.is_empty(), "{:?}", r.errors);
         assert_eq!(r.cases.len(), 6, "{}", r.render("t"));
-        let failures: Vec<usize> = r.cases.iter().filter(|c| c.failure.is_some()).map(|c| c.line).collect();
+        let failures: Vec<usize> = r
+            .cases
+            .iter()
+            .filter(|c| c.failure.is_some())
+            .map(|c| c.line)
+            .collect();
         // Only the case whose expected message differs.
         assert_eq!(failures, [20], "{}", r.render("t"));
     }

@@ -31,7 +31,9 @@ use promql_parser::label::Matcher;
 use super::{EvalError, Labels, Queryable, RawSeries, STALE_NAN};
 use crate::json::missing;
 use crate::promnames::{self, MetricKind};
-use crate::search::{Source, Sources, for_each_batch, for_each_selected, footer_value, read_segment};
+use crate::search::{
+    Source, Sources, footer_value, for_each_batch, for_each_selected, read_segment,
+};
 
 /// The columns a query reads.
 const COLUMNS: &[&str] = &[
@@ -123,10 +125,14 @@ impl<'b> ValueCols<'b> {
             return Vec::new();
         };
         let v = quantiles.value(i);
-        let Some(s) = v.as_struct_opt() else { return Vec::new() };
+        let Some(s) = v.as_struct_opt() else {
+            return Vec::new();
+        };
         let (Some(q), Some(val)) = (
-            s.column_by_name("quantile").and_then(|c| c.as_primitive_opt::<Float64Type>()),
-            s.column_by_name("value").and_then(|c| c.as_primitive_opt::<Float64Type>()),
+            s.column_by_name("quantile")
+                .and_then(|c| c.as_primitive_opt::<Float64Type>()),
+            s.column_by_name("value")
+                .and_then(|c| c.as_primitive_opt::<Float64Type>()),
         ) else {
             return Vec::new();
         };
@@ -137,9 +143,15 @@ impl<'b> ValueCols<'b> {
         match part {
             Part::Value => match self.value.filter(|a| a.is_valid(i)) {
                 Some(a) => Some(a.value(i)),
-                None => self.value_int.filter(|a| a.is_valid(i)).map(|a| a.value(i) as f64),
+                None => self
+                    .value_int
+                    .filter(|a| a.is_valid(i))
+                    .map(|a| a.value(i) as f64),
             },
-            Part::Count => self.count.filter(|a| a.is_valid(i)).map(|a| a.value(i) as f64),
+            Part::Count => self
+                .count
+                .filter(|a| a.is_valid(i))
+                .map(|a| a.value(i) as f64),
             Part::Sum => self.sum.filter(|a| a.is_valid(i)).map(|a| a.value(i)),
             Part::Bucket(j) => {
                 // The cumulative count through bucket j, without slicing the list.
@@ -210,7 +222,10 @@ impl<'b> Cols<'b> {
     }
 
     fn metric_kind(&self, i: usize) -> Option<MetricKind> {
-        kind_of(self.kind.value(i), self.mono.is_valid(i).then(|| self.mono.value(i)))
+        kind_of(
+            self.kind.value(i),
+            self.mono.is_valid(i).then(|| self.mono.value(i)),
+        )
     }
 
     fn is_delta(&self, i: usize) -> bool {
@@ -250,11 +265,18 @@ impl<'b> Cols<'b> {
         both(self.name.value(i));
         both(self.kind.value(i));
         both(Self::str_or_empty(self.unit, i));
-        both(if self.mono.is_valid(i) && self.mono.value(i) { "m" } else { "" });
+        both(if self.mono.is_valid(i) && self.mono.value(i) {
+            "m"
+        } else {
+            ""
+        });
         for m in [self.attrs, self.res] {
             if m.is_valid(i) {
                 let e = m.value(i);
-                if let (Some(k), Some(v)) = (e.column(0).as_string_opt::<i32>(), e.column(1).as_string_opt::<i32>()) {
+                if let (Some(k), Some(v)) = (
+                    e.column(0).as_string_opt::<i32>(),
+                    e.column(1).as_string_opt::<i32>(),
+                ) {
                     for j in 0..k.len() {
                         both(k.value(j));
                         both(if v.is_valid(j) { v.value(j) } else { "" });
@@ -278,7 +300,13 @@ impl<'b> Cols<'b> {
     fn base(&self, i: usize, kind: MetricKind) -> (String, Labels) {
         let attrs = crate::json::map_entries(self.attrs, i);
         let res = crate::json::map_entries(self.res, i);
-        prom_labels(self.name.value(i), Self::str_or_empty(self.unit, i), kind, &attrs, &res)
+        prom_labels(
+            self.name.value(i),
+            Self::str_or_empty(self.unit, i),
+            kind,
+            &attrs,
+            &res,
+        )
     }
 }
 
@@ -295,9 +323,17 @@ fn prom_labels(
     let mut labels: Labels = promnames::labels(attrs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .into_iter()
         .collect();
-    let get = |k: &str| resource.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let (job, instance) =
-        promnames::job_and_instance(get("service.name"), get("service.namespace"), get("service.instance.id"));
+    let get = |k: &str| {
+        resource
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    };
+    let (job, instance) = promnames::job_and_instance(
+        get("service.name"),
+        get("service.namespace"),
+        get("service.instance.id"),
+    );
     if let Some(j) = job {
         labels.insert("job".into(), j);
     }
@@ -343,7 +379,8 @@ impl FamilyMeta {
 }
 
 /// Metadata of each metric family, by its Prometheus name.
-pub(crate) type FamilyMetadata = std::collections::BTreeMap<String, std::collections::BTreeSet<FamilyMeta>>;
+pub(crate) type FamilyMetadata =
+    std::collections::BTreeMap<String, std::collections::BTreeSet<FamilyMeta>>;
 
 /// What a series reads of its data point.
 #[derive(Debug, Clone, Copy)]
@@ -366,7 +403,13 @@ fn with(labels: &Labels, name: String, extra: Option<(&str, String)>) -> Labels 
 }
 
 /// The series of a point whose shape depends only on its series key.
-fn fixed_series(family: String, labels: Labels, kind: MetricKind, bounds: &[f64], quantiles: &[f64]) -> Vec<(Labels, Part)> {
+fn fixed_series(
+    family: String,
+    labels: Labels,
+    kind: MetricKind,
+    bounds: &[f64],
+    quantiles: &[f64],
+) -> Vec<(Labels, Part)> {
     let fmt = super::format_value;
     match kind {
         MetricKind::Gauge | MetricKind::UpDownSum | MetricKind::Counter => {
@@ -376,9 +419,21 @@ fn fixed_series(family: String, labels: Labels, kind: MetricKind, bounds: &[f64]
             let mut out: Vec<(Labels, Part)> = bounds
                 .iter()
                 .enumerate()
-                .map(|(j, b)| (with(&labels, format!("{family}_bucket"), Some(("le", fmt(*b)))), Part::Bucket(j)))
+                .map(|(j, b)| {
+                    (
+                        with(&labels, format!("{family}_bucket"), Some(("le", fmt(*b)))),
+                        Part::Bucket(j),
+                    )
+                })
                 .collect();
-            out.push((with(&labels, format!("{family}_bucket"), Some(("le", "+Inf".into()))), Part::Count));
+            out.push((
+                with(
+                    &labels,
+                    format!("{family}_bucket"),
+                    Some(("le", "+Inf".into())),
+                ),
+                Part::Count,
+            ));
             out.push((with(&labels, format!("{family}_sum"), None), Part::Sum));
             out.push((with(&labels, format!("{family}_count"), None), Part::Count));
             out
@@ -387,7 +442,12 @@ fn fixed_series(family: String, labels: Labels, kind: MetricKind, bounds: &[f64]
             let mut out: Vec<(Labels, Part)> = quantiles
                 .iter()
                 .enumerate()
-                .map(|(j, q)| (with(&labels, family.clone(), Some(("quantile", fmt(*q)))), Part::Quantile(j)))
+                .map(|(j, q)| {
+                    (
+                        with(&labels, family.clone(), Some(("quantile", fmt(*q)))),
+                        Part::Quantile(j),
+                    )
+                })
                 .collect();
             out.push((with(&labels, format!("{family}_sum"), None), Part::Sum));
             out.push((with(&labels, format!("{family}_count"), None), Part::Count));
@@ -433,10 +493,20 @@ fn plans_of(index: &lumen_store::series::SeriesIndex) -> Vec<RunPlan> {
             let delta = r.temporality.as_deref() == Some("AGGREGATION_TEMPORALITY_DELTA")
                 && !matches!(kind, MetricKind::Gauge | MetricKind::Summary);
             let per_row = kind == MetricKind::ExponentialHistogram;
-            let resource = index.resources.get(r.resource).map_or(&[][..], Vec::as_slice);
+            let resource = index
+                .resources
+                .get(r.resource)
+                .map_or(&[][..], Vec::as_slice);
             let (family, labels) = prom_labels(&r.name, &r.unit, kind, &r.attributes, resource);
-            let meta = (family.clone(), FamilyMeta::new(kind, &r.description, &r.unit));
-            let parts = if per_row { Vec::new() } else { fixed_series(family, labels, kind, &r.bounds, &r.quantiles) };
+            let meta = (
+                family.clone(),
+                FamilyMeta::new(kind, &r.description, &r.unit),
+            );
+            let parts = if per_row {
+                Vec::new()
+            } else {
+                fixed_series(family, labels, kind, &r.bounds, &r.quantiles)
+            };
             Some(RunPlan {
                 first: r.first,
                 rows: r.rows,
@@ -453,8 +523,15 @@ fn plans_of(index: &lumen_store::series::SeriesIndex) -> Vec<RunPlan> {
 
 /// The run plans of a segment, or `None` for a segment without a series
 /// index (written before series ids existed).
-fn segment_plans(store: &Store, seg: &SegmentMeta) -> crate::Result<Option<std::sync::Arc<Vec<RunPlan>>>> {
-    let key = store.data_dir().join(&seg.path).to_string_lossy().into_owned();
+fn segment_plans(
+    store: &Store,
+    seg: &SegmentMeta,
+) -> crate::Result<Option<std::sync::Arc<Vec<RunPlan>>>> {
+    let key = store
+        .data_dir()
+        .join(&seg.path)
+        .to_string_lossy()
+        .into_owned();
     let poisoned = |_| crate::Error::Internal("series plan cache poisoned".into());
     if let Some(p) = plan_cache().lock().map_err(poisoned)?.get(&key) {
         return Ok(Some(std::sync::Arc::clone(p)));
@@ -462,8 +539,9 @@ fn segment_plans(store: &Store, seg: &SegmentMeta) -> crate::Result<Option<std::
     let Some(text) = footer_value(store, seg, lumen_store::series::SERIES_INDEX_KEY)? else {
         return Ok(None);
     };
-    let index = lumen_store::series::decode_index(&text)
-        .ok_or_else(|| crate::Error::Internal(format!("segment {}: unreadable series index", seg.path)))?;
+    let index = lumen_store::series::decode_index(&text).ok_or_else(|| {
+        crate::Error::Internal(format!("segment {}: unreadable series index", seg.path))
+    })?;
     let plans = std::sync::Arc::new(plans_of(&index));
     let mut cache = plan_cache().lock().map_err(poisoned)?;
     if cache.len() >= PLAN_CACHE {
@@ -479,18 +557,41 @@ fn segment_plans(store: &Store, seg: &SegmentMeta) -> crate::Result<Option<std::
 /// zero threshold.
 fn exponential_series(c: &Cols, i: usize) -> Vec<(Labels, f64)> {
     let (family, labels) = c.base(i, MetricKind::ExponentialHistogram);
-    let scale = if c.scale.is_valid(i) { c.scale.value(i) } else { 0 };
+    let scale = if c.scale.is_valid(i) {
+        c.scale.value(i)
+    } else {
+        0
+    };
     let base = 2f64.powf(2f64.powi(-scale));
     let mut buckets: Vec<(f64, u64)> = Vec::new();
     let neg = Cols::u64_list(c.neg_buckets, i);
-    let neg_off = if c.neg_offset.is_valid(i) { c.neg_offset.value(i) } else { 0 };
+    let neg_off = if c.neg_offset.is_valid(i) {
+        c.neg_offset.value(i)
+    } else {
+        0
+    };
     for (k, n) in neg.iter().enumerate().rev() {
         buckets.push((-base.powi(neg_off + k as i32), *n));
     }
-    let zt = if c.zero_threshold.is_valid(i) { c.zero_threshold.value(i) } else { 0.0 };
-    buckets.push((zt, if c.zero_count.is_valid(i) { c.zero_count.value(i) } else { 0 }));
+    let zt = if c.zero_threshold.is_valid(i) {
+        c.zero_threshold.value(i)
+    } else {
+        0.0
+    };
+    buckets.push((
+        zt,
+        if c.zero_count.is_valid(i) {
+            c.zero_count.value(i)
+        } else {
+            0
+        },
+    ));
     let pos = Cols::u64_list(c.pos_buckets, i);
-    let pos_off = if c.pos_offset.is_valid(i) { c.pos_offset.value(i) } else { 0 };
+    let pos_off = if c.pos_offset.is_valid(i) {
+        c.pos_offset.value(i)
+    } else {
+        0
+    };
     for (k, n) in pos.iter().enumerate() {
         buckets.push((base.powi(pos_off + k as i32 + 1), *n));
     }
@@ -498,10 +599,24 @@ fn exponential_series(c: &Cols, i: usize) -> Vec<(Labels, f64)> {
     let mut cum = 0u64;
     for (le, n) in buckets {
         cum += n;
-        out.push((with(&labels, format!("{family}_bucket"), Some(("le", super::format_value(le)))), cum as f64));
+        out.push((
+            with(
+                &labels,
+                format!("{family}_bucket"),
+                Some(("le", super::format_value(le))),
+            ),
+            cum as f64,
+        ));
     }
     let count = c.v.part_value(i, Part::Count).unwrap_or(cum as f64);
-    out.push((with(&labels, format!("{family}_bucket"), Some(("le", "+Inf".into()))), count));
+    out.push((
+        with(
+            &labels,
+            format!("{family}_bucket"),
+            Some(("le", "+Inf".into())),
+        ),
+        count,
+    ));
     if let Some(sum) = c.v.part_value(i, Part::Sum) {
         out.push((with(&labels, format!("{family}_sum"), None), sum));
     }
@@ -519,7 +634,11 @@ pub struct StoreQueryable<'a> {
 
 impl<'a> StoreQueryable<'a> {
     pub fn new(store: &'a Store, deadline: Option<Instant>) -> StoreQueryable<'a> {
-        StoreQueryable { store, deadline, parallel_rows: PARALLEL_ROWS }
+        StoreQueryable {
+            store,
+            deadline,
+            parallel_rows: PARALLEL_ROWS,
+        }
     }
 }
 
@@ -556,7 +675,14 @@ fn matches_all(matchers: &[Matcher], l: &Labels) -> bool {
 }
 
 impl StoreQueryable<'_> {
-    fn visit(&self, b: &RecordBatch, matchers: &[Matcher], mint: i64, maxt: i64, out: &mut Collected) -> crate::Result<()> {
+    fn visit(
+        &self,
+        b: &RecordBatch,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        out: &mut Collected,
+    ) -> crate::Result<()> {
         self.check()?;
         let c = Cols::new(b)?;
         for i in 0..b.num_rows() {
@@ -564,14 +690,18 @@ impl StoreQueryable<'_> {
             if t < mint || t > maxt {
                 continue;
             }
-            let Some(kind) = c.metric_kind(i) else { continue };
+            let Some(kind) = c.metric_kind(i) else {
+                continue;
+            };
             let stale = c.v.flags.value(i) & 1 == 1;
             let delta = c.is_delta(i) && !matches!(kind, MetricKind::Gauge | MetricKind::Summary);
             if kind == MetricKind::ExponentialHistogram {
                 for (labels, v) in exponential_series(&c, i) {
                     if matches_all(matchers, &labels) {
                         let o = out.slot(&labels, delta);
-                        out.series[o].1.push((t, if stale { f64::from_bits(STALE_NAN) } else { v }));
+                        out.series[o]
+                            .1
+                            .push((t, if stale { f64::from_bits(STALE_NAN) } else { v }));
                     }
                 }
                 continue;
@@ -581,19 +711,27 @@ impl StoreQueryable<'_> {
                 let (family, labels) = c.base(i, kind);
                 let bounds = Cols::f64_list(c.bounds, i);
                 let quantiles: Vec<f64> = c.v.quantile_list(i).into_iter().map(|q| q.0).collect();
-                let derived: Vec<(Option<usize>, Part)> = fixed_series(family, labels, kind, &bounds, &quantiles)
-                    .into_iter()
-                    .map(|(labels, part)| {
-                        let o = matches_all(matchers, &labels).then(|| out.slot(&labels, delta));
-                        (o, part)
-                    })
-                    .collect();
+                let derived: Vec<(Option<usize>, Part)> =
+                    fixed_series(family, labels, kind, &bounds, &quantiles)
+                        .into_iter()
+                        .map(|(labels, part)| {
+                            let o =
+                                matches_all(matchers, &labels).then(|| out.slot(&labels, delta));
+                            (o, part)
+                        })
+                        .collect();
                 out.cache.insert(key, derived);
             }
-            let Some(parts) = out.cache.get(&key) else { continue };
+            let Some(parts) = out.cache.get(&key) else {
+                continue;
+            };
             for &(o, part) in parts {
                 let Some(o) = o else { continue };
-                let v = if stale { Some(f64::from_bits(STALE_NAN)) } else { c.v.part_value(i, part) };
+                let v = if stale {
+                    Some(f64::from_bits(STALE_NAN))
+                } else {
+                    c.v.part_value(i, part)
+                };
                 if let Some(v) = v {
                     out.series[o].1.push((t, v));
                 }
@@ -616,14 +754,25 @@ struct Chosen<'p> {
 impl StoreQueryable<'_> {
     /// The runs of a segment whose series match, each series given its
     /// output slot (and room for the run's rows).
-    fn choose<'p>(plans: &'p [RunPlan], matchers: &[Matcher], mint: i64, maxt: i64, out: &mut Collected) -> Chosen<'p> {
-        let mut chosen = Chosen { runs: Vec::new(), per_row: Vec::new() };
+    fn choose<'p>(
+        plans: &'p [RunPlan],
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        out: &mut Collected,
+    ) -> Chosen<'p> {
+        let mut chosen = Chosen {
+            runs: Vec::new(),
+            per_row: Vec::new(),
+        };
         for plan in plans {
             if plan.max_ms < mint || plan.min_ms > maxt {
                 continue;
             }
             if plan.per_row {
-                chosen.per_row.extend((plan.first..plan.first + plan.rows).map(|r| r as u32));
+                chosen
+                    .per_row
+                    .extend((plan.first..plan.first + plan.rows).map(|r| r as u32));
                 continue;
             }
             let parts: Vec<(usize, Part)> = plan
@@ -657,7 +806,12 @@ impl StoreQueryable<'_> {
                 .iter()
                 .flat_map(|(p, _)| (p.first..p.first + p.rows).map(|r| r as u32))
                 .collect();
-            let cols = value_columns(chosen.runs.iter().flat_map(|(_, parts)| parts.iter().map(|(_, p)| p)));
+            let cols = value_columns(
+                chosen
+                    .runs
+                    .iter()
+                    .flat_map(|(_, parts)| parts.iter().map(|(_, p)| p)),
+            );
             // Batch by batch; the rows come run after run, in `chosen` order.
             let (mut k, mut left) = (0usize, chosen.runs[0].0.rows as usize);
             for_each_selected(self.store, seg, &rows, &cols, |b| {
@@ -671,7 +825,9 @@ impl StoreQueryable<'_> {
                         k += 1;
                         left = chosen.runs.get(k).map_or(usize::MAX, |c| c.0.rows as usize);
                     }
-                    let Some((_, parts)) = chosen.runs.get(k) else { break };
+                    let Some((_, parts)) = chosen.runs.get(k) else {
+                        break;
+                    };
                     // The rows of this run in this batch.
                     let n = left.min(b.num_rows() - i);
                     for &(o, part) in parts {
@@ -682,20 +838,29 @@ impl StoreQueryable<'_> {
                                 for r in i..i + n {
                                     let t = ts[r].div_euclid(1_000_000);
                                     if t >= mint && t <= maxt {
-                                        let x = if flags[r] & 1 == 1 { f64::from_bits(STALE_NAN) } else { vals[r] };
+                                        let x = if flags[r] & 1 == 1 {
+                                            f64::from_bits(STALE_NAN)
+                                        } else {
+                                            vals[r]
+                                        };
                                         dst.push((t, x));
                                     }
                                 }
                             }
                             // Integer points: `value` is null, `value_int` holds them.
                             (Part::Value, Some(values), Some(ints))
-                                if values.null_count() == values.len() && ints.null_count() == 0 =>
+                                if values.null_count() == values.len()
+                                    && ints.null_count() == 0 =>
                             {
                                 let vals = ints.values();
                                 for r in i..i + n {
                                     let t = ts[r].div_euclid(1_000_000);
                                     if t >= mint && t <= maxt {
-                                        let x = if flags[r] & 1 == 1 { f64::from_bits(STALE_NAN) } else { vals[r] as f64 };
+                                        let x = if flags[r] & 1 == 1 {
+                                            f64::from_bits(STALE_NAN)
+                                        } else {
+                                            vals[r] as f64
+                                        };
                                         dst.push((t, x));
                                     }
                                 }
@@ -706,7 +871,11 @@ impl StoreQueryable<'_> {
                                     if t < mint || t > maxt {
                                         continue;
                                     }
-                                    let x = if flags[r] & 1 == 1 { Some(f64::from_bits(STALE_NAN)) } else { v.part_value(r, part) };
+                                    let x = if flags[r] & 1 == 1 {
+                                        Some(f64::from_bits(STALE_NAN))
+                                    } else {
+                                        v.part_value(r, part)
+                                    };
                                     if let Some(x) = x {
                                         dst.push((t, x));
                                     }
@@ -726,10 +895,20 @@ impl StoreQueryable<'_> {
     /// Reads the runs of indexed segments (in `jobs`' order) into their
     /// series: the older half of the rows and the newer half on two
     /// threads when there are many, each series' samples staying in order.
-    fn read_all_runs(&self, jobs: &[(&SegmentMeta, &Chosen)], mint: i64, maxt: i64, out: &mut Collected) -> crate::Result<()> {
+    fn read_all_runs(
+        &self,
+        jobs: &[(&SegmentMeta, &Chosen)],
+        mint: i64,
+        maxt: i64,
+        out: &mut Collected,
+    ) -> crate::Result<()> {
         let rows_of = |c: &Chosen| c.runs.iter().map(|(p, _)| p.rows as usize).sum::<usize>();
         let total: usize = jobs.iter().map(|(_, c)| rows_of(c)).sum();
-        let mut sink: Vec<Vec<(i64, f64)>> = out.series.iter_mut().map(|s| std::mem::take(&mut s.1)).collect();
+        let mut sink: Vec<Vec<(i64, f64)>> = out
+            .series
+            .iter_mut()
+            .map(|s| std::mem::take(&mut s.1))
+            .collect();
         let result = if total >= self.parallel_rows && jobs.len() >= 2 {
             let mut acc = 0;
             let split = jobs
@@ -755,16 +934,23 @@ impl StoreQueryable<'_> {
                     }
                     Ok(())
                 });
-                let a = older.iter().try_for_each(|(seg, c)| self.read_runs(seg, c, mint, maxt, &mut sink));
+                let a = older
+                    .iter()
+                    .try_for_each(|(seg, c)| self.read_runs(seg, c, mint, maxt, &mut sink));
                 (a, h.join())
             });
-            let b = b.unwrap_or_else(|_| Err(crate::Error::Internal("a segment reader thread failed".into())));
+            let b = b.unwrap_or_else(|_| {
+                Err(crate::Error::Internal(
+                    "a segment reader thread failed".into(),
+                ))
+            });
             for (dst, more) in sink.iter_mut().zip(newer_sink) {
                 dst.extend(more);
             }
             a.and(b)
         } else {
-            jobs.iter().try_for_each(|(seg, c)| self.read_runs(seg, c, mint, maxt, &mut sink))
+            jobs.iter()
+                .try_for_each(|(seg, c)| self.read_runs(seg, c, mint, maxt, &mut sink))
         };
         for (s, samples) in out.series.iter_mut().zip(sink) {
             s.1 = samples;
@@ -774,7 +960,9 @@ impl StoreQueryable<'_> {
 
     fn check(&self) -> crate::Result<()> {
         match self.deadline {
-            Some(d) if Instant::now() > d => Err(crate::Error::Timeout("the query ran past its time limit".into())),
+            Some(d) if Instant::now() > d => Err(crate::Error::Timeout(
+                "the query ran past its time limit".into(),
+            )),
             _ => Ok(()),
         }
     }
@@ -790,14 +978,19 @@ pub(crate) fn series_and_metadata(
     let mut series = std::collections::BTreeSet::new();
     let mut meta = FamilyMetadata::new();
     let (mint, maxt) = (start.div_euclid(1_000_000), end.div_euclid(1_000_000));
-    let rows_visit = |b: &RecordBatch, series: &mut std::collections::BTreeSet<Labels>, meta: &mut FamilyMetadata| -> crate::Result<()> {
+    let rows_visit = |b: &RecordBatch,
+                      series: &mut std::collections::BTreeSet<Labels>,
+                      meta: &mut FamilyMetadata|
+     -> crate::Result<()> {
         let c = Cols::new(b)?;
         for i in 0..b.num_rows() {
             let t = c.v.ts.value(i);
             if t < start || t > end {
                 continue;
             }
-            let Some(kind) = c.metric_kind(i) else { continue };
+            let Some(kind) = c.metric_kind(i) else {
+                continue;
+            };
             let unit = Cols::str_or_empty(c.unit, i);
             let (family, labels) = c.base(i, kind);
             meta.entry(family.clone())
@@ -809,7 +1002,11 @@ pub(crate) fn series_and_metadata(
             }
             let bounds = Cols::f64_list(c.bounds, i);
             let quantiles: Vec<f64> = c.v.quantile_list(i).into_iter().map(|q| q.0).collect();
-            series.extend(fixed_series(family, labels, kind, &bounds, &quantiles).into_iter().map(|(l, _)| l));
+            series.extend(
+                fixed_series(family, labels, kind, &bounds, &quantiles)
+                    .into_iter()
+                    .map(|(l, _)| l),
+            );
         }
         Ok(())
     };
@@ -820,8 +1017,13 @@ pub(crate) fn series_and_metadata(
             Source::Segment(seg) => match segment_plans(store, seg)? {
                 Some(plans) => {
                     let mut per_row = Vec::new();
-                    for plan in plans.iter().filter(|p| p.max_ms >= mint && p.min_ms <= maxt) {
-                        meta.entry(plan.meta.0.clone()).or_default().insert(plan.meta.1.clone());
+                    for plan in plans
+                        .iter()
+                        .filter(|p| p.max_ms >= mint && p.min_ms <= maxt)
+                    {
+                        meta.entry(plan.meta.0.clone())
+                            .or_default()
+                            .insert(plan.meta.1.clone());
                         if plan.per_row {
                             per_row.extend((plan.first..plan.first + plan.rows).map(|r| r as u32));
                         }
@@ -832,7 +1034,9 @@ pub(crate) fn series_and_metadata(
                         rows_visit(&b, &mut series, &mut meta)?;
                     }
                 }
-                None => for_each_batch(store, seg, COLUMNS, |b| rows_visit(b, &mut series, &mut meta))?,
+                None => for_each_batch(store, seg, COLUMNS, |b| {
+                    rows_visit(b, &mut series, &mut meta)
+                })?,
             },
         }
     }
@@ -858,14 +1062,18 @@ pub(crate) fn exemplars(
     start: i64,
     end: i64,
 ) -> crate::Result<std::collections::BTreeMap<Labels, Vec<Exemplar>>> {
-    let mut out: std::collections::BTreeMap<Labels, Vec<Exemplar>> = std::collections::BTreeMap::new();
+    let mut out: std::collections::BTreeMap<Labels, Vec<Exemplar>> =
+        std::collections::BTreeMap::new();
     let mut columns: Vec<&str> = COLUMNS.to_vec();
     columns.push("exemplars");
     let (mint, maxt) = (start.div_euclid(1_000_000), end.div_euclid(1_000_000));
     let matches_any = |l: &Labels| selectors.iter().any(|ms| matches_all(ms, l));
     let mut visit = |b: &RecordBatch| -> crate::Result<()> {
         let c = Cols::new(b)?;
-        let Some(ex) = b.column_by_name("exemplars").and_then(|c| c.as_list_opt::<i32>()) else {
+        let Some(ex) = b
+            .column_by_name("exemplars")
+            .and_then(|c| c.as_list_opt::<i32>())
+        else {
             return Ok(());
         };
         for i in 0..b.num_rows() {
@@ -873,30 +1081,55 @@ pub(crate) fn exemplars(
             if t < start || t > end || !ex.is_valid(i) || ex.value(i).is_empty() {
                 continue;
             }
-            let Some(kind) = c.metric_kind(i) else { continue };
+            let Some(kind) = c.metric_kind(i) else {
+                continue;
+            };
             let series: Vec<Labels> = if kind == MetricKind::ExponentialHistogram {
-                exponential_series(&c, i).into_iter().map(|(l, _)| l).collect()
+                exponential_series(&c, i)
+                    .into_iter()
+                    .map(|(l, _)| l)
+                    .collect()
             } else {
                 let (family, labels) = c.base(i, kind);
                 let bounds = Cols::f64_list(c.bounds, i);
                 let quantiles: Vec<f64> = c.v.quantile_list(i).into_iter().map(|q| q.0).collect();
-                fixed_series(family, labels, kind, &bounds, &quantiles).into_iter().map(|(l, _)| l).collect()
+                fixed_series(family, labels, kind, &bounds, &quantiles)
+                    .into_iter()
+                    .map(|(l, _)| l)
+                    .collect()
             };
             let list = ex.value(i);
-            let Some(st) = list.as_struct_opt() else { continue };
-            let et = st.column_by_name("time").and_then(|c| c.as_primitive_opt::<datafusion::arrow::datatypes::TimestampNanosecondType>());
-            let ev = st.column_by_name("value").and_then(|c| c.as_primitive_opt::<Float64Type>());
-            let evi = st.column_by_name("value_int").and_then(|c| c.as_primitive_opt::<datafusion::arrow::datatypes::Int64Type>());
-            let tid = st.column_by_name("trace_id").and_then(|c| c.as_string_opt::<i32>());
-            let sid = st.column_by_name("span_id").and_then(|c| c.as_string_opt::<i32>());
-            let attrs = st.column_by_name("filtered_attributes").and_then(|c| c.as_map_opt());
+            let Some(st) = list.as_struct_opt() else {
+                continue;
+            };
+            let et = st.column_by_name("time").and_then(|c| {
+                c.as_primitive_opt::<datafusion::arrow::datatypes::TimestampNanosecondType>()
+            });
+            let ev = st
+                .column_by_name("value")
+                .and_then(|c| c.as_primitive_opt::<Float64Type>());
+            let evi = st
+                .column_by_name("value_int")
+                .and_then(|c| c.as_primitive_opt::<datafusion::arrow::datatypes::Int64Type>());
+            let tid = st
+                .column_by_name("trace_id")
+                .and_then(|c| c.as_string_opt::<i32>());
+            let sid = st
+                .column_by_name("span_id")
+                .and_then(|c| c.as_string_opt::<i32>());
+            let attrs = st
+                .column_by_name("filtered_attributes")
+                .and_then(|c| c.as_map_opt());
             for j in 0..st.len() {
                 let value = match (ev.filter(|a| a.is_valid(j)), evi.filter(|a| a.is_valid(j))) {
                     (Some(a), _) => a.value(j),
                     (None, Some(a)) => a.value(j) as f64,
                     _ => continue,
                 };
-                let time = et.filter(|a| a.is_valid(j)).map_or(t, |a| a.value(j)).div_euclid(1_000_000);
+                let time = et
+                    .filter(|a| a.is_valid(j))
+                    .map_or(t, |a| a.value(j))
+                    .div_euclid(1_000_000);
                 if time < mint || time > maxt {
                     continue;
                 }
@@ -909,7 +1142,9 @@ pub(crate) fn exemplars(
                     })
                     .min_by(|a, b| a.0.total_cmp(&b.0))
                     .map(|(_, l)| l);
-                let Some(target) = bucket.or_else(|| series.first()) else { continue };
+                let Some(target) = bucket.or_else(|| series.first()) else {
+                    continue;
+                };
                 if !matches_any(target) {
                     continue;
                 }
@@ -925,7 +1160,11 @@ pub(crate) fn exemplars(
                 if let Some(s) = sid.filter(|a| a.is_valid(j)) {
                     labels.insert("span_id".into(), s.value(j).to_owned());
                 }
-                out.entry(target.clone()).or_default().push(Exemplar { labels, value, time });
+                out.entry(target.clone()).or_default().push(Exemplar {
+                    labels,
+                    value,
+                    time,
+                });
             }
         }
         Ok(())
@@ -958,18 +1197,37 @@ pub(crate) fn exemplars(
 }
 
 impl Queryable for StoreQueryable<'_> {
-    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<RawSeries>, EvalError> {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<RawSeries>, EvalError> {
         let to_ns = |ms: i64| ms.saturating_mul(1_000_000);
-        let sources = Sources::new(self.store, Signal::Metrics, to_ns(mint), to_ns(maxt).saturating_add(999_999));
+        let sources = Sources::new(
+            self.store,
+            Signal::Metrics,
+            to_ns(mint),
+            to_ns(maxt).saturating_add(999_999),
+        );
         let mut out = Collected::default();
         // Oldest segments first, the buffer last: samples arrive in time
         // order and need no sort, unless segments overlap.
-        let mut order: Vec<&Source> = sources.list.iter().filter(|s| matches!(s, Source::Segment(_))).collect();
+        let mut order: Vec<&Source> = sources
+            .list
+            .iter()
+            .filter(|s| matches!(s, Source::Segment(_)))
+            .collect();
         order.sort_by_key(|s| match s {
             Source::Segment(seg) => (seg.min_time, seg.max_time),
             Source::Buffer(_) => (i64::MAX, i64::MAX),
         });
-        order.extend(sources.list.iter().filter(|s| matches!(s, Source::Buffer(_))));
+        order.extend(
+            sources
+                .list
+                .iter()
+                .filter(|s| matches!(s, Source::Buffer(_))),
+        );
         let mut run = || -> crate::Result<()> {
             // First which runs of which segments, so each series is sized once.
             let plans: Vec<Option<std::sync::Arc<Vec<RunPlan>>>> = order
@@ -981,7 +1239,10 @@ impl Queryable for StoreQueryable<'_> {
                 .collect::<crate::Result<_>>()?;
             let chosen: Vec<Option<Chosen>> = plans
                 .iter()
-                .map(|p| p.as_ref().map(|p| Self::choose(p, matchers, mint, maxt, &mut out)))
+                .map(|p| {
+                    p.as_ref()
+                        .map(|p| Self::choose(p, matchers, mint, maxt, &mut out))
+                })
                 .collect();
             for (s, n) in out.series.iter_mut().zip(&out.expected) {
                 s.1.reserve_exact(*n);
@@ -1006,7 +1267,9 @@ impl Queryable for StoreQueryable<'_> {
                     }
                     (Source::Segment(_), Some(_)) => {}
                     (Source::Segment(seg), None) => {
-                        for_each_batch(self.store, seg, COLUMNS, |b| self.visit(b, matchers, mint, maxt, &mut out))?
+                        for_each_batch(self.store, seg, COLUMNS, |b| {
+                            self.visit(b, matchers, mint, maxt, &mut out)
+                        })?
                     }
                 }
             }
@@ -1053,7 +1316,10 @@ mod tests {
     use super::*;
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
-    use opentelemetry_proto::tonic::metrics::v1::{Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric::Data, number_data_point};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric::Data,
+        number_data_point,
+    };
     use promql_parser::label::MatchOp;
 
     fn gauge(series: u32, from_min: i64, to_min: i64) -> ExportMetricsServiceRequest {
@@ -1062,11 +1328,15 @@ mod tests {
                 (from_min..to_min).map(move |m| NumberDataPoint {
                     attributes: vec![KeyValue {
                         key: "s".into(),
-                        value: Some(AnyValue { value: Some(Value::StringValue(s.to_string())) }),
+                        value: Some(AnyValue {
+                            value: Some(Value::StringValue(s.to_string())),
+                        }),
                         key_strindex: 0,
                     }],
                     time_unix_nano: (m * 60_000_000_000) as u64,
-                    value: Some(number_data_point::Value::AsDouble((m * 10 + i64::from(s)) as f64)),
+                    value: Some(number_data_point::Value::AsDouble(
+                        (m * 10 + i64::from(s)) as f64,
+                    )),
                     ..Default::default()
                 })
             })
@@ -1074,7 +1344,13 @@ mod tests {
         ExportMetricsServiceRequest {
             resource_metrics: vec![ResourceMetrics {
                 scope_metrics: vec![ScopeMetrics {
-                    metrics: vec![Metric { name: "load".into(), data: Some(Data::Gauge(Gauge { data_points: points })), ..Default::default() }],
+                    metrics: vec![Metric {
+                        name: "load".into(),
+                        data: Some(Data::Gauge(Gauge {
+                            data_points: points,
+                        })),
+                        ..Default::default()
+                    }],
                     ..Default::default()
                 }],
                 ..Default::default()
@@ -1087,12 +1363,21 @@ mod tests {
     #[test]
     fn indexed_segments_read_alike_on_one_and_two_threads() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let store = Store::open(lumen_store::StoreConfig::new(dir.path())).unwrap_or_else(|e| panic!("{e}"));
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(lumen_store::StoreConfig::new(dir.path()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
         // Three hours in three flushes, then a fourth hour left in the buffer.
-        for (i, (from, to)) in [(0, 60), (60, 120), (120, 180), (180, 240)].into_iter().enumerate() {
-            let batch = lumen_collector::convert::metrics(&gauge(5, from, to)).unwrap_or_else(|e| panic!("{e}")).batch;
-            rt.block_on(store.append(Signal::Metrics, batch)).unwrap_or_else(|e| panic!("{e}"));
+        for (i, (from, to)) in [(0, 60), (60, 120), (120, 180), (180, 240)]
+            .into_iter()
+            .enumerate()
+        {
+            let batch = lumen_collector::convert::metrics(&gauge(5, from, to))
+                .unwrap_or_else(|e| panic!("{e}"))
+                .batch;
+            rt.block_on(store.append(Signal::Metrics, batch))
+                .unwrap_or_else(|e| panic!("{e}"));
             if i < 3 {
                 store.flush_all().unwrap_or_else(|e| panic!("{e}"));
             }
@@ -1100,8 +1385,14 @@ mod tests {
         assert!(store.snapshot(Signal::Metrics).segments.len() >= 3);
         let matchers = [Matcher::new(MatchOp::Equal, "__name__", "load")];
         let read = |parallel_rows| {
-            let q = StoreQueryable { store: &store, deadline: None, parallel_rows };
-            let mut s = q.select(&matchers, 0, i64::MAX).unwrap_or_else(|e| panic!("{e}"));
+            let q = StoreQueryable {
+                store: &store,
+                deadline: None,
+                parallel_rows,
+            };
+            let mut s = q
+                .select(&matchers, 0, i64::MAX)
+                .unwrap_or_else(|e| panic!("{e}"));
             s.sort_by(|a, b| a.labels.cmp(&b.labels));
             s
         };
@@ -1110,13 +1401,20 @@ mod tests {
         assert_eq!(one, two);
         assert_eq!(one.len(), 5);
         for (k, s) in one.iter().enumerate() {
-            assert_eq!(s.labels.get("s").map(String::as_str), Some(k.to_string().as_str()));
-            let want: Vec<(i64, f64)> = (0..240).map(|m| (m * 60_000, (m * 10 + k as i64) as f64)).collect();
+            assert_eq!(
+                s.labels.get("s").map(String::as_str),
+                Some(k.to_string().as_str())
+            );
+            let want: Vec<(i64, f64)> = (0..240)
+                .map(|m| (m * 60_000, (m * 10 + k as i64) as f64))
+                .collect();
             assert_eq!(s.samples, want);
         }
         // A window inside one hour prunes the other runs and rows.
         let q = StoreQueryable::new(&store, None);
-        let s = q.select(&matchers, 61 * 60_000, 62 * 60_000).unwrap_or_else(|e| panic!("{e}"));
+        let s = q
+            .select(&matchers, 61 * 60_000, 62 * 60_000)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.iter().map(|s| s.samples.len()).sum::<usize>(), 10);
     }
 }
