@@ -37,26 +37,7 @@ pub(crate) fn str_col<'a>(
         .ok_or_else(|| missing(name))
 }
 
-/// The (key, value) pairs of row `i` of a `Map<Utf8, Utf8>` column, in
-/// order; NULL values as "", a NULL map as no pairs.
-pub fn map_entries(m: &datafusion::arrow::array::MapArray, i: usize) -> Vec<(String, String)> {
-    if m.is_null(i) {
-        return Vec::new();
-    }
-    let e = m.value(i);
-    let (Some(k), Some(v)) = (
-        e.column(0).as_string_opt::<i32>(),
-        e.column(1).as_string_opt::<i32>(),
-    ) else {
-        return Vec::new();
-    };
-    (0..k.len())
-        .map(|j| {
-            let val = if v.is_valid(j) { v.value(j) } else { "" };
-            (k.value(j).to_owned(), val.to_owned())
-        })
-        .collect()
-}
+pub use lumen_store::schema::map_entries;
 
 /// Converts every row of `batches` to a JSON object keyed by column name.
 pub fn rows(batches: &[RecordBatch]) -> Result<Vec<Map<String, Value>>> {

@@ -532,21 +532,7 @@ fn selectors_of(e: &Expr, out: &mut Vec<Vec<Matcher>>) {
         _ => None,
     };
     if let Some(vs) = vs {
-        let mut base: Vec<Matcher> = vs
-            .name
-            .iter()
-            .map(|n| Matcher::new(promql_parser::label::MatchOp::Equal, "__name__", n))
-            .collect();
-        base.extend(vs.matchers.matchers.iter().cloned());
-        if vs.matchers.or_matchers.is_empty() {
-            out.push(base);
-        } else {
-            for group in &vs.matchers.or_matchers {
-                let mut ms = base.clone();
-                ms.extend(group.iter().cloned());
-                out.push(ms);
-            }
-        }
+        out.extend(crate::promql::alternatives(vs));
         return;
     }
     match e {

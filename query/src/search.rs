@@ -285,6 +285,16 @@ fn open_segment(store: &Store, seg: &SegmentMeta) -> Result<SegmentFile> {
     }
 }
 
+/// A segment's key in the process-wide caches (footers, series plans):
+/// keys are relative to a store, so the data directory is part of it.
+pub(crate) fn segment_key(store: &Store, seg: &SegmentMeta) -> String {
+    store
+        .data_dir()
+        .join(&seg.path)
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// Rows `rows` (ascending; all when `None`) of columns `columns` (all when
 /// `None`) of a segment, reading only the pages that hold them.
 pub(crate) fn read_segment(
@@ -293,12 +303,7 @@ pub(crate) fn read_segment(
     rows: Option<&[u32]>,
     columns: Option<&[&str]>,
 ) -> Result<RecordBatch> {
-    // Keys are relative to a store: the cache is process-wide.
-    let key = store
-        .data_dir()
-        .join(&seg.path)
-        .to_string_lossy()
-        .into_owned();
+    let key = segment_key(store, seg);
     match open_segment(store, seg)? {
         SegmentFile::Local(f) => read_parquet(&key, f, rows, columns),
         SegmentFile::Remote(b) => read_parquet(&key, b, rows, columns),
@@ -356,11 +361,7 @@ fn load_metadata<R: ChunkReader + 'static>(key: &str, file: &R) -> Result<ArrowR
 
 /// The value of key `name` in a segment's footer metadata.
 pub(crate) fn footer_value(store: &Store, seg: &SegmentMeta, name: &str) -> Result<Option<String>> {
-    let key = store
-        .data_dir()
-        .join(&seg.path)
-        .to_string_lossy()
-        .into_owned();
+    let key = segment_key(store, seg);
     let meta = match open_segment(store, seg)? {
         SegmentFile::Local(f) => load_metadata(&key, &f)?,
         SegmentFile::Remote(b) => load_metadata(&key, &b)?,
@@ -405,23 +406,9 @@ pub(crate) fn for_each_batch(
     store: &Store,
     seg: &SegmentMeta,
     columns: &[&str],
-    mut f: impl FnMut(&RecordBatch) -> Result<()>,
+    f: impl FnMut(&RecordBatch) -> Result<()>,
 ) -> Result<()> {
-    let key = store
-        .data_dir()
-        .join(&seg.path)
-        .to_string_lossy()
-        .into_owned();
-    let mut run = |reader: datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader| {
-        for batch in reader {
-            f(&batch?)?;
-        }
-        Ok(())
-    };
-    match open_segment(store, seg)? {
-        SegmentFile::Local(file) => run(parquet_reader(&key, file, None, Some(columns))?),
-        SegmentFile::Remote(b) => run(parquet_reader(&key, b, None, Some(columns))?),
-    }
+    for_each_rows(store, seg, None, columns, f)
 }
 
 /// Rows `rows` (ascending) of columns `columns` of a segment, batch by
@@ -431,13 +418,19 @@ pub(crate) fn for_each_selected(
     seg: &SegmentMeta,
     rows: &[u32],
     columns: &[&str],
+    f: impl FnMut(&RecordBatch) -> Result<()>,
+) -> Result<()> {
+    for_each_rows(store, seg, Some(rows), columns, f)
+}
+
+fn for_each_rows(
+    store: &Store,
+    seg: &SegmentMeta,
+    rows: Option<&[u32]>,
+    columns: &[&str],
     mut f: impl FnMut(&RecordBatch) -> Result<()>,
 ) -> Result<()> {
-    let key = store
-        .data_dir()
-        .join(&seg.path)
-        .to_string_lossy()
-        .into_owned();
+    let key = segment_key(store, seg);
     let mut run = |reader: datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader| {
         for batch in reader {
             f(&batch?)?;
@@ -445,8 +438,8 @@ pub(crate) fn for_each_selected(
         Ok(())
     };
     match open_segment(store, seg)? {
-        SegmentFile::Local(file) => run(parquet_reader(&key, file, Some(rows), Some(columns))?),
-        SegmentFile::Remote(b) => run(parquet_reader(&key, b, Some(rows), Some(columns))?),
+        SegmentFile::Local(file) => run(parquet_reader(&key, file, rows, Some(columns))?),
+        SegmentFile::Remote(b) => run(parquet_reader(&key, b, rows, Some(columns))?),
     }
 }
 

@@ -78,6 +78,28 @@ pub fn ts_type() -> DataType {
     DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
 }
 
+/// The (key, value) pairs of row `i` of a `Map<Utf8, Utf8>` column, in
+/// order; NULL values as "", a NULL map as no pairs.
+pub fn map_entries(m: &datafusion::arrow::array::MapArray, i: usize) -> Vec<(String, String)> {
+    use datafusion::arrow::array::{Array, AsArray};
+    if m.is_null(i) {
+        return Vec::new();
+    }
+    let e = m.value(i);
+    let (Some(k), Some(v)) = (
+        e.column(0).as_string_opt::<i32>(),
+        e.column(1).as_string_opt::<i32>(),
+    ) else {
+        return Vec::new();
+    };
+    (0..k.len())
+        .map(|j| {
+            let val = if v.is_valid(j) { v.value(j) } else { "" };
+            (k.value(j).to_owned(), val.to_owned())
+        })
+        .collect()
+}
+
 /// The field of a `Map<Utf8, Utf8>` as arrow's `MapBuilder` makes it.
 pub fn map_field(name: &str, nullable: bool) -> Field {
     let entries = Field::new(

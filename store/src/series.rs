@@ -187,22 +187,8 @@ pub struct SeriesIndex {
 }
 
 fn map_pairs(m: Option<&MapArray>, i: usize) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    if let Some(m) = m
-        && m.is_valid(i)
-    {
-        let e = m.value(i);
-        if let (Some(k), Some(v)) = (
-            e.column(0).as_string_opt::<i32>(),
-            e.column(1).as_string_opt::<i32>(),
-        ) {
-            for j in 0..k.len() {
-                let val = if v.is_valid(j) { v.value(j) } else { "" };
-                out.push((k.value(j).to_owned(), val.to_owned()));
-            }
-        }
-    }
-    out
+    m.map(|m| crate::schema::map_entries(m, i))
+        .unwrap_or_default()
 }
 
 fn f64_list(b: &RecordBatch, name: &str, i: usize) -> Vec<f64> {

@@ -5,7 +5,6 @@ use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::token::{
     T_ADD, T_ATAN2, T_AVG, T_BOTTOMK, T_COUNT, T_COUNT_VALUES, T_DIV, T_EQLC, T_GROUP, T_GTE,
     T_GTR, T_LAND, T_LOR, T_LSS, T_LTE, T_LUNLESS, T_MAX, T_MIN, T_MOD, T_MUL, T_NEQ, T_POW,
@@ -447,28 +446,14 @@ impl<'a> Ev<'a> {
 
     /// Reads the series of a selector with samples in `[mint, maxt]`.
     fn fetch(&self, vs: &VectorSelector, mint: i64, maxt: i64) -> Result<Vec<RawSeries>> {
-        let mut base: Vec<Matcher> = Vec::new();
-        if let Some(name) = &vs.name {
-            base.push(Matcher::new(MatchOp::Equal, "__name__", name));
-        }
-        let mut alternatives: Vec<Vec<Matcher>> = Vec::new();
-        if vs.matchers.or_matchers.is_empty() {
-            let mut ms = base.clone();
-            ms.extend(vs.matchers.matchers.iter().cloned());
-            alternatives.push(ms);
-        } else {
-            for group in &vs.matchers.or_matchers {
-                let mut ms = base.clone();
-                ms.extend(vs.matchers.matchers.iter().cloned());
-                ms.extend(group.iter().cloned());
-                alternatives.push(ms);
-            }
-        }
+        let alternatives = super::alternatives(vs);
         let mut out: Vec<RawSeries> = Vec::new();
+        // Alternatives (`{a="1" or b="2"}`) may select a series twice.
         let mut seen: HashSet<Labels> = HashSet::new();
+        let several = alternatives.len() > 1;
         for ms in &alternatives {
             for s in self.q.select(ms, mint, maxt)? {
-                if seen.insert(s.labels.clone()) {
+                if !several || seen.insert(s.labels.clone()) {
                     self.charge(s.samples.len())?;
                     out.push(s);
                 }
@@ -844,21 +829,7 @@ impl<'a> Ev<'a> {
     fn aggregate(&self, a: &AggregateExpr) -> Result<Val> {
         let op = a.op.id();
         let input = self.eval_vector(&a.expr, "aggregation")?;
-        let group_labels = |l: &Labels| -> Labels {
-            match &a.modifier {
-                Some(LabelModifier::Include(keep)) => l
-                    .iter()
-                    .filter(|(k, _)| keep.labels.iter().any(|x| x == *k))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                Some(LabelModifier::Exclude(drop)) => l
-                    .iter()
-                    .filter(|(k, _)| *k != "__name__" && !drop.labels.iter().any(|x| x == *k))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                None => Labels::new(),
-            }
-        };
+        let group_labels = |l: &Labels| kept_labels(l, &a.modifier, false);
         let mut groups: Vec<Labels> = Vec::new();
         let mut group_of: Vec<usize> = Vec::with_capacity(input.len());
         // Delayed name removal: a group kept by `__name__` drops the name from
@@ -1264,60 +1235,39 @@ fn vector_scalar(
         .collect()
 }
 
-/// The labels a binary operation matches series on.
+/// Whether label `k` is one `m` keeps: `by`/`on` keep the listed labels,
+/// `without`/`ignoring` all others but `__name__`; with no modifier, all but
+/// `__name__` when `none_keeps_all` (matching), else none (aggregation).
+fn kept(k: &str, m: &Option<LabelModifier>, none_keeps_all: bool) -> bool {
+    match m {
+        Some(LabelModifier::Include(on)) => on.labels.iter().any(|x| x == k),
+        Some(LabelModifier::Exclude(ign)) => k != "__name__" && !ign.labels.iter().any(|x| x == k),
+        None => none_keeps_all && k != "__name__",
+    }
+}
+
+/// The labels of `l` that `m` keeps (see [`kept`]).
+fn kept_labels(l: &Labels, m: &Option<LabelModifier>, none_keeps_all: bool) -> Labels {
+    l.iter()
+        .filter(|(k, _)| kept(k, m, none_keeps_all))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// The labels a binary operation matches series on, as one key.
 fn signature(l: &Labels, matching: &Option<LabelModifier>) -> String {
     let mut s = String::new();
-    let mut push = |k: &str, v: &str| {
+    for (k, v) in l.iter().filter(|(k, _)| kept(k, matching, true)) {
         s.push_str(k);
         s.push('\u{ff}');
         s.push_str(v);
         s.push('\u{fe}');
-    };
-    match matching {
-        Some(LabelModifier::Include(on)) => {
-            for (k, v) in l {
-                if on.labels.iter().any(|x| x == k) {
-                    push(k, v);
-                }
-            }
-        }
-        Some(LabelModifier::Exclude(ign)) => {
-            for (k, v) in l {
-                if k != "__name__" && !ign.labels.iter().any(|x| x == k) {
-                    push(k, v);
-                }
-            }
-        }
-        None => {
-            for (k, v) in l {
-                if k != "__name__" {
-                    push(k, v);
-                }
-            }
-        }
     }
     s
 }
 
 fn match_group(l: &Labels, matching: &Option<LabelModifier>) -> String {
-    let kept: Labels = match matching {
-        Some(LabelModifier::Include(on)) => l
-            .iter()
-            .filter(|(k, _)| on.labels.iter().any(|x| x == *k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        Some(LabelModifier::Exclude(ign)) => l
-            .iter()
-            .filter(|(k, _)| *k != "__name__" && !ign.labels.iter().any(|x| x == *k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        None => l
-            .iter()
-            .filter(|(k, _)| *k != "__name__")
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-    };
-    labels_string(&kept)
+    labels_string(&kept_labels(l, matching, true))
 }
 
 /// The labels of a binary operation's result, as Prometheus's

@@ -140,11 +140,7 @@ pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
                     "invalid regular expression in label_replace(): {re_src}: {e}"
                 ))
             })?;
-            if !crate::promnames::is_valid_label_name(&dst) {
-                return Err(EvalError::Execution(format!(
-                    "invalid destination label name in label_replace(): {dst}"
-                )));
-            }
+            check_destination(&dst, name)?;
             let out = v
                 .into_iter()
                 .map(|mut s| {
@@ -152,14 +148,7 @@ pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
                     if let Some(caps) = re.captures(&value) {
                         let mut res = String::new();
                         caps.expand(&repl, &mut res);
-                        if res.is_empty() {
-                            s.labels.remove(&dst);
-                        } else {
-                            s.labels.insert(dst.clone(), res);
-                        }
-                        if dst == "__name__" {
-                            s.drop = false;
-                        }
+                        set_label(&mut s, &dst, res);
                     }
                     s
                 })
@@ -174,11 +163,7 @@ pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
             for i in 3..nargs {
                 srcs.push(ev.eval_string(arg(c, i)?, name)?);
             }
-            if !crate::promnames::is_valid_label_name(&dst) {
-                return Err(EvalError::Execution(format!(
-                    "invalid destination label name in label_join(): {dst}"
-                )));
-            }
+            check_destination(&dst, name)?;
             let out = v
                 .into_iter()
                 .map(|mut s| {
@@ -187,14 +172,7 @@ pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
                         .map(|k| s.labels.get(k).map_or("", String::as_str))
                         .collect::<Vec<_>>()
                         .join(&sep);
-                    if joined.is_empty() {
-                        s.labels.remove(&dst);
-                    } else {
-                        s.labels.insert(dst.clone(), joined);
-                    }
-                    if dst == "__name__" {
-                        s.drop = false;
-                    }
+                    set_label(&mut s, &dst, joined);
                     s
                 })
                 .collect();
@@ -349,6 +327,29 @@ pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
                 |x, _| Some(f(x)),
             ))?))
         }
+    }
+}
+
+/// `label_replace`/`label_join` write `value` to `dst` (an empty value
+/// removes it); a name written so is the result's, not to be dropped.
+fn set_label(s: &mut SSeries, dst: &str, value: String) {
+    if value.is_empty() {
+        s.labels.remove(dst);
+    } else {
+        s.labels.insert(dst.to_owned(), value);
+    }
+    if dst == "__name__" {
+        s.drop = false;
+    }
+}
+
+fn check_destination(dst: &str, func: &str) -> Result<()> {
+    if crate::promnames::is_valid_label_name(dst) {
+        Ok(())
+    } else {
+        Err(EvalError::Execution(format!(
+            "invalid destination label name in {func}(): {dst}"
+        )))
     }
 }
 

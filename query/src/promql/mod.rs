@@ -77,6 +77,44 @@ pub enum EvalError {
     Storage(String),
 }
 
+/// The matchers of a selector (its name as `__name__=`), one list per
+/// alternative of `{a="1" or b="2"}`: a series matches if it matches any.
+pub(crate) fn alternatives(vs: &promql_parser::parser::VectorSelector) -> Vec<Vec<Matcher>> {
+    let mut base: Vec<Matcher> = Vec::new();
+    if let Some(name) = &vs.name {
+        base.push(Matcher::new(
+            promql_parser::label::MatchOp::Equal,
+            "__name__",
+            name,
+        ));
+    }
+    base.extend(vs.matchers.matchers.iter().cloned());
+    if vs.matchers.or_matchers.is_empty() {
+        return vec![base];
+    }
+    vs.matchers
+        .or_matchers
+        .iter()
+        .map(|group| {
+            let mut ms = base.clone();
+            ms.extend(group.iter().cloned());
+            ms
+        })
+        .collect()
+}
+
+/// Of samples at one time (sorted, older first), keeps the later.
+pub(crate) fn dedup_keep_later(samples: &mut Vec<(i64, f64)>) {
+    samples.dedup_by(|later, earlier| {
+        if later.0 == earlier.0 {
+            *earlier = *later;
+            true
+        } else {
+            false
+        }
+    });
+}
+
 /// Formats a float as Prometheus does in results and `le`/`quantile`
 /// labels: shortest round-trip form, no exponent, `+Inf`, `-Inf`, `NaN`.
 pub fn format_value(v: f64) -> String {

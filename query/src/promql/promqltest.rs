@@ -33,16 +33,9 @@ impl MemStorage {
     pub fn add(&mut self, labels: Labels, samples: impl IntoIterator<Item = (i64, f64)>) {
         let s = self.series.entry(labels).or_default();
         s.extend(samples);
-        // Stable: of equal times, the older sample comes first; keep the newer.
+        // Stable: of equal times, the older sample comes first.
         s.sort_by_key(|p| p.0);
-        s.dedup_by(|later, earlier| {
-            if later.0 == earlier.0 {
-                *earlier = *later;
-                true
-            } else {
-                false
-            }
-        });
+        super::dedup_keep_later(s);
     }
 }
 

@@ -233,21 +233,23 @@ impl<'b> Cols<'b> {
     }
 
     fn f64_list(l: &ListArray, i: usize) -> Vec<f64> {
-        if !l.is_valid(i) {
-            return Vec::new();
-        }
-        l.value(i)
-            .as_primitive_opt::<Float64Type>()
-            .map(|a| a.values().to_vec())
-            .unwrap_or_default()
+        Self::list::<Float64Type>(l, i)
     }
 
     fn u64_list(l: &ListArray, i: usize) -> Vec<u64> {
+        Self::list::<UInt64Type>(l, i)
+    }
+
+    /// The values of row `i` of a list of primitives (none when null).
+    fn list<T: datafusion::arrow::datatypes::ArrowPrimitiveType>(
+        l: &ListArray,
+        i: usize,
+    ) -> Vec<T::Native> {
         if !l.is_valid(i) {
             return Vec::new();
         }
         l.value(i)
-            .as_primitive_opt::<UInt64Type>()
+            .as_primitive_opt::<T>()
             .map(|a| a.values().to_vec())
             .unwrap_or_default()
     }
@@ -1288,14 +1290,7 @@ impl Queryable for StoreQueryable<'_> {
                 }
                 // Two points at one time (the same series from two
                 // resources): the later one read wins.
-                samples.dedup_by(|later, earlier| {
-                    if later.0 == earlier.0 {
-                        *earlier = *later;
-                        true
-                    } else {
-                        false
-                    }
-                });
+                super::dedup_keep_later(&mut samples);
                 if delta {
                     let mut total = 0.0;
                     for s in samples.iter_mut() {
