@@ -144,6 +144,41 @@ fn check_everything(server: &TestServer) {
         3.0
     );
     assert_eq!(one_value(server, "payload_bytes_count", t), 4.0);
+    // The same exponential histogram as a native histogram of the family's
+    // name: OTLP's bucket 0 of scale 0 is (1,2].
+    assert_eq!(one_value(server, "histogram_count(payload_bytes)", t), 4.0);
+    assert_eq!(one_value(server, "histogram_sum(payload_bytes)", t), 12.0);
+    assert_eq!(
+        one_value(server, "histogram_fraction(0, 4, payload_bytes)", t),
+        0.75
+    );
+    let q = one_value(server, "histogram_quantile(0.5, payload_bytes)", t);
+    assert!(close(q, 2f64.powf(1.5)), "{q}");
+    let d = query(server, "payload_bytes", t);
+    let native = json!({"count": "4", "sum": "12", "buckets": [
+        [0, "1", "2", "1"], [0, "2", "4", "2"], [0, "4", "8", "1"]]});
+    assert_eq!(
+        d["result"],
+        json!([{"metric": {"__name__": "payload_bytes", "job": "api", "instance": "i-1"},
+                "histogram": [t, native]}]),
+        "{d}"
+    );
+    let (status, v) = server.get_json(
+        "/api/v1/query_range",
+        &[
+            ("query", "payload_bytes"),
+            ("start", &t.to_string()),
+            ("end", &(t + 30).to_string()),
+            ("step", "30s"),
+        ],
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["data"]["result"][0]["histograms"],
+        json!([[t, native], [t + 30, native]]),
+        "{v}"
+    );
+    assert!(v["data"]["result"][0].get("values").is_none(), "{v}");
     assert_eq!(
         one_value(server, r#"rpc_latency_milliseconds{quantile="0.99"}"#, t),
         5.0

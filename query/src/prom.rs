@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 
 use crate::promnames;
 use crate::promql::storage::{FamilyMetadata, StoreQueryable, series_and_metadata as series_in};
-use crate::promql::{Engine, EvalError, QueryValue, format_value};
+use crate::promql::{Engine, EvalError, FloatHistogram, QueryValue, Sample, format_value};
 use crate::{AppState, Error};
 
 pub use crate::promql::Labels;
@@ -399,6 +399,21 @@ fn point_json(t: i64, v: f64) -> Value {
     json!([ts_json(t), format_value(v)])
 }
 
+/// A native histogram as Prometheus's API writes it: count, sum, and the
+/// non-empty buckets as `[boundary rule, lower, upper, count]`.
+fn histogram_json(t: i64, h: &FloatHistogram) -> Value {
+    let buckets: Vec<Value> = h
+        .api_buckets()
+        .into_iter()
+        .map(|(rule, lo, hi, c)| json!([rule, format_value(lo), format_value(hi), format_value(c)]))
+        .collect();
+    let mut body = json!({ "count": format_value(h.count), "sum": format_value(h.sum) });
+    if !buckets.is_empty() {
+        body["buckets"] = Value::Array(buckets);
+    }
+    json!([ts_json(t), body])
+}
+
 fn result_json(v: QueryValue) -> Value {
     let kind = v.type_name();
     let result = match v {
@@ -406,15 +421,24 @@ fn result_json(v: QueryValue) -> Value {
         QueryValue::String { t, v } => json!([ts_json(t), v]),
         QueryValue::Vector(ss) => Value::Array(
             ss.into_iter()
-                .map(|(l, t, v)| json!({ "metric": l, "value": point_json(t, v) }))
+                .map(|(l, t, v)| match v {
+                    Sample::F(v) => json!({ "metric": l, "value": point_json(t, v) }),
+                    Sample::H(h) => json!({ "metric": l, "histogram": histogram_json(t, &h) }),
+                })
                 .collect(),
         ),
         QueryValue::Matrix(ms) => Value::Array(
             ms.into_iter()
-                .map(|(l, pts)| {
-                    let values: Vec<Value> =
-                        pts.into_iter().map(|(t, v)| point_json(t, v)).collect();
-                    json!({ "metric": l, "values": values })
+                .map(|m| {
+                    let mut o = json!({ "metric": m.labels });
+                    if !m.floats.is_empty() {
+                        o["values"] = m.floats.into_iter().map(|(t, v)| point_json(t, v)).collect();
+                    }
+                    if !m.hists.is_empty() {
+                        o["histograms"] =
+                            m.hists.iter().map(|(t, h)| histogram_json(*t, h)).collect();
+                    }
+                    o
                 })
                 .collect(),
         ),

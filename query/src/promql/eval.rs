@@ -3,6 +3,7 @@
 
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use promql_parser::parser::token::{
@@ -15,7 +16,8 @@ use promql_parser::parser::{
     VectorSelector,
 };
 
-use super::{EvalError, Labels, Queryable, RawSeries, is_not_float, labels_string};
+use super::histogram::FloatHistogram;
+use super::{EvalError, Labels, Queryable, RawSeries, is_stale, labels_string};
 
 type Result<T> = std::result::Result<T, EvalError>;
 
@@ -65,9 +67,25 @@ pub enum QueryValue {
         v: String,
     },
     /// Series with their value at the evaluation time.
-    Vector(Vec<(Labels, i64, f64)>),
+    Vector(Vec<(Labels, i64, Sample)>),
     /// Series with their points.
-    Matrix(Vec<(Labels, Vec<(i64, f64)>)>),
+    Matrix(Vec<MatrixSeries>),
+}
+
+/// A sample's value: a float or a native histogram.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sample {
+    F(f64),
+    H(Arc<FloatHistogram>),
+}
+
+/// One series of a matrix result: its float points and its histogram
+/// points, each sorted by time.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MatrixSeries {
+    pub labels: Labels,
+    pub floats: Vec<(i64, f64)>,
+    pub hists: Vec<(i64, Arc<FloatHistogram>)>,
 }
 
 impl QueryValue {
@@ -91,12 +109,26 @@ impl Engine {
             Val::Str(s) => QueryValue::String { t, v: s },
             Val::Vector(ss) => QueryValue::Vector(
                 ss.into_iter()
-                    .filter_map(|s| s.vals[0].map(|v| (s.labels, t, v)))
+                    .filter_map(|s| {
+                        let v = match (s.vals[0], s.hist(0)) {
+                            (Some(v), _) => Sample::F(v),
+                            (None, Some(h)) => Sample::H(h.clone()),
+                            (None, None) => return None,
+                        };
+                        Some((s.labels, t, v))
+                    })
                     .collect(),
             ),
             Val::Matrix(ms) => {
-                let mut out: Vec<_> = ms.into_iter().map(|s| (s.labels, s.points)).collect();
-                out.sort_by(|a, b| a.0.cmp(&b.0));
+                let mut out: Vec<MatrixSeries> = ms
+                    .into_iter()
+                    .map(|s| MatrixSeries {
+                        labels: s.labels,
+                        floats: s.points,
+                        hists: s.hpoints,
+                    })
+                    .collect();
+                out.sort_by(|a, b| a.labels.cmp(&b.labels));
                 QueryValue::Matrix(out)
             }
         })
@@ -141,18 +173,26 @@ impl Engine {
         let samples = Cell::new(0);
         let ev = Ev::new(self, q, start, end, step, start, end, &samples);
         let value = finish(ev.eval(expr)?)?;
-        let times = |vals: Vec<Option<f64>>| -> Vec<(i64, f64)> {
+        fn times<T>(vals: Vec<Option<T>>, start: i64, step: i64) -> Vec<(i64, T)> {
             vals.into_iter()
                 .enumerate()
                 .filter_map(|(i, v)| v.map(|v| (start + i as i64 * step, v)))
                 .collect()
-        };
-        let mut out: Vec<(Labels, Vec<(i64, f64)>)> = match value {
-            Val::Scalar(v) => vec![(Labels::new(), times(v.into_iter().map(Some).collect()))],
+        }
+        let mut out: Vec<MatrixSeries> = match value {
+            Val::Scalar(v) => vec![MatrixSeries {
+                labels: Labels::new(),
+                floats: times(v.into_iter().map(Some).collect(), start, step),
+                hists: Vec::new(),
+            }],
             Val::Vector(ss) => ss
                 .into_iter()
-                .map(|s| (s.labels, times(s.vals)))
-                .filter(|(_, p)| !p.is_empty())
+                .map(|s| MatrixSeries {
+                    labels: s.labels,
+                    floats: times(s.vals, start, step),
+                    hists: times(s.hists, start, step),
+                })
+                .filter(|m| !m.floats.is_empty() || !m.hists.is_empty())
                 .collect(),
             Val::Str(_) | Val::Matrix(_) => {
                 return Err(EvalError::BadData(
@@ -160,8 +200,8 @@ impl Engine {
                 ));
             }
         };
-        debug_assert!(out.iter().all(|(_, p)| p.len() <= n));
-        out.sort_by(|a, b| a.0.cmp(&b.0));
+        debug_assert!(out.iter().all(|m| m.floats.len() + m.hists.len() <= n));
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(QueryValue::Matrix(out))
     }
 }
@@ -215,11 +255,14 @@ pub(super) enum Val {
     Matrix(Vec<RangeSeries>),
 }
 
-/// An instant-vector series over the step grid.
+/// An instant-vector series over the step grid: at each step a float, a
+/// histogram or nothing.
 #[derive(Debug, Clone)]
 pub(super) struct SSeries {
     pub labels: Labels,
     pub vals: Vec<Option<f64>>,
+    /// The histogram at each step; empty when there are none (most series).
+    pub hists: Vec<Option<Arc<FloatHistogram>>>,
     /// `__name__` is to be removed from the result (delayed name removal).
     pub drop: bool,
 }
@@ -229,7 +272,71 @@ impl SSeries {
         SSeries {
             labels,
             vals,
+            hists: Vec::new(),
             drop: false,
+        }
+    }
+
+    /// A series with nothing at any of `n` steps.
+    pub(super) fn empty(labels: Labels, n: usize, drop: bool) -> SSeries {
+        SSeries {
+            labels,
+            vals: vec![None; n],
+            hists: Vec::new(),
+            drop,
+        }
+    }
+
+    /// The histogram at step `i`, if there is one.
+    pub(super) fn hist(&self, i: usize) -> Option<&Arc<FloatHistogram>> {
+        self.hists.get(i).and_then(Option::as_ref)
+    }
+
+    /// Puts a histogram (or nothing) at step `i`, where there is no float.
+    pub(super) fn set_hist(&mut self, i: usize, h: Option<Arc<FloatHistogram>>) {
+        if h.is_none() && self.hists.is_empty() {
+            return;
+        }
+        if self.hists.is_empty() {
+            self.hists = vec![None; self.vals.len()];
+        }
+        self.hists[i] = h;
+    }
+
+    /// Whether there is a sample of either kind at step `i`.
+    pub(super) fn has(&self, i: usize) -> bool {
+        self.vals[i].is_some() || self.hist(i).is_some()
+    }
+
+    /// Whether there is a sample at any step.
+    pub(super) fn any(&self) -> bool {
+        self.vals.iter().any(Option::is_some) || self.hists.iter().any(Option::is_some)
+    }
+
+    /// The sample at step `i`.
+    pub(super) fn sample(&self, i: usize) -> Option<Sample> {
+        match (self.vals[i], self.hist(i)) {
+            (Some(v), _) => Some(Sample::F(v)),
+            (None, Some(h)) => Some(Sample::H(h.clone())),
+            _ => None,
+        }
+    }
+
+    /// Puts `v` (or nothing) at step `i`.
+    pub(super) fn set(&mut self, i: usize, v: Option<Sample>) {
+        match v {
+            Some(Sample::F(f)) => {
+                self.vals[i] = Some(f);
+                self.set_hist(i, None);
+            }
+            Some(Sample::H(h)) => {
+                self.vals[i] = None;
+                self.set_hist(i, Some(h));
+            }
+            None => {
+                self.vals[i] = None;
+                self.set_hist(i, None);
+            }
         }
     }
 
@@ -243,11 +350,12 @@ impl SSeries {
     }
 }
 
-/// A series of raw points, sorted by time.
+/// A series of raw points, floats and histograms each sorted by time.
 #[derive(Debug, Clone)]
 pub(super) struct RangeSeries {
     pub labels: Labels,
     pub points: Vec<(i64, f64)>,
+    pub hpoints: Vec<(i64, Arc<FloatHistogram>)>,
     pub drop: bool,
 }
 
@@ -375,6 +483,9 @@ impl<'a> Ev<'a> {
                         .map(|mut s| {
                             s.drop_name(self.eng.delayed_name_removal);
                             s.vals.iter_mut().for_each(|v| *v = v.map(|x| -x));
+                            for h in s.hists.iter_mut().flatten() {
+                                Arc::make_mut(h).mul(-1.0);
+                            }
                             s
                         })
                         .collect(),
@@ -388,19 +499,19 @@ impl<'a> Ev<'a> {
             Expr::MatrixSelector(_) | Expr::Subquery(_) => {
                 let (series, w) = self.range_input(e)?;
                 let r = self.ref_time(0, &w);
+                let inside = |t: i64| t > r - w.range && t <= r;
                 Ok(Val::Matrix(
                     series
                         .into_iter()
                         .filter_map(|s| {
-                            let pts: Vec<(i64, f64)> = s
-                                .points
-                                .iter()
-                                .copied()
-                                .filter(|(t, _)| *t > r - w.range && *t <= r)
-                                .collect();
-                            (!pts.is_empty()).then_some(RangeSeries {
+                            let points: Vec<(i64, f64)> =
+                                s.points.into_iter().filter(|p| inside(p.0)).collect();
+                            let hpoints: Vec<_> =
+                                s.hpoints.into_iter().filter(|p| inside(p.0)).collect();
+                            (!points.is_empty() || !hpoints.is_empty()).then_some(RangeSeries {
                                 labels: s.labels,
-                                points: pts,
+                                points,
+                                hpoints,
                                 drop: s.drop,
                             })
                         })
@@ -454,7 +565,13 @@ impl<'a> Ev<'a> {
         for ms in &alternatives {
             for s in self.q.select(ms, mint, maxt)? {
                 if !several || seen.insert(s.labels.clone()) {
-                    self.charge(s.samples.len())?;
+                    // A histogram weighs as much as its buckets.
+                    let hist_weight: usize = s
+                        .hists
+                        .iter()
+                        .map(|(_, h)| 1 + h.positive.counts.len() + h.negative.counts.len())
+                        .sum();
+                    self.charge(s.samples.len() + hist_weight)?;
                     out.push(s);
                 }
             }
@@ -496,24 +613,42 @@ impl<'a> Ev<'a> {
         let mut out = Vec::with_capacity(raw.len());
         for s in raw {
             self.check("selector evaluation")?;
-            let mut vals = vec![None; self.n];
+            let mut out_s = SSeries::empty(s.labels, self.n, false);
             let mut any = false;
-            let mut j = 0;
-            for (i, slot) in vals.iter_mut().enumerate() {
+            let (mut j, mut k) = (0, 0);
+            for i in 0..self.n {
                 let r = self.ref_time(i, &w);
                 while j < s.samples.len() && s.samples[j].0 <= r {
                     j += 1;
                 }
-                if j > 0 {
-                    let (t, v) = s.samples[j - 1];
-                    if t > r - w.range && !is_not_float(v) {
-                        *slot = Some(if times { t as f64 / 1000.0 } else { v });
-                        any = true;
+                while k < s.hists.len() && s.hists[k].0 <= r {
+                    k += 1;
+                }
+                // The newer of the last float and the last histogram.
+                let float = j.checked_sub(1).map(|j| s.samples[j]);
+                let hist = k.checked_sub(1).map(|k| &s.hists[k]);
+                match (float, hist) {
+                    (Some((t, v)), h) if h.is_none_or(|h| h.0 < t) => {
+                        if t > r - w.range && !is_stale(v) {
+                            out_s.vals[i] = Some(if times { t as f64 / 1000.0 } else { v });
+                            any = true;
+                        }
                     }
+                    (_, Some((t, h))) => {
+                        if *t > r - w.range {
+                            if times {
+                                out_s.vals[i] = Some(*t as f64 / 1000.0);
+                            } else {
+                                out_s.set_hist(i, Some(h.clone()));
+                            }
+                            any = true;
+                        }
+                    }
+                    _ => {}
                 }
             }
             if any {
-                out.push(SSeries::new(s.labels, vals));
+                out.push(out_s);
             }
         }
         Ok(out)
@@ -533,11 +668,11 @@ impl<'a> Ev<'a> {
                     raw.into_iter()
                         .map(|s| {
                             let mut points = s.samples;
-                            // Range functions sort out histogram placeholders.
-                            points.retain(|(_, v)| !super::is_stale(*v));
+                            points.retain(|(_, v)| !is_stale(*v));
                             RangeSeries {
                                 labels: s.labels,
                                 points,
+                                hpoints: s.hists,
                                 drop: false,
                             }
                         })
@@ -580,13 +715,19 @@ impl<'a> Ev<'a> {
                         .into_iter()
                         .map(|s| RangeSeries {
                             drop: s.drop,
-                            labels: s.labels,
                             points: s
                                 .vals
                                 .iter()
                                 .enumerate()
                                 .filter_map(|(i, v)| v.map(|v| (inner.ts(i), v)))
                                 .collect(),
+                            hpoints: s
+                                .hists
+                                .into_iter()
+                                .enumerate()
+                                .filter_map(|(i, h)| h.map(|h| (inner.ts(i), h)))
+                                .collect(),
+                            labels: s.labels,
                         })
                         .collect(),
                     w,
@@ -664,7 +805,7 @@ impl<'a> Ev<'a> {
             let present = |ss: &[SSeries], sigs: &[String]| -> HashSet<String> {
                 ss.iter()
                     .zip(sigs)
-                    .filter(|(s, _)| s.vals[i].is_some())
+                    .filter(|(s, _)| s.has(i))
                     .map(|(_, g)| g.clone())
                     .collect()
             };
@@ -673,7 +814,7 @@ impl<'a> Ev<'a> {
                     let right = present(&r, &rs);
                     for (s, g) in out_l.iter_mut().zip(&ls) {
                         if !right.contains(g) {
-                            s.vals[i] = None;
+                            s.set(i, None);
                         }
                     }
                 }
@@ -681,7 +822,7 @@ impl<'a> Ev<'a> {
                     let right = present(&r, &rs);
                     for (s, g) in out_l.iter_mut().zip(&ls) {
                         if right.contains(g) {
-                            s.vals[i] = None;
+                            s.set(i, None);
                         }
                     }
                 }
@@ -692,16 +833,12 @@ impl<'a> Ev<'a> {
                     if out_r.is_empty() {
                         out_r = r
                             .iter()
-                            .map(|s| SSeries {
-                                labels: s.labels.clone(),
-                                vals: vec![None; self.n],
-                                drop: s.drop,
-                            })
+                            .map(|s| SSeries::empty(s.labels.clone(), self.n, s.drop))
                             .collect();
                     }
                     for ((o, s), g) in out_r.iter_mut().zip(&r).zip(&rs) {
                         if !left.contains(g) {
-                            o.vals[i] = s.vals[i];
+                            o.set(i, s.sample(i));
                         }
                     }
                 }
@@ -741,7 +878,7 @@ impl<'a> Ev<'a> {
             self.check("binary operation")?;
             let mut right: HashMap<&str, usize> = HashMap::new();
             for (j, s) in one.iter().enumerate() {
-                if s.vals[i].is_none() {
+                if !s.has(i) {
                     continue;
                 }
                 if let Some(&prev) = right.get(one_sigs[j].as_str()) {
@@ -758,18 +895,15 @@ impl<'a> Ev<'a> {
             let mut matched: HashMap<&str, HashSet<usize>> = HashMap::new();
             let mut step_out: HashSet<usize> = HashSet::new();
             for (k, s) in many.iter().enumerate() {
-                let Some(mv) = s.vals[i] else { continue };
+                let Some(mv) = s.sample(i) else { continue };
                 let Some(&j) = right.get(many_sigs[k].as_str()) else {
                     continue;
                 };
-                let ov = one[j].vals[i].unwrap_or(f64::NAN);
+                let Some(ov) = one[j].sample(i) else { continue };
                 let (fl, fr) = if one_to_many { (ov, mv) } else { (mv, ov) };
-                let (mut v, keep) = elem_binop(op, fl, fr);
-                if return_bool {
-                    v = if keep { 1.0 } else { 0.0 };
-                } else if !keep {
+                let Some(v) = sample_binop(op, fl, fr, return_bool) else {
                     continue;
-                }
+                };
                 let o = match pair_out.get(&(k, j)) {
                     Some(&o) => o,
                     None => {
@@ -788,11 +922,7 @@ impl<'a> Ev<'a> {
                             Some(&o) => o,
                             None => {
                                 self.charge(self.n)?;
-                                out.push(SSeries {
-                                    labels: labels.clone(),
-                                    vals: vec![None; self.n],
-                                    drop,
-                                });
+                                out.push(SSeries::empty(labels.clone(), self.n, drop));
                                 out_index.insert(labels, out.len() - 1);
                                 out.len() - 1
                             }
@@ -820,7 +950,7 @@ impl<'a> Ev<'a> {
                         "vector cannot contain metrics with the same labelset".into(),
                     ));
                 }
-                out[o].vals[i] = Some(v);
+                out[o].set(i, Some(v));
             }
         }
         Ok(out)
@@ -875,11 +1005,7 @@ impl<'a> Ev<'a> {
                         l.insert(label.clone(), super::format_value(v));
                         let o = *index.entry(l.clone()).or_insert_with(|| {
                             let drop = dropped(g, &l);
-                            out.push(SSeries {
-                                labels: l,
-                                vals: vec![None; self.n],
-                                drop,
-                            });
+                            out.push(SSeries::empty(l, self.n, drop));
                             out.len() - 1
                         });
                         *out[o].vals[i].get_or_insert(0.0) += 1.0;
@@ -896,12 +1022,18 @@ impl<'a> Ev<'a> {
                 let mut out: Vec<SSeries> = groups
                     .into_iter()
                     .enumerate()
-                    .map(|(g, labels)| SSeries {
-                        drop: dropped(g, &labels),
-                        labels,
-                        vals: vec![None; self.n],
+                    .map(|(g, labels)| {
+                        let drop = dropped(g, &labels);
+                        SSeries::empty(labels, self.n, drop)
                     })
                     .collect();
+                // Histograms: summed (and averaged) per group and step, and
+                // counted; the other aggregations take floats only.
+                let hist_aggs = if input.iter().any(|s| !s.hists.is_empty()) {
+                    Some(self.aggregate_histograms(op, &input, &group_of, out.len())?)
+                } else {
+                    None
+                };
                 // Series by series into one accumulator per group and step
                 // (each series' values are contiguous), when that fits.
                 if op != T_QUANTILE && out.len().saturating_mul(self.n) <= SERIES_MAJOR_ACCS {
@@ -922,6 +1054,9 @@ impl<'a> Ev<'a> {
                                 *slot = Some(acc.result(op));
                             }
                         }
+                    }
+                    if let Some(h) = hist_aggs {
+                        merge_histogram_aggs(op, &mut out, h);
                     }
                     return Ok(Val::Vector(out));
                 }
@@ -955,9 +1090,45 @@ impl<'a> Ev<'a> {
                         });
                     }
                 }
+                if let Some(h) = hist_aggs {
+                    merge_histogram_aggs(op, &mut out, h);
+                }
                 Ok(Val::Vector(out))
             }
         }
+    }
+
+    /// Sums and counts the histograms of each group at each step, for
+    /// `sum`, `avg`, `count` and `group` (the other aggregations ignore
+    /// histograms).
+    fn aggregate_histograms(
+        &self,
+        op: TokenId,
+        input: &[SSeries],
+        group_of: &[usize],
+        ngroups: usize,
+    ) -> Result<Vec<HistAcc>> {
+        if !matches!(op, T_SUM | T_AVG | T_COUNT | T_GROUP) {
+            return Ok(Vec::new());
+        }
+        let n = self.n;
+        let mut accs: Vec<HistAcc> = vec![HistAcc::default(); ngroups * n];
+        for (s, &g) in input.iter().zip(group_of) {
+            self.check("aggregation")?;
+            for (i, h) in s.hists.iter().enumerate() {
+                let Some(h) = h else { continue };
+                let acc = &mut accs[g * n + i];
+                acc.count += 1;
+                if !matches!(op, T_SUM | T_AVG) || acc.incompatible {
+                    continue;
+                }
+                match &mut acc.sum {
+                    None => acc.sum = Some((**h).clone()),
+                    Some(sum) => acc.incompatible = sum.add(h).is_err(),
+                }
+            }
+        }
+        Ok(accs)
     }
 
     fn topk(
@@ -1034,6 +1205,105 @@ impl<'a> Ev<'a> {
             }
         }
         Ok(Val::Vector(out))
+    }
+}
+
+/// The histograms of one group at one step.
+#[derive(Debug, Clone, Default)]
+struct HistAcc {
+    count: usize,
+    sum: Option<FloatHistogram>,
+    /// Two of them could not be added (custom and exponential buckets).
+    incompatible: bool,
+}
+
+/// Puts the histogram aggregates of [`Ev::aggregate_histograms`] into the
+/// float results: a group with floats and histograms at one step has no
+/// sum or average there, as in Prometheus.
+fn merge_histogram_aggs(op: TokenId, out: &mut [SSeries], accs: Vec<HistAcc>) {
+    if accs.is_empty() {
+        return;
+    }
+    let n = out.first().map_or(0, |s| s.vals.len());
+    for (k, acc) in accs.into_iter().enumerate() {
+        if acc.count == 0 {
+            continue;
+        }
+        let (g, i) = (k / n, k % n);
+        let o = &mut out[g];
+        match op {
+            T_COUNT => o.vals[i] = Some(o.vals[i].unwrap_or(0.0) + acc.count as f64),
+            T_GROUP => o.vals[i] = Some(1.0),
+            _ => {
+                if o.vals[i].is_some() || acc.incompatible {
+                    o.vals[i] = None;
+                    continue;
+                }
+                if let Some(mut h) = acc.sum {
+                    if op == T_AVG {
+                        h.div(acc.count as f64);
+                    }
+                    h.compact();
+                    o.set_hist(i, Some(Arc::new(h)));
+                }
+            }
+        }
+    }
+}
+
+/// `lhs op rhs` over samples of either kind, as Prometheus's
+/// `vectorElemBinop`: histograms add and subtract, scale by a float
+/// (`*`, and `/` with the histogram on the left), and compare for
+/// (in)equality; every other mix has no result.
+fn sample_binop(op: TokenId, l: Sample, r: Sample, return_bool: bool) -> Option<Sample> {
+    let truth = |keep: bool, kept: Sample| -> Option<Sample> {
+        if return_bool {
+            Some(Sample::F(if keep { 1.0 } else { 0.0 }))
+        } else {
+            keep.then_some(kept)
+        }
+    };
+    let scaled = |h: &FloatHistogram, f: f64, div: bool| {
+        let mut h = h.clone();
+        if div {
+            h.div(f);
+        } else {
+            h.mul(f);
+        }
+        Some(Sample::H(Arc::new(h)))
+    };
+    match (l, r) {
+        (Sample::F(a), Sample::F(b)) => {
+            let (v, keep) = elem_binop(op, a, b);
+            if is_comparison(op) {
+                truth(keep, Sample::F(v))
+            } else {
+                Some(Sample::F(v))
+            }
+        }
+        (Sample::H(a), Sample::H(b)) => match op {
+            T_ADD | T_SUB => {
+                let mut h = (*a).clone();
+                let ok = if op == T_ADD { h.add(&b) } else { h.sub(&b) };
+                ok.ok()?;
+                h.compact();
+                Some(Sample::H(Arc::new(h)))
+            }
+            T_EQLC | T_NEQ => {
+                let same = a.same_as(&b);
+                truth(same == (op == T_EQLC), Sample::H(a))
+            }
+            _ => None,
+        },
+        (Sample::H(h), Sample::F(f)) => match op {
+            T_MUL => scaled(&h, f, false),
+            T_DIV => scaled(&h, f, true),
+            _ => None,
+        },
+        (Sample::F(f), Sample::H(h)) => match op {
+            T_MUL => scaled(&h, f, false),
+            _ => None,
+        },
     }
 }
 
@@ -1209,6 +1479,27 @@ fn vector_scalar(
     v.into_iter()
         .filter_map(|mut series| {
             let mut any = false;
+            if !series.hists.is_empty() {
+                for i in 0..series.vals.len() {
+                    let Some(x) = series.sample(i) else { continue };
+                    let (l, r) = if swap {
+                        (Sample::F(s[i]), x.clone())
+                    } else {
+                        (x.clone(), Sample::F(s[i]))
+                    };
+                    let mut v = sample_binop(op, l, r, return_bool);
+                    if cmp && !return_bool && v.is_some() {
+                        // A comparison filters: the vector's own value stays.
+                        v = Some(x);
+                    }
+                    any |= v.is_some();
+                    series.set(i, v);
+                }
+                if !cmp || return_bool {
+                    series.drop_name(delayed);
+                }
+                return any.then_some(series);
+            }
             for (i, slot) in series.vals.iter_mut().enumerate() {
                 let Some(x) = *slot else { continue };
                 let (l, r) = if swap { (s[i], x) } else { (x, s[i]) };
@@ -1317,19 +1608,19 @@ pub(super) fn merge_same_labels(series: Vec<SSeries>) -> Result<Vec<SSeries>> {
     let mut out: Vec<SSeries> = Vec::with_capacity(series.len());
     let mut index: HashMap<Labels, usize> = HashMap::new();
     for s in series {
-        if !s.vals.iter().any(Option::is_some) {
+        if !s.any() {
             continue;
         }
         match index.get(&s.labels) {
             Some(&o) => {
-                for (slot, v) in out[o].vals.iter_mut().zip(s.vals) {
-                    if v.is_some() {
-                        if slot.is_some() {
+                for i in 0..s.vals.len() {
+                    if let Some(v) = s.sample(i) {
+                        if out[o].has(i) {
                             return Err(EvalError::Execution(
                                 "vector cannot contain metrics with the same labelset".into(),
                             ));
                         }
-                        *slot = v;
+                        out[o].set(i, Some(v));
                     }
                 }
             }

@@ -2,6 +2,7 @@
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, Timelike};
 use promql_parser::label::MatchOp;
@@ -11,7 +12,9 @@ use super::Labels;
 use super::eval::{
     Ev, Grid, RangeSeries, SSeries, Val, Window, kahan_sum_inc, merge_same_labels, quantile,
 };
-use super::{EvalError, HISTOGRAM_PLACEHOLDER};
+use super::EvalError;
+use super::eval::Sample;
+use super::histogram::{FloatHistogram, ResetHint};
 
 type Result<T> = std::result::Result<T, EvalError>;
 
@@ -35,7 +38,8 @@ fn drop_name(mut s: SSeries, delayed: bool) -> SSeries {
     s
 }
 
-/// Applies `f` to every value of an instant vector, dropping the metric name.
+/// Applies `f` to every float of an instant vector, dropping the metric
+/// name; histogram samples are dropped, as Prometheus's float functions do.
 fn map_values(
     v: Vec<SSeries>,
     delayed: bool,
@@ -43,6 +47,7 @@ fn map_values(
 ) -> Vec<SSeries> {
     v.into_iter()
         .filter_map(|mut s| {
+            s.hists = Vec::new();
             let mut any = false;
             for (i, slot) in s.vals.iter_mut().enumerate() {
                 if let Some(x) = *slot {
@@ -90,7 +95,15 @@ pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
             let v = match a {
                 Expr::VectorSelector(vs) => ev.select_vector(vs, true)?,
                 _ => {
-                    let v = ev.eval_vector(a, name)?;
+                    let mut v = ev.eval_vector(a, name)?;
+                    // A histogram has a timestamp too.
+                    for s in &mut v {
+                        for i in 0..s.vals.len() {
+                            if s.hist(i).is_some() {
+                                s.vals[i] = Some(0.0);
+                            }
+                        }
+                    }
                     map_values(v, delayed, |_, i| Some(ev.ts(i) as f64 / 1000.0))
                 }
             };
@@ -106,7 +119,7 @@ pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
                 _ => Labels::new(),
             };
             let vals: Vec<Option<f64>> = (0..ev.n)
-                .map(|i| (!v.iter().any(|s| s.vals[i].is_some())).then_some(1.0))
+                .map(|i| (!v.iter().any(|s| s.has(i))).then_some(1.0))
                 .collect();
             Ok(Val::Vector(absent_result(labels, vals)))
         }
@@ -121,6 +134,11 @@ pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
             let g = ev.grid();
             for s in &series {
                 for_each_window(&g, &s.points, &w, |i, lo, hi| {
+                    if lo < hi {
+                        present[i] = true;
+                    }
+                });
+                for_each_window(&g, &s.hpoints, &w, |i, lo, hi| {
                     if lo < hi {
                         present[i] = true;
                     }
@@ -222,14 +240,44 @@ pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
         "histogram_quantile" => {
             let q = ev.eval_scalar(arg(c, 0)?, name)?;
             let v = ev.eval_vector(arg(c, 1)?, name)?;
-            Ok(Val::Vector(histogram_quantile(ev, &q, v, delayed)))
+            Ok(Val::Vector(merge_same_labels(histogram_quantile(
+                ev, &q, v, delayed,
+            ))?))
         }
-        "histogram_count" | "histogram_sum" | "histogram_fraction" => {
-            // These read native histograms only; float series are ignored.
-            for a in &c.args.args {
-                ev.eval(a)?;
-            }
-            Ok(Val::Vector(Vec::new()))
+        "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
+        | "histogram_stdvar" | "histogram_fraction" => {
+            // These read native histograms only; floats are ignored.
+            let (bounds, v) = if name == "histogram_fraction" {
+                let lo = ev.eval_scalar(arg(c, 0)?, name)?;
+                let hi = ev.eval_scalar(arg(c, 1)?, name)?;
+                (Some((lo, hi)), ev.eval_vector(arg(c, 2)?, name)?)
+            } else {
+                (None, ev.eval_vector(arg(c, 0)?, name)?)
+            };
+            let f = |h: &FloatHistogram, i: usize| -> f64 {
+                match name {
+                    "histogram_count" => h.count,
+                    "histogram_sum" => h.sum,
+                    "histogram_avg" => h.sum / h.count,
+                    "histogram_stddev" => h.variance().sqrt(),
+                    "histogram_stdvar" => h.variance(),
+                    _ => {
+                        let (lo, hi) = bounds.as_ref().map_or((f64::NAN, f64::NAN), |b| (b.0[i], b.1[i]));
+                        h.fraction(lo, hi)
+                    }
+                }
+            };
+            let out = v
+                .into_iter()
+                .filter(|s| !s.hists.is_empty())
+                .map(|s| {
+                    let vals = (0..ev.n).map(|i| s.hist(i).map(|h| f(h, i))).collect();
+                    let mut o = SSeries::new(s.labels, vals);
+                    o.drop = s.drop;
+                    drop_name(o, delayed)
+                })
+                .collect();
+            Ok(Val::Vector(merge_same_labels(out)?))
         }
         "clamp" | "clamp_min" | "clamp_max" => {
             let v = ev.eval_vector(arg(c, 0)?, name)?;
@@ -468,9 +516,9 @@ fn absent_result(labels: Labels, vals: Vec<Option<f64>>) -> Vec<SSeries> {
 
 /// Calls `f(step, lo, hi)` for each step with the range `lo..hi` of
 /// `points` in that step's window `(t - range, t]`.
-fn for_each_window(
+fn for_each_window<T>(
     g: &Grid,
-    points: &[(i64, f64)],
+    points: &[(i64, T)],
     w: &Window,
     mut f: impl FnMut(usize, usize, usize),
 ) {
@@ -509,7 +557,10 @@ fn range_call(ev: &Ev, c: &Call) -> Result<Val> {
     let (mut series, w) = ev.range_input(arg(c, matrix_arg)?)?;
     ev.charge(series.len().saturating_mul(ev.n))?;
     let g = ev.grid();
-    let points: usize = series.iter().map(|s| s.points.len()).sum();
+    let points: usize = series
+        .iter()
+        .map(|s| s.points.len() + s.hpoints.len())
+        .sum();
     let out = if points >= PARALLEL_POINTS && series.len() >= 2 {
         let second = series.split_off(series.len() / 2);
         let (a, b) = std::thread::scope(|scope| {
@@ -539,9 +590,11 @@ fn range_series(
     let mut out = Vec::with_capacity(series.len());
     let mut scratch: Vec<f64> = Vec::new();
     let mut resets: Vec<u32> = Vec::new();
+    let mut hwins: Vec<(usize, usize)> = Vec::new();
     for RangeSeries {
         labels,
         points,
+        hpoints,
         drop,
     } in series
     {
@@ -557,63 +610,57 @@ fn range_series(
                 resets.push(n);
             }
         }
-        let mut vals = vec![None; g.n];
+        // The histogram points of each step's window, if there are any.
+        hwins.clear();
+        if !hpoints.is_empty() {
+            for_each_window(g, &hpoints, w, |_, lo, hi| hwins.push((lo, hi)));
+        }
+        let mut s = SSeries::empty(labels, g.n, drop);
         let mut any = false;
-        // Histogram placeholders (promqltest only) stay in the points so a
-        // window can tell "floats and histograms mixed" from "floats".
-        let mixed = points
-            .iter()
-            .any(|p| p.1.to_bits() == HISTOGRAM_PLACEHOLDER);
-        let mut floats: Vec<(i64, f64)> = Vec::new();
         for_each_window(g, &points, w, |i, lo, hi| {
-            if lo == hi {
+            let hw = hwins.get(i).map_or(&hpoints[..0], |&(a, b)| &hpoints[a..b]);
+            if lo == hi && hw.is_empty() {
                 return;
             }
             let r = g.ref_time(i, w);
-            let p = param.get(i).copied().unwrap_or(f64::NAN);
-            let mut win = &points[lo..hi];
-            let mut has_resets = !counter || resets[hi - 1] != resets[lo];
-            if mixed {
-                floats.clear();
-                floats.extend(
-                    win.iter()
-                        .copied()
-                        .filter(|p| p.1.to_bits() != HISTOGRAM_PLACEHOLDER),
-                );
-                let histograms = win.len() - floats.len();
-                vals[i] = match name {
-                    // These count samples of both kinds.
-                    "count_over_time" | "present_over_time" => range_fn(
-                        name,
-                        win,
-                        r - w.range,
-                        r,
-                        w.range,
-                        g.ts(i),
-                        p,
-                        true,
-                        &mut scratch,
-                    ),
-                    // A histogram last: its value, which is not a float.
-                    "last_over_time"
-                        if win
-                            .last()
-                            .is_some_and(|l| l.1.to_bits() == HISTOGRAM_PLACEHOLDER) =>
-                    {
-                        None
+            let win = &points[lo..hi];
+            let v = if hw.is_empty() {
+                let p = param.get(i).copied().unwrap_or(f64::NAN);
+                let has_resets = !counter || resets[hi - 1] != resets[lo];
+                range_fn(
+                    name,
+                    win,
+                    r - w.range,
+                    r,
+                    w.range,
+                    g.ts(i),
+                    p,
+                    has_resets,
+                    &mut scratch,
+                )
+                .map(Sample::F)
+            } else if win.is_empty() {
+                hist_range_fn(name, hw, r - w.range, r, w.range)
+            } else {
+                // Floats and histograms in one window.
+                match name {
+                    "count_over_time" => Some(Sample::F((win.len() + hw.len()) as f64)),
+                    "present_over_time" => Some(Sample::F(1.0)),
+                    "last_over_time" => {
+                        let (ft, fv) = win[win.len() - 1];
+                        let (ht, h) = &hw[hw.len() - 1];
+                        Some(if *ht > ft {
+                            Sample::H(h.clone())
+                        } else {
+                            Sample::F(fv)
+                        })
                     }
                     // Prometheus gives nothing (and a warning) for a mix.
                     "rate" | "increase" | "delta" | "irate" | "idelta" | "sum_over_time"
-                    | "avg_over_time"
-                        if histograms > 0 =>
-                    {
-                        None
-                    }
+                    | "avg_over_time" | "changes" | "resets" => None,
                     // The rest read the floats only.
-                    _ if floats.is_empty() => None,
                     _ => {
-                        win = &floats;
-                        has_resets = true;
+                        let p = param.get(i).copied().unwrap_or(f64::NAN);
                         range_fn(
                             name,
                             win,
@@ -622,29 +669,17 @@ fn range_series(
                             w.range,
                             g.ts(i),
                             p,
-                            has_resets,
+                            true,
                             &mut scratch,
                         )
+                        .map(Sample::F)
                     }
-                };
-                any |= vals[i].is_some();
-                return;
-            }
-            vals[i] = range_fn(
-                name,
-                win,
-                r - w.range,
-                r,
-                w.range,
-                g.ts(i),
-                p,
-                has_resets,
-                &mut scratch,
-            );
-            any |= vals[i].is_some();
+                }
+            };
+            any |= v.is_some();
+            s.set(i, v);
         });
         if any {
-            let mut s = SSeries { labels, vals, drop };
             if !keep_name {
                 s.drop_name(g.delayed_name_removal);
             }
@@ -652,6 +687,133 @@ fn range_series(
         }
     }
     Ok(out)
+}
+
+/// A range function over a window of histograms only.
+fn hist_range_fn(
+    name: &str,
+    win: &[(i64, Arc<FloatHistogram>)],
+    range_start: i64,
+    range_end: i64,
+    range: i64,
+) -> Option<Sample> {
+    let hist = |h: FloatHistogram| Some(Sample::H(Arc::new(h)));
+    let (last_t, last) = &win[win.len() - 1];
+    match name {
+        "rate" | "increase" | "delta" => {
+            let counter = name != "delta";
+            let h = hist_extrapolated_rate(win, range_start, range_end, range, counter, name == "rate")?;
+            hist(h)
+        }
+        "irate" | "idelta" => {
+            if win.len() < 2 {
+                return None;
+            }
+            let (prev_t, prev) = &win[win.len() - 2];
+            let mut h = (**last).clone();
+            if name == "idelta" || !last.detect_reset(prev) {
+                h.sub(prev).ok()?;
+            }
+            if name == "irate" {
+                let dt = (last_t - prev_t) as f64 / 1000.0;
+                if dt == 0.0 {
+                    return None;
+                }
+                h.div(dt);
+            }
+            h.hint = ResetHint::Gauge;
+            h.compact();
+            hist(h)
+        }
+        "sum_over_time" | "avg_over_time" => {
+            let mut sum = (*win[0].1).clone();
+            for (_, h) in &win[1..] {
+                sum.add(h).ok()?;
+            }
+            if name == "avg_over_time" {
+                sum.div(win.len() as f64);
+            }
+            sum.compact();
+            hist(sum)
+        }
+        "count_over_time" => Some(Sample::F(win.len() as f64)),
+        "present_over_time" => Some(Sample::F(1.0)),
+        "last_over_time" => Some(Sample::H(last.clone())),
+        "resets" => Some(Sample::F(
+            win.windows(2).filter(|p| p[1].1.detect_reset(&p[0].1)).count() as f64,
+        )),
+        "changes" => Some(Sample::F(
+            win.windows(2).filter(|p| !p[1].1.same_as(&p[0].1)).count() as f64,
+        )),
+        // The other range functions take floats only.
+        _ => None,
+    }
+}
+
+/// `rate`, `increase` and `delta` of histograms: the last minus the first
+/// (plus what counter resets took away), at the lowest schema in the
+/// window, extrapolated as for floats, as Prometheus's `histogramRate`.
+fn hist_extrapolated_rate(
+    win: &[(i64, Arc<FloatHistogram>)],
+    range_start: i64,
+    range_end: i64,
+    range: i64,
+    counter: bool,
+    rate: bool,
+) -> Option<FloatHistogram> {
+    if win.len() < 2 {
+        return None;
+    }
+    let (first_t, first) = &win[0];
+    let (last_t, last) = &win[win.len() - 1];
+    let custom = first.uses_custom_buckets();
+    if last.uses_custom_buckets() != custom {
+        return None;
+    }
+    let mut min_schema = first.schema.min(last.schema);
+    if counter {
+        for (_, h) in &win[1..win.len() - 1] {
+            if h.uses_custom_buckets() != custom {
+                return None;
+            }
+            min_schema = min_schema.min(h.schema);
+        }
+    }
+    let mut h = (**last).clone();
+    h.reduce_schema(min_schema);
+    h.sub(first).ok()?;
+    if counter {
+        for p in win.windows(2) {
+            if p[1].1.detect_reset(&p[0].1) {
+                h.add(&p[0].1).ok()?;
+            }
+        }
+    }
+    h.hint = ResetHint::Gauge;
+    h.compact();
+    let mut to_start = (first_t - range_start) as f64 / 1000.0;
+    let mut to_end = (range_end - last_t) as f64 / 1000.0;
+    let sampled = (last_t - first_t) as f64 / 1000.0;
+    let avg = sampled / (win.len() - 1) as f64;
+    let threshold = avg * 1.1;
+    if to_start >= threshold {
+        to_start = avg / 2.0;
+    }
+    if counter && h.count > 0.0 && first.count >= 0.0 {
+        let to_zero = sampled * (first.count / h.count);
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    if to_end >= threshold {
+        to_end = avg / 2.0;
+    }
+    let mut factor = (sampled + to_start + to_end) / sampled;
+    if rate {
+        factor /= range as f64 / 1000.0;
+    }
+    h.mul(factor);
+    Some(h)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -863,9 +1025,20 @@ fn avg_over_time(win: &[(i64, f64)]) -> f64 {
     }
 }
 
-/// `histogram_quantile` over classic histograms: series grouped by their
-/// labels without `le`, one bucket per series.
+/// `histogram_quantile` over native histograms (each on its own) and
+/// classic ones: float series grouped by their labels without `le`, one
+/// bucket per series.
 fn histogram_quantile(ev: &Ev, q: &[f64], v: Vec<SSeries>, delayed: bool) -> Vec<SSeries> {
+    let mut out = Vec::new();
+    for s in v.iter().filter(|s| !s.hists.is_empty()) {
+        let vals = (0..ev.n)
+            .map(|i| s.hist(i).map(|h| h.quantile(q[i])))
+            .collect();
+        let mut o = SSeries::new(s.labels.clone(), vals);
+        o.drop = s.drop;
+        o.drop_name(delayed);
+        out.push(o);
+    }
     let mut groups: Vec<(Labels, Vec<(f64, usize)>)> = Vec::new();
     let mut index: HashMap<Labels, usize> = HashMap::new();
     for (j, s) in v.iter().enumerate() {
@@ -883,7 +1056,6 @@ fn histogram_quantile(ev: &Ev, q: &[f64], v: Vec<SSeries>, delayed: bool) -> Vec
         });
         groups[g].1.push((le, j));
     }
-    let mut out = Vec::new();
     let mut buckets: Vec<(f64, f64)> = Vec::new();
     for (labels, members) in groups {
         let mut vals = vec![None; ev.n];
@@ -900,7 +1072,9 @@ fn histogram_quantile(ev: &Ev, q: &[f64], v: Vec<SSeries>, delayed: bool) -> Vec
         }
         if vals.iter().any(Option::is_some) {
             let drop = labels.contains_key("__name__");
-            out.push(SSeries { labels, vals, drop });
+            let mut o = SSeries::new(labels, vals);
+            o.drop = drop;
+            out.push(o);
         }
     }
     out

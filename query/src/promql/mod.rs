@@ -10,14 +10,17 @@
 
 mod eval;
 mod funcs;
+pub mod histogram;
 pub mod promqltest;
 pub mod storage;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use promql_parser::label::Matcher;
 
-pub use eval::{Engine, QueryValue};
+pub use eval::{Engine, MatrixSeries, QueryValue, Sample};
+pub use histogram::FloatHistogram;
 
 /// A label set, sorted by name; `__name__` included.
 pub type Labels = BTreeMap<String, String>;
@@ -30,22 +33,15 @@ pub fn is_stale(v: f64) -> bool {
     v.to_bits() == STALE_NAN
 }
 
-/// A NaN bit pattern standing for a native histogram sample, which the
-/// engine does not evaluate: only `promqltest` files load them. A selector
-/// finding one has no float there; range vectors leave them out.
-pub const HISTOGRAM_PLACEHOLDER: u64 = 0x7ff0_0000_0000_0b1f;
-
-/// Whether `v` is no float value: a staleness marker or a histogram placeholder.
-pub(crate) fn is_not_float(v: f64) -> bool {
-    v.to_bits() == STALE_NAN || v.to_bits() == HISTOGRAM_PLACEHOLDER
-}
-
-/// One series as storage returns it: its samples (ms, value) sorted by time,
-/// staleness markers included.
+/// One series as storage returns it: its float samples (ms, value) sorted
+/// by time, staleness markers included, and its native histogram samples,
+/// sorted by time (a series may change kind; a staleness marker among the
+/// floats ends both).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawSeries {
     pub labels: Labels,
     pub samples: Vec<(i64, f64)>,
+    pub hists: Vec<(i64, Arc<FloatHistogram>)>,
 }
 
 /// Where the engine reads series from.
@@ -104,10 +100,10 @@ pub(crate) fn alternatives(vs: &promql_parser::parser::VectorSelector) -> Vec<Ve
 }
 
 /// Of samples at one time (sorted, older first), keeps the later.
-pub(crate) fn dedup_keep_later(samples: &mut Vec<(i64, f64)>) {
+pub(crate) fn dedup_keep_later<T>(samples: &mut Vec<(i64, T)>) {
     samples.dedup_by(|later, earlier| {
         if later.0 == earlier.0 {
-            *earlier = *later;
+            std::mem::swap(earlier, later);
             true
         } else {
             false
@@ -163,7 +159,7 @@ mod tests {
             .into();
             m.add(
                 labels,
-                (0..30_000i64).map(|t| (t * 1000, (t as f64) * f64::from(i + 1))),
+                (0..30_000i64).map(|t| (t * 1000, Sample::F((t as f64) * f64::from(i + 1)))),
             );
         }
         let engine = Engine::default();
@@ -175,7 +171,12 @@ mod tests {
             panic!("expected a matrix");
         };
         assert_eq!(series.len(), 8);
-        for (labels, points) in &series {
+        for MatrixSeries {
+            labels,
+            floats: points,
+            ..
+        } in &series
+        {
             let i: f64 = labels["i"].parse().unwrap_or(f64::NAN);
             assert!(!labels.contains_key("__name__"));
             assert_eq!(points.len(), 11);
@@ -199,7 +200,7 @@ mod tests {
                     ("job".to_owned(), "x".to_owned()),
                 ]
                 .into();
-                m.add(labels, (0..=10i64).map(|k| (k * 60_000, k as f64 * step)));
+                m.add(labels, (0..=10i64).map(|k| (k * 60_000, Sample::F(k as f64 * step))));
             }
             let engine = Engine {
                 delayed_name_removal: delayed,
@@ -242,7 +243,7 @@ mod tests {
                 ("i".to_owned(), i.to_string()),
             ]
             .into();
-            m.add(labels, [(0, 1.0)]);
+            m.add(labels, [(0, Sample::F(1.0))]);
         }
         let engine = Engine {
             max_samples: 50_000,

@@ -16,21 +16,24 @@ use std::collections::BTreeMap;
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{self, Expr};
 
+use std::sync::Arc;
+
+use super::histogram::FloatHistogram;
 use super::{
-    Engine, EvalError, Labels, QueryValue, Queryable, RawSeries, STALE_NAN, format_value,
-    labels_string,
+    Engine, EvalError, Labels, MatrixSeries, QueryValue, Queryable, RawSeries, STALE_NAN, Sample,
+    format_value, labels_string,
 };
 
 /// Series loaded by `load` commands, held in memory.
 #[derive(Debug, Default)]
 pub struct MemStorage {
-    series: BTreeMap<Labels, Vec<(i64, f64)>>,
+    series: BTreeMap<Labels, Vec<(i64, Sample)>>,
 }
 
 impl MemStorage {
     /// Adds samples to a series; a sample at a time the series already
     /// has replaces the older one.
-    pub fn add(&mut self, labels: Labels, samples: impl IntoIterator<Item = (i64, f64)>) {
+    pub fn add(&mut self, labels: Labels, samples: impl IntoIterator<Item = (i64, Sample)>) {
         let s = self.series.entry(labels).or_default();
         s.extend(samples);
         // Stable: of equal times, the older sample comes first.
@@ -54,13 +57,19 @@ impl Queryable for MemStorage {
                     .iter()
                     .all(|m| m.is_match(l.get(&m.name).map_or("", String::as_str)))
             })
-            .map(|(l, s)| RawSeries {
-                labels: l.clone(),
-                samples: s
-                    .iter()
-                    .copied()
-                    .filter(|(t, _)| *t >= mint && *t <= maxt)
-                    .collect(),
+            .map(|(l, s)| {
+                let mut out = RawSeries {
+                    labels: l.clone(),
+                    samples: Vec::new(),
+                    hists: Vec::new(),
+                };
+                for (t, v) in s.iter().filter(|(t, _)| *t >= mint && *t <= maxt) {
+                    match v {
+                        Sample::F(f) => out.samples.push((*t, *f)),
+                        Sample::H(h) => out.hists.push((*t, h.clone())),
+                    }
+                }
+                out
             })
             .collect())
     }
@@ -190,25 +199,14 @@ fn parse_number(s: &str) -> Option<f64> {
     }
 }
 
-/// Expands series notation into values (`None` for `_`).
-fn expand_values(tokens: &[&str]) -> Result<Vec<Option<f64>>, String> {
+/// Expands series notation into values (`None` for `_`): floats, and
+/// native histograms as `{{...}}`, `{{a}}xN` (N+1 copies) and
+/// `{{a}}+{{b}}xN` (a, a+b, ..., a+Nb; `-` subtracts).
+fn expand_values(tokens: &[&str]) -> Result<Vec<Option<Sample>>, String> {
     let mut out = Vec::new();
     for tok in tokens {
         if tok.starts_with("{{") {
-            // Native histograms are not modelled: a placeholder sample that
-            // selectors see as "no float here" and range functions skip.
-            let n = match tok.rsplit_once("}}x") {
-                Some((_, n)) => {
-                    n.parse::<usize>()
-                        .map_err(|_| format!("bad repetition {tok:?}"))?
-                        + 1
-                }
-                None => 1,
-            };
-            out.extend(std::iter::repeat_n(
-                Some(f64::from_bits(super::HISTOGRAM_PLACEHOLDER)),
-                n,
-            ));
+            expand_histograms(tok, &mut out)?;
             continue;
         }
         if *tok == "_" {
@@ -226,19 +224,58 @@ fn expand_values(tokens: &[&str]) -> Result<Vec<Option<f64>>, String> {
             // `a+bxn`, `a-bxn` or `axn`: a then n more steps of b.
             let (start, inc) = split_increment(base).ok_or_else(|| format!("bad value {tok:?}"))?;
             if start.to_bits() == STALE_NAN {
-                out.extend(std::iter::repeat_n(Some(start), n));
+                out.extend(std::iter::repeat_n(Some(Sample::F(start)), n));
                 continue;
             }
             for k in 0..=n {
-                out.push(Some(start + inc * k as f64));
+                out.push(Some(Sample::F(start + inc * k as f64)));
             }
             continue;
         }
-        out.push(Some(
+        out.push(Some(Sample::F(
             parse_number(tok).ok_or_else(|| format!("bad value {tok:?}"))?,
-        ));
+        )));
     }
     Ok(out)
+}
+
+fn expand_histograms(tok: &str, out: &mut Vec<Option<Sample>>) -> Result<(), String> {
+    let first_end = tok.find("}}").ok_or_else(|| format!("unclosed histogram {tok:?}"))? + 2;
+    let start = FloatHistogram::parse_test(&tok[..first_end])?;
+    let rest = &tok[first_end..];
+    if rest.is_empty() {
+        out.push(Some(Sample::H(Arc::new(start))));
+        return Ok(());
+    }
+    let (inc, times) = match rest.strip_prefix('x') {
+        Some(n) => (None, n),
+        None => {
+            let sub = rest.starts_with('-');
+            let body = rest
+                .strip_prefix('+')
+                .or_else(|| rest.strip_prefix('-'))
+                .ok_or_else(|| format!("bad histogram series {tok:?}"))?;
+            let end = body.find("}}x").ok_or_else(|| format!("bad histogram series {tok:?}"))?;
+            let mut inc = FloatHistogram::parse_test(&body[..end + 2])?;
+            if sub {
+                inc.mul(-1.0);
+            }
+            (Some(inc), &body[end + 3..])
+        }
+    };
+    let n: usize = times
+        .parse()
+        .map_err(|_| format!("bad repetition in {tok:?}"))?;
+    let mut cur = start;
+    out.push(Some(Sample::H(Arc::new(cur.clone()))));
+    for _ in 0..n {
+        if let Some(inc) = &inc {
+            cur.add(inc)
+                .map_err(|_| format!("incompatible histograms in {tok:?}"))?;
+        }
+        out.push(Some(Sample::H(Arc::new(cur.clone()))));
+    }
+    Ok(())
 }
 
 fn split_increment(s: &str) -> Option<(f64, f64)> {
@@ -388,7 +425,7 @@ pub fn run(text: &str, engine: &Engine) -> Report {
                 }
                 // Within one load, a series given twice takes its last
                 // definition (as in Prometheus); loads add to each other.
-                let mut block: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
+                let mut block: BTreeMap<Labels, Vec<(i64, Sample)>> = BTreeMap::new();
                 while i < lines.len() && !lines[i].is_empty() {
                     let l = lines[i];
                     i += 1;
@@ -623,12 +660,12 @@ fn run_eval(
             _ => Err(format!("got string {v:?}")),
         },
         (Mode::Instant(_), QueryValue::Vector(got)) => {
-            let mut want: Vec<(Labels, f64)> = Vec::new();
+            let mut want: Vec<(Labels, Sample)> = Vec::new();
             for (ln, l) in &expect.lines {
                 let (labels, toks) = split_series_line(l).map_err(|e| format!("line {ln}: {e}"))?;
-                let vals = expand_values(&toks).map_err(|e| format!("line {ln}: {e}"))?;
-                match vals.as_slice() {
-                    [Some(v)] => want.push((labels, *v)),
+                let mut vals = expand_values(&toks).map_err(|e| format!("line {ln}: {e}"))?;
+                match (vals.pop(), vals.is_empty()) {
+                    (Some(Some(v)), true) => want.push((labels, v)),
                     _ => return Err(format!("line {ln}: expected one value")),
                 }
             }
@@ -640,33 +677,23 @@ fn run_eval(
         }
         (Mode::Instant(_), QueryValue::Matrix(got)) => {
             // A range selector at the top: compare the sample values in order.
-            let mut want: Vec<(Labels, Vec<f64>)> = Vec::new();
+            let mut want: Vec<(Labels, Vec<Sample>)> = Vec::new();
             for (ln, l) in &expect.lines {
                 let (labels, toks) = split_series_line(l).map_err(|e| format!("line {ln}: {e}"))?;
                 let vals = expand_values(&toks).map_err(|e| format!("line {ln}: {e}"))?;
                 want.push((labels, vals.into_iter().flatten().collect()));
             }
+            let got_s = show(&QueryValue::Matrix(got.clone()));
             if want.len() != got.len() {
-                return Err(format!(
-                    "expected {} series, got {}",
-                    want.len(),
-                    show(&QueryValue::Matrix(got))
-                ));
+                return Err(format!("expected {} series, got {got_s}", want.len()));
             }
             for (labels, vals) in &want {
-                let Some((_, pts)) = got.iter().find(|(l, _)| l == labels) else {
+                let Some(m) = got.iter().find(|m| &m.labels == labels) else {
                     return Err(format!("missing {}", labels_string(labels)));
                 };
-                if pts.len() != vals.len()
-                    || pts
-                        .iter()
-                        .zip(vals)
-                        .any(|(p, v)| !almost_equal_test(*v, p.1))
-                {
-                    return Err(format!(
-                        "{}: expected {vals:?}, got {pts:?}",
-                        labels_string(labels)
-                    ));
+                let pts = points_of(m);
+                if pts.len() != vals.len() || pts.iter().zip(vals).any(|(p, v)| !same_sample(v, &p.1)) {
+                    return Err(format!("{}: got {got_s}", labels_string(labels)));
                 }
             }
             Ok(())
@@ -678,14 +705,39 @@ fn run_eval(
     }
 }
 
+/// A matrix series' points of both kinds, by time.
+fn points_of(m: &MatrixSeries) -> Vec<(i64, Sample)> {
+    let mut pts: Vec<(i64, Sample)> = m.floats.iter().map(|&(t, v)| (t, Sample::F(v))).collect();
+    pts.extend(m.hists.iter().map(|(t, h)| (*t, Sample::H(h.clone()))));
+    pts.sort_by_key(|p| p.0);
+    pts
+}
+
+/// Samples equal as Prometheus's runner compares them: floats within a
+/// relative 1e-6 (NaN equal to NaN), histograms field by field so.
+fn same_sample(want: &Sample, got: &Sample) -> bool {
+    match (want, got) {
+        (Sample::F(a), Sample::F(b)) => almost_equal_test(*a, *b),
+        (Sample::H(a), Sample::H(b)) => a.approx_eq(b, almost_equal_test),
+        _ => false,
+    }
+}
+
+fn show_sample(v: &Sample) -> String {
+    match v {
+        Sample::F(f) => format_value(*f),
+        Sample::H(h) => h.test_expr(),
+    }
+}
+
 /// Expected series lines (values at `start + k * step`) against a matrix.
 fn compare_matrix(
     lines: &[(usize, String)],
-    got: &[(Labels, Vec<(i64, f64)>)],
+    got: &[MatrixSeries],
     start: i64,
     step: i64,
 ) -> Result<(), String> {
-    let mut want: Vec<(Labels, Vec<(i64, f64)>)> = Vec::new();
+    let mut want: Vec<(Labels, Vec<(i64, Sample)>)> = Vec::new();
     for (ln, l) in lines {
         let (labels, toks) = split_series_line(l).map_err(|e| format!("line {ln}: {e}"))?;
         let vals = expand_values(&toks).map_err(|e| format!("line {ln}: {e}"))?;
@@ -701,17 +753,23 @@ fn compare_matrix(
         return Err(format!("expected {} series, got {got_s}", want.len()));
     }
     for (labels, pts) in &want {
-        let Some((_, g)) = got.iter().find(|(l, _)| l == labels) else {
+        let Some(m) = got.iter().find(|m| &m.labels == labels) else {
             return Err(format!("missing {} in {got_s}", labels_string(labels)));
         };
+        let g = points_of(m);
         if g.len() != pts.len()
             || g.iter()
                 .zip(pts)
-                .any(|(a, b)| a.0 != b.0 || !almost_equal_test(b.1, a.1))
+                .any(|(a, b)| a.0 != b.0 || !same_sample(&b.1, &a.1))
         {
+            let want_s: Vec<String> = pts
+                .iter()
+                .map(|(t, v)| format!("{}@{t}", show_sample(v)))
+                .collect();
             return Err(format!(
-                "{}: expected {pts:?}, got {g:?}",
-                labels_string(labels)
+                "{}: expected [{}], got {got_s}",
+                labels_string(labels),
+                want_s.join(" ")
             ));
         }
     }
@@ -719,8 +777,8 @@ fn compare_matrix(
 }
 
 fn compare_vector(
-    want: &[(Labels, f64)],
-    got: &[(Labels, i64, f64)],
+    want: &[(Labels, Sample)],
+    got: &[(Labels, i64, Sample)],
     ordered: bool,
 ) -> Result<(), String> {
     let got_s = show(&QueryValue::Vector(got.to_vec()));
@@ -738,12 +796,12 @@ fn compare_vector(
                 labels_string(labels)
             ));
         }
-        if !almost_equal_test(*v, got[pos].2) {
+        if !same_sample(v, &got[pos].2) {
             return Err(format!(
                 "{}: expected {}, got {}",
                 labels_string(labels),
-                format_value(*v),
-                format_value(got[pos].2)
+                show_sample(v),
+                show_sample(&got[pos].2)
             ));
         }
     }
@@ -761,19 +819,19 @@ fn show(v: &QueryValue) -> String {
         QueryValue::Vector(s) => {
             let items: Vec<String> = s
                 .iter()
-                .map(|(l, _, v)| format!("{} {}", labels_string(l), format_value(*v)))
+                .map(|(l, _, v)| format!("{} {}", labels_string(l), show_sample(v)))
                 .collect();
             format!("vector [{}]", items.join(", "))
         }
         QueryValue::Matrix(s) => {
             let items: Vec<String> = s
                 .iter()
-                .map(|(l, p)| {
-                    let pts: Vec<String> = p
+                .map(|m| {
+                    let pts: Vec<String> = points_of(m)
                         .iter()
-                        .map(|(t, v)| format!("{}@{}", format_value(*v), t))
+                        .map(|(t, v)| format!("{}@{}", show_sample(v), t))
                         .collect();
-                    format!("{} [{}]", labels_string(l), pts.join(" "))
+                    format!("{} [{}]", labels_string(&m.labels), pts.join(" "))
                 })
                 .collect();
             format!("matrix [{}]", items.join(", "))
@@ -857,14 +915,10 @@ mod tests {
             expand_values(&["0+10x3", "_", "1x2", "-2-1x1", "stale", "_x2", "Inf", "1e3"]).unwrap();
         let f: Vec<String> = v
             .iter()
-            .map(|x| {
-                x.map_or("_".into(), |x| {
-                    if x.to_bits() == STALE_NAN {
-                        "stale".into()
-                    } else {
-                        format_value(x)
-                    }
-                })
+            .map(|x| match x {
+                None => "_".into(),
+                Some(Sample::F(x)) if x.to_bits() == STALE_NAN => "stale".into(),
+                Some(s) => show_sample(s),
             })
             .collect();
         assert_eq!(
@@ -886,11 +940,13 @@ mod tests {
         );
         let v = expand_values(&toks).unwrap();
         assert_eq!(v.len(), 6);
-        assert!(
-            v[1..5]
-                .iter()
-                .all(|x| x.is_some_and(|x| x.to_bits() == crate::promql::HISTOGRAM_PLACEHOLDER))
-        );
+        assert!(v[1..5].iter().all(|x| matches!(x, Some(Sample::H(_)))));
+        // a+bxN adds b N times.
+        let v = expand_values(&["{{schema:0 sum:1 count:1 buckets:[1]}}+{{sum:2 count:1 buckets:[1]}}x2"]).unwrap();
+        let Some(Some(Sample::H(last))) = v.last() else {
+            panic!("no histogram")
+        };
+        assert_eq!((v.len(), last.count, last.sum), (3, 3.0, 5.0));
         assert_eq!(parse_duration("1h30m"), Some(5_400_000));
         assert_eq!(parse_duration("50m"), Some(3_000_000));
         assert_eq!(parse_duration("100"), Some(100_000));

@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::arrow::array::{
@@ -28,7 +29,7 @@ use datafusion::arrow::datatypes::{Float64Type, UInt64Type};
 use lumen_store::{SegmentMeta, Signal, Store};
 use promql_parser::label::Matcher;
 
-use super::{EvalError, Labels, Queryable, RawSeries, STALE_NAN};
+use super::{EvalError, FloatHistogram, Labels, Queryable, RawSeries, STALE_NAN};
 use crate::json::missing;
 use crate::promnames::{self, MetricKind};
 use crate::search::{
@@ -626,6 +627,40 @@ fn exponential_series(c: &Cols, i: usize) -> Vec<(Labels, f64)> {
     out
 }
 
+/// An exponential histogram point as a native histogram of the family's
+/// own name (beside its classic series).
+fn native_histogram(c: &Cols, i: usize) -> Option<(Labels, FloatHistogram)> {
+    let (family, labels) = c.base(i, MetricKind::ExponentialHistogram);
+    let int = |a: &Int32Array| if a.is_valid(i) { a.value(i) } else { 0 };
+    let counts = |l: &ListArray| -> Vec<f64> {
+        Cols::u64_list(l, i).into_iter().map(|n| n as f64).collect()
+    };
+    let pos = counts(c.pos_buckets);
+    let neg = counts(c.neg_buckets);
+    let zero = if c.zero_count.is_valid(i) {
+        c.zero_count.value(i) as f64
+    } else {
+        0.0
+    };
+    let total = pos.iter().chain(&neg).sum::<f64>() + zero;
+    let h = FloatHistogram::from_otlp_exponential(
+        int(c.scale),
+        if c.zero_threshold.is_valid(i) {
+            c.zero_threshold.value(i)
+        } else {
+            0.0
+        },
+        zero,
+        c.v.part_value(i, Part::Count).unwrap_or(total),
+        c.v.part_value(i, Part::Sum).unwrap_or(f64::NAN),
+        int(c.pos_offset),
+        &pos,
+        int(c.neg_offset),
+        &neg,
+    )?;
+    Some((with(&labels, family, None), h))
+}
+
 /// The store, read as Prometheus series.
 pub struct StoreQueryable<'a> {
     pub store: &'a Store,
@@ -644,8 +679,9 @@ impl<'a> StoreQueryable<'a> {
     }
 }
 
-/// A series being collected: labels, samples, and whether they are deltas.
-type Collecting = (Labels, Vec<(i64, f64)>, bool);
+/// A series being collected: labels, float samples, whether they are
+/// deltas, and native histogram samples.
+type Collecting = (Labels, Vec<(i64, f64)>, bool, Vec<(i64, FloatHistogram)>);
 
 #[derive(Default)]
 struct Collected {
@@ -663,7 +699,7 @@ impl Collected {
         if let Some(&o) = self.index.get(labels) {
             return o;
         }
-        self.series.push((labels.clone(), Vec::new(), delta));
+        self.series.push((labels.clone(), Vec::new(), delta, Vec::new()));
         self.expected.push(0);
         self.index.insert(labels.clone(), self.series.len() - 1);
         self.series.len() - 1
@@ -704,6 +740,16 @@ impl StoreQueryable<'_> {
                         out.series[o]
                             .1
                             .push((t, if stale { f64::from_bits(STALE_NAN) } else { v }));
+                    }
+                }
+                if let Some((labels, h)) = native_histogram(&c, i)
+                    && matches_all(matchers, &labels)
+                {
+                    let o = out.slot(&labels, delta);
+                    if stale {
+                        out.series[o].1.push((t, f64::from_bits(STALE_NAN)));
+                    } else {
+                        out.series[o].3.push((t, h));
                     }
                 }
                 continue;
@@ -1000,6 +1046,7 @@ pub(crate) fn series_and_metadata(
                 .insert(FamilyMeta::new(kind, Cols::str_or_empty(c.desc, i), unit));
             if kind == MetricKind::ExponentialHistogram {
                 series.extend(exponential_series(&c, i).into_iter().map(|(l, _)| l));
+                series.extend(native_histogram(&c, i).map(|(l, _)| l));
                 continue;
             }
             let bounds = Cols::f64_list(c.bounds, i);
@@ -1284,7 +1331,7 @@ impl Queryable for StoreQueryable<'_> {
         Ok(out
             .series
             .into_iter()
-            .map(|(labels, mut samples, delta)| {
+            .map(|(labels, mut samples, delta, mut hists)| {
                 if !samples.is_sorted_by_key(|p| p.0) {
                     samples.sort_by_key(|p| p.0);
                 }
@@ -1300,7 +1347,28 @@ impl Queryable for StoreQueryable<'_> {
                         }
                     }
                 }
-                RawSeries { labels, samples }
+                if !hists.is_sorted_by_key(|p| p.0) {
+                    hists.sort_by_key(|p| p.0);
+                }
+                super::dedup_keep_later(&mut hists);
+                if delta {
+                    // Deltas add up to the cumulative histogram; a point that
+                    // cannot be added (another schema kind) starts over.
+                    let mut total: Option<FloatHistogram> = None;
+                    for (_, h) in hists.iter_mut() {
+                        let summed = total.as_mut().is_some_and(|t| t.add(h).is_ok());
+                        match &total {
+                            Some(t) if summed => *h = t.clone(),
+                            _ => total = Some(h.clone()),
+                        }
+                    }
+                }
+                let hists = hists.into_iter().map(|(t, h)| (t, Arc::new(h))).collect();
+                RawSeries {
+                    labels,
+                    samples,
+                    hists,
+                }
             })
             .collect())
     }
