@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use promql_parser::parser::token::{
     T_ADD, T_ATAN2, T_AVG, T_BOTTOMK, T_COUNT, T_COUNT_VALUES, T_DIV, T_EQLC, T_GROUP, T_GTE,
-    T_GTR, T_LAND, T_LOR, T_LSS, T_LTE, T_LUNLESS, T_MAX, T_MIN, T_MOD, T_MUL, T_NEQ, T_POW,
+    T_GTR, T_LAND, T_LIMIT_RATIO, T_LIMITK, T_LOR, T_LSS, T_LTE, T_LUNLESS, T_MAX, T_MIN, T_MOD, T_MUL, T_NEQ, T_POW,
     T_QUANTILE, T_STDDEV, T_STDVAR, T_SUB, T_SUM, T_TOPK, TokenId,
 };
 use promql_parser::parser::{
@@ -981,6 +981,34 @@ impl<'a> Ev<'a> {
         let dropped = |g: usize, labels: &Labels| group_drop[g] && labels.contains_key("__name__");
         self.charge(groups.len().saturating_mul(self.n))?;
         match op {
+            T_LIMITK => {
+                let k = self.eval_scalar(
+                    a.param.as_deref().ok_or_else(|| missing_param(op))?,
+                    "limitk",
+                )?;
+                // Each group's first k series with a sample at the step, in
+                // input order; samples of either kind, unchanged.
+                let mut out: Vec<SSeries> = input
+                    .iter()
+                    .map(|s| SSeries::empty(s.labels.clone(), self.n, s.drop))
+                    .collect();
+                for (i, &kf) in k.iter().enumerate() {
+                    let k = topk_param(kf)?;
+                    let mut taken = vec![0usize; groups.len()];
+                    for (j, s) in input.iter().enumerate() {
+                        let g = group_of[j];
+                        if taken[g] < k && s.has(i) {
+                            out[j].set(i, s.sample(i));
+                            taken[g] += 1;
+                        }
+                    }
+                }
+                out.retain(SSeries::any);
+                Ok(Val::Vector(out))
+            }
+            T_LIMIT_RATIO => Err(EvalError::BadData(
+                "limit_ratio is not supported".into(),
+            )),
             T_TOPK | T_BOTTOMK => {
                 let k =
                     self.eval_scalar(a.param.as_deref().ok_or_else(|| missing_param(op))?, "topk")?;
@@ -1144,19 +1172,10 @@ impl<'a> Ev<'a> {
         // then by value.
         let mut order: Vec<usize> = Vec::new();
         for i in 0..self.n {
-            let kf = k[i];
-            if kf.is_nan() {
-                return Err(EvalError::Execution("Parameter value is NaN".into()));
-            }
-            if kf >= 9.2e18 {
-                return Err(EvalError::Execution(format!(
-                    "Scalar value {kf} overflows int64"
-                )));
-            }
-            if kf < 1.0 {
+            let k = topk_param(k[i])?;
+            if k == 0 {
                 continue;
             }
-            let k = kf as usize;
             let mut per_group: Vec<Vec<(usize, f64)>> = vec![Vec::new(); ngroups];
             for (j, s) in input.iter().enumerate() {
                 if let Some(v) = s.vals[i] {
@@ -1310,6 +1329,19 @@ fn sample_binop(op: TokenId, l: Sample, r: Sample, return_bool: bool) -> Option<
 /// Most accumulators (groups × steps) an aggregation keeps at once to go
 /// series by series (about 40 MB).
 const SERIES_MAJOR_ACCS: usize = 1 << 20;
+
+/// The `k` of `topk`, `bottomk` and `limitk` at one step (0 below 1).
+fn topk_param(kf: f64) -> Result<usize> {
+    if kf.is_nan() {
+        return Err(EvalError::Execution("Parameter value is NaN".into()));
+    }
+    if kf >= 9.2e18 {
+        return Err(EvalError::Execution(format!(
+            "Scalar value {kf} overflows int64"
+        )));
+    }
+    Ok(if kf < 1.0 { 0 } else { kf as usize })
+}
 
 fn missing_param(op: TokenId) -> EvalError {
     EvalError::BadData(format!(

@@ -328,7 +328,11 @@ pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
         "rate" | "irate" | "increase" | "delta" | "idelta" | "deriv" | "predict_linear"
         | "avg_over_time" | "min_over_time" | "max_over_time" | "sum_over_time"
         | "count_over_time" | "quantile_over_time" | "stddev_over_time" | "stdvar_over_time"
-        | "last_over_time" | "present_over_time" | "changes" | "resets" => range_call(ev, c),
+        | "last_over_time" | "present_over_time" | "changes" | "resets" | "first_over_time"
+        | "mad_over_time" | "ts_of_first_over_time" | "ts_of_last_over_time"
+        | "ts_of_max_over_time" | "ts_of_min_over_time" | "double_exponential_smoothing" => {
+            range_call(ev, c)
+        }
         _ => {
             let f: fn(f64) -> f64 = match name {
                 "abs" => f64::abs,
@@ -545,15 +549,33 @@ const PARALLEL_POINTS: usize = 200_000;
 
 fn range_call(ev: &Ev, c: &Call) -> Result<Val> {
     let name = c.func.name;
-    let (matrix_arg, scalar_arg) = match name {
-        "quantile_over_time" => (1, Some(0)),
-        "predict_linear" => (0, Some(1)),
-        _ => (0, None),
+    let (matrix_arg, scalar_args): (usize, &[usize]) = match name {
+        "quantile_over_time" => (1, &[0]),
+        "predict_linear" => (0, &[1]),
+        "double_exponential_smoothing" => (0, &[1, 2]),
+        _ => (0, &[]),
     };
-    let param = match scalar_arg {
-        Some(i) => ev.eval_scalar(arg(c, i)?, name)?,
-        None => Vec::new(),
-    };
+    // Up to two scalar parameters per step.
+    let mut param: Vec<[f64; 2]> = Vec::new();
+    for (k, &i) in scalar_args.iter().enumerate() {
+        let v = ev.eval_scalar(arg(c, i)?, name)?;
+        param.resize(v.len(), [f64::NAN; 2]);
+        for (p, x) in param.iter_mut().zip(v) {
+            p[k] = x;
+        }
+    }
+    if name == "double_exponential_smoothing" {
+        for p in &param {
+            for (x, what) in [(p[0], "smoothing"), (p[1], "trend")] {
+                if !(x > 0.0 && x < 1.0) {
+                    return Err(EvalError::Execution(format!(
+                        "invalid {what} factor. Expected: 0 < {} < 1, got: {x:.6}",
+                        if what == "smoothing" { "sf" } else { "tf" }
+                    )));
+                }
+            }
+        }
+    }
     let (mut series, w) = ev.range_input(arg(c, matrix_arg)?)?;
     ev.charge(series.len().saturating_mul(ev.n))?;
     let g = ev.grid();
@@ -581,11 +603,11 @@ fn range_call(ev: &Ev, c: &Call) -> Result<Val> {
 fn range_series(
     g: &Grid,
     name: &str,
-    param: &[f64],
+    param: &[[f64; 2]],
     w: &Window,
     series: Vec<RangeSeries>,
 ) -> Result<Vec<SSeries>> {
-    let keep_name = name == "last_over_time";
+    let keep_name = matches!(name, "last_over_time" | "first_over_time");
     let counter = matches!(name, "rate" | "increase");
     let mut out = Vec::with_capacity(series.len());
     let mut scratch: Vec<f64> = Vec::new();
@@ -624,8 +646,8 @@ fn range_series(
             }
             let r = g.ref_time(i, w);
             let win = &points[lo..hi];
+            let p = param.get(i).copied().unwrap_or([f64::NAN; 2]);
             let v = if hw.is_empty() {
-                let p = param.get(i).copied().unwrap_or(f64::NAN);
                 let has_resets = !counter || resets[hi - 1] != resets[lo];
                 range_fn(
                     name,
@@ -655,12 +677,24 @@ fn range_series(
                             Sample::F(fv)
                         })
                     }
+                    "first_over_time" => {
+                        let (ft, fv) = win[0];
+                        let (ht, h) = &hw[0];
+                        Some(if *ht < ft {
+                            Sample::H(h.clone())
+                        } else {
+                            Sample::F(fv)
+                        })
+                    }
+                    "ts_of_first_over_time" => Some(Sample::F(win[0].0.min(hw[0].0) as f64 / 1000.0)),
+                    "ts_of_last_over_time" => Some(Sample::F(
+                        win[win.len() - 1].0.max(hw[hw.len() - 1].0) as f64 / 1000.0,
+                    )),
                     // Prometheus gives nothing (and a warning) for a mix.
                     "rate" | "increase" | "delta" | "irate" | "idelta" | "sum_over_time"
                     | "avg_over_time" | "changes" | "resets" => None,
                     // The rest read the floats only.
                     _ => {
-                        let p = param.get(i).copied().unwrap_or(f64::NAN);
                         range_fn(
                             name,
                             win,
@@ -739,6 +773,9 @@ fn hist_range_fn(
         "count_over_time" => Some(Sample::F(win.len() as f64)),
         "present_over_time" => Some(Sample::F(1.0)),
         "last_over_time" => Some(Sample::H(last.clone())),
+        "first_over_time" => Some(Sample::H(win[0].1.clone())),
+        "ts_of_first_over_time" => Some(Sample::F(win[0].0 as f64 / 1000.0)),
+        "ts_of_last_over_time" => Some(Sample::F(*last_t as f64 / 1000.0)),
         "resets" => Some(Sample::F(
             win.windows(2).filter(|p| p[1].1.detect_reset(&p[0].1)).count() as f64,
         )),
@@ -824,11 +861,12 @@ fn range_fn(
     range_end: i64,
     range: i64,
     t: i64,
-    param: f64,
+    params: [f64; 2],
     has_resets: bool,
     scratch: &mut Vec<f64>,
 ) -> Option<f64> {
     let last = win[win.len() - 1];
+    let param = params[0];
     match name {
         "rate" => extrapolated_rate(win, range_start, range_end, range, has_resets, true, true),
         "increase" => {
@@ -881,6 +919,45 @@ fn range_fn(
             ))
         }
         "last_over_time" => Some(last.1),
+        "first_over_time" => Some(win[0].1),
+        "ts_of_first_over_time" => Some(win[0].0 as f64 / 1000.0),
+        "ts_of_last_over_time" => Some(last.0 as f64 / 1000.0),
+        // The last time of the extreme (ties go to the later sample).
+        "ts_of_max_over_time" | "ts_of_min_over_time" => {
+            let max = name == "ts_of_max_over_time";
+            let (mut at, mut best) = win[0];
+            for &(t, v) in win {
+                let better = if max { v >= best } else { v <= best };
+                if better || best.is_nan() {
+                    (best, at) = (v, t);
+                }
+            }
+            Some(at as f64 / 1000.0)
+        }
+        "mad_over_time" => {
+            scratch.clear();
+            scratch.extend(win.iter().map(|p| p.1));
+            let median = quantile(0.5, scratch);
+            scratch.clear();
+            scratch.extend(win.iter().map(|p| (p.1 - median).abs()));
+            Some(quantile(0.5, scratch))
+        }
+        "double_exponential_smoothing" => {
+            if win.len() < 2 {
+                return None;
+            }
+            let (sf, tf) = (params[0], params[1]);
+            let (mut s0, mut s1) = (0.0, win[0].1);
+            let mut b = win[1].1 - win[0].1;
+            for (i, &(_, v)) in win.iter().enumerate().skip(1) {
+                if i > 1 {
+                    b = tf * (s1 - s0) + (1.0 - tf) * b;
+                }
+                let next = sf * v + (1.0 - sf) * (s1 + b);
+                (s0, s1) = (s1, next);
+            }
+            Some(s1)
+        }
         "present_over_time" => Some(1.0),
         "quantile_over_time" => {
             scratch.clear();
