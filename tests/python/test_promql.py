@@ -17,7 +17,11 @@ import pytest
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider
 from opentelemetry.sdk.metrics.export import AggregationTemporality, PeriodicExportingMetricReader
-from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.metrics.view import (
+    ExplicitBucketHistogramAggregation,
+    ExponentialBucketHistogramAggregation,
+    View,
+)
 from opentelemetry.sdk.resources import Resource
 
 
@@ -47,16 +51,22 @@ def send(addrs, service):
         resource=Resource.create({"service.name": service, "service.instance.id": "py-1"}),
         metric_readers=[reader],
         views=[View(instrument_name="checkout.duration",
-                    aggregation=ExplicitBucketHistogramAggregation([0.1, 1.0]))])
+                    aggregation=ExplicitBucketHistogramAggregation([0.1, 1.0])),
+               View(instrument_name="payload.size",
+                    aggregation=ExponentialBucketHistogramAggregation())])
     meter = provider.get_meter("py-promql")
     orders = meter.create_counter("orders")
     duration = meter.create_histogram("checkout.duration", unit="s")
     depth = meter.create_up_down_counter("queue.depth")
-    # Three exports: each carries only what happened since the last one.
-    for adds, observations in [(2, [0.05]), (3, [0.05, 0.05]), (5, [0.5])]:
+    payload = meter.create_histogram("payload.size", unit="By")
+    # Three exports: each carries only what happened since the last one
+    # (the exponential histogram's deltas each at their own scale).
+    for adds, observations, sizes in [(2, [0.05], [3]), (3, [0.05, 0.05], [3, 5]), (5, [0.5], [100])]:
         orders.add(adds, {"region": "eu"})
         for o in observations:
             duration.record(o)
+        for b in sizes:
+            payload.record(b)
         depth.add(adds)
         provider.force_flush()
         time.sleep(0.05)
@@ -82,6 +92,14 @@ def test_delta_and_cumulative_metrics_from_the_python_sdk(lumen):
     assert s["value"][1] == "4"
     [s] = query(lumen, 'histogram_quantile(0.5, checkout_duration_seconds_bucket{job="py-shop"})', now)["result"]
     assert abs(float(s["value"][1]) - 0.1 * 2 / 3) < 1e-9
+    # The exponential histogram is a native histogram: the deltas (3; 3, 5;
+    # 100) summed at the lowest of their scales.
+    [s] = query(lumen, 'payload_size_bytes{job="py-shop"}', now)["result"]
+    assert s["histogram"][1]["count"] == "4" and s["histogram"][1]["sum"] == "111", s
+    [s] = query(lumen, 'histogram_fraction(0, 10, payload_size_bytes{job="py-shop"})', now)["result"]
+    assert s["value"][1] == "0.75", s
+    [s] = query(lumen, 'histogram_quantile(0.5, payload_size_bytes{job="py-shop"})', now)["result"]
+    assert 3 <= float(s["value"][1]) <= 5, s
 
 
 def promtool():
