@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: unit, integration (real server, Rust SDK), and the
-# Python SDK round trip. Installs what cargo does not (a Python virtualenv
-# with the OpenTelemetry SDK and pytest) when it is missing.
+# The whole test suite: unit, integration (real server, Rust SDK), the
+# Python SDK round trip, and the dashboard in headless chromium. Installs
+# what cargo does not (a Python virtualenv with the OpenTelemetry SDK and
+# pytest, promtool, chromium, playwright-core) when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,8 +31,24 @@ if ! command -v promtool >/dev/null; then
     || { $SUDO apt-get update >/dev/null && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null; }
 fi
 
+# The dashboard tests drive Debian's chromium with playwright-core.
+if [ ! -x /usr/bin/chromium ]; then
+  echo "== installing chromium (Debian's package)"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null \
+    || { $SUDO apt-get update >/dev/null && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null; }
+fi
+if [ ! -d tests/ui/node_modules/playwright-core ]; then
+  echo "== installing playwright-core (npm)"
+  (cd tests/ui && npm ci --no-audit --no-fund --silent)
+fi
+
 echo "== cargo test (unit + integration)"
 cargo test --workspace --all-targets
 
 echo "== Python SDK round trip"
 LUMEN_BIN="$CARGO_TARGET_DIR/debug/lumen" "$VENV/bin/pytest" -q tests/python
+
+echo "== dashboard in headless chromium (screenshots in test-artifacts/screenshots)"
+(cd tests/ui && LUMEN_BIN="$CARGO_TARGET_DIR/debug/lumen" node --test --test-concurrency=1)
