@@ -432,7 +432,11 @@ fn result_json(v: QueryValue) -> Value {
                 .map(|m| {
                     let mut o = json!({ "metric": m.labels });
                     if !m.floats.is_empty() {
-                        o["values"] = m.floats.into_iter().map(|(t, v)| point_json(t, v)).collect();
+                        o["values"] = m
+                            .floats
+                            .into_iter()
+                            .map(|(t, v)| point_json(t, v))
+                            .collect();
                     }
                     if !m.hists.is_empty() {
                         o["histograms"] =

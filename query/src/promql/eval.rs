@@ -8,8 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use promql_parser::parser::token::{
     T_ADD, T_ATAN2, T_AVG, T_BOTTOMK, T_COUNT, T_COUNT_VALUES, T_DIV, T_EQLC, T_GROUP, T_GTE,
-    T_GTR, T_LAND, T_LIMIT_RATIO, T_LIMITK, T_LOR, T_LSS, T_LTE, T_LUNLESS, T_MAX, T_MIN, T_MOD, T_MUL, T_NEQ, T_POW,
-    T_QUANTILE, T_STDDEV, T_STDVAR, T_SUB, T_SUM, T_TOPK, TokenId,
+    T_GTR, T_LAND, T_LIMIT_RATIO, T_LIMITK, T_LOR, T_LSS, T_LTE, T_LUNLESS, T_MAX, T_MIN, T_MOD,
+    T_MUL, T_NEQ, T_POW, T_QUANTILE, T_STDDEV, T_STDVAR, T_SUB, T_SUM, T_TOPK, TokenId,
 };
 use promql_parser::parser::{
     AggregateExpr, AtModifier, BinaryExpr, Expr, LabelModifier, Offset, VectorMatchCardinality,
@@ -629,20 +629,19 @@ impl<'a> Ev<'a> {
                 let hist = k.checked_sub(1).map(|k| &s.hists[k]);
                 match (float, hist) {
                     (Some((t, v)), h) if h.is_none_or(|h| h.0 < t) => {
-                        if t > r - w.range && !is_stale(v) {
-                            out_s.vals[i] = Some(if times { t as f64 / 1000.0 } else { v });
-                            any = true;
-                        }
+                        // A staleness marker ends the series here.
+                        let live = t > r - w.range && !is_stale(v);
+                        out_s.vals[i] = live.then_some(if times { t as f64 / 1000.0 } else { v });
+                        any |= live;
                     }
                     (_, Some((t, h))) => {
-                        if *t > r - w.range {
-                            if times {
-                                out_s.vals[i] = Some(*t as f64 / 1000.0);
-                            } else {
-                                out_s.set_hist(i, Some(h.clone()));
-                            }
-                            any = true;
+                        let live = *t > r - w.range;
+                        if live && times {
+                            out_s.vals[i] = Some(*t as f64 / 1000.0);
+                        } else if live {
+                            out_s.set_hist(i, Some(h.clone()));
                         }
+                        any |= live;
                     }
                     _ => {}
                 }
@@ -1006,9 +1005,7 @@ impl<'a> Ev<'a> {
                 out.retain(SSeries::any);
                 Ok(Val::Vector(out))
             }
-            T_LIMIT_RATIO => Err(EvalError::BadData(
-                "limit_ratio is not supported".into(),
-            )),
+            T_LIMIT_RATIO => Err(EvalError::BadData("limit_ratio is not supported".into())),
             T_TOPK | T_BOTTOMK => {
                 let k =
                     self.eval_scalar(a.param.as_deref().ok_or_else(|| missing_param(op))?, "topk")?;
@@ -1512,12 +1509,12 @@ fn vector_scalar(
         .filter_map(|mut series| {
             let mut any = false;
             if !series.hists.is_empty() {
-                for i in 0..series.vals.len() {
+                for (i, &sv) in s.iter().enumerate().take(series.vals.len()) {
                     let Some(x) = series.sample(i) else { continue };
                     let (l, r) = if swap {
-                        (Sample::F(s[i]), x.clone())
+                        (Sample::F(sv), x.clone())
                     } else {
-                        (x.clone(), Sample::F(s[i]))
+                        (x.clone(), Sample::F(sv))
                     };
                     let mut v = sample_binop(op, l, r, return_bool);
                     if cmp && !return_bool && v.is_some() {

@@ -8,12 +8,12 @@ use chrono::{DateTime, Datelike, Timelike};
 use promql_parser::label::MatchOp;
 use promql_parser::parser::{Call, Expr, VectorSelector};
 
+use super::EvalError;
 use super::Labels;
+use super::eval::Sample;
 use super::eval::{
     Ev, Grid, RangeSeries, SSeries, Val, Window, kahan_sum_inc, merge_same_labels, quantile,
 };
-use super::EvalError;
-use super::eval::Sample;
 use super::histogram::{FloatHistogram, ResetHint};
 
 type Result<T> = std::result::Result<T, EvalError>;
@@ -262,7 +262,9 @@ pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
                     "histogram_stddev" => h.variance().sqrt(),
                     "histogram_stdvar" => h.variance(),
                     _ => {
-                        let (lo, hi) = bounds.as_ref().map_or((f64::NAN, f64::NAN), |b| (b.0[i], b.1[i]));
+                        let (lo, hi) = bounds
+                            .as_ref()
+                            .map_or((f64::NAN, f64::NAN), |b| (b.0[i], b.1[i]));
                         h.fraction(lo, hi)
                     }
                 }
@@ -325,14 +327,32 @@ pub(super) fn call(ev: &Ev, c: &Call) -> Result<Val> {
         "holt_winters" => Err(EvalError::BadData(
             "unknown function with name \"holt_winters\" (Prometheus 3 removed it)".into(),
         )),
-        "rate" | "irate" | "increase" | "delta" | "idelta" | "deriv" | "predict_linear"
-        | "avg_over_time" | "min_over_time" | "max_over_time" | "sum_over_time"
-        | "count_over_time" | "quantile_over_time" | "stddev_over_time" | "stdvar_over_time"
-        | "last_over_time" | "present_over_time" | "changes" | "resets" | "first_over_time"
-        | "mad_over_time" | "ts_of_first_over_time" | "ts_of_last_over_time"
-        | "ts_of_max_over_time" | "ts_of_min_over_time" | "double_exponential_smoothing" => {
-            range_call(ev, c)
-        }
+        "rate"
+        | "irate"
+        | "increase"
+        | "delta"
+        | "idelta"
+        | "deriv"
+        | "predict_linear"
+        | "avg_over_time"
+        | "min_over_time"
+        | "max_over_time"
+        | "sum_over_time"
+        | "count_over_time"
+        | "quantile_over_time"
+        | "stddev_over_time"
+        | "stdvar_over_time"
+        | "last_over_time"
+        | "present_over_time"
+        | "changes"
+        | "resets"
+        | "first_over_time"
+        | "mad_over_time"
+        | "ts_of_first_over_time"
+        | "ts_of_last_over_time"
+        | "ts_of_max_over_time"
+        | "ts_of_min_over_time"
+        | "double_exponential_smoothing" => range_call(ev, c),
         _ => {
             let f: fn(f64) -> f64 = match name {
                 "abs" => f64::abs,
@@ -686,7 +706,9 @@ fn range_series(
                             Sample::F(fv)
                         })
                     }
-                    "ts_of_first_over_time" => Some(Sample::F(win[0].0.min(hw[0].0) as f64 / 1000.0)),
+                    "ts_of_first_over_time" => {
+                        Some(Sample::F(win[0].0.min(hw[0].0) as f64 / 1000.0))
+                    }
                     "ts_of_last_over_time" => Some(Sample::F(
                         win[win.len() - 1].0.max(hw[hw.len() - 1].0) as f64 / 1000.0,
                     )),
@@ -694,20 +716,18 @@ fn range_series(
                     "rate" | "increase" | "delta" | "irate" | "idelta" | "sum_over_time"
                     | "avg_over_time" | "changes" | "resets" => None,
                     // The rest read the floats only.
-                    _ => {
-                        range_fn(
-                            name,
-                            win,
-                            r - w.range,
-                            r,
-                            w.range,
-                            g.ts(i),
-                            p,
-                            true,
-                            &mut scratch,
-                        )
-                        .map(Sample::F)
-                    }
+                    _ => range_fn(
+                        name,
+                        win,
+                        r - w.range,
+                        r,
+                        w.range,
+                        g.ts(i),
+                        p,
+                        true,
+                        &mut scratch,
+                    )
+                    .map(Sample::F),
                 }
             };
             any |= v.is_some();
@@ -736,7 +756,14 @@ fn hist_range_fn(
     match name {
         "rate" | "increase" | "delta" => {
             let counter = name != "delta";
-            let h = hist_extrapolated_rate(win, range_start, range_end, range, counter, name == "rate")?;
+            let h = hist_extrapolated_rate(
+                win,
+                range_start,
+                range_end,
+                range,
+                counter,
+                name == "rate",
+            )?;
             hist(h)
         }
         "irate" | "idelta" => {
@@ -777,7 +804,9 @@ fn hist_range_fn(
         "ts_of_first_over_time" => Some(Sample::F(win[0].0 as f64 / 1000.0)),
         "ts_of_last_over_time" => Some(Sample::F(*last_t as f64 / 1000.0)),
         "resets" => Some(Sample::F(
-            win.windows(2).filter(|p| p[1].1.detect_reset(&p[0].1)).count() as f64,
+            win.windows(2)
+                .filter(|p| p[1].1.detect_reset(&p[0].1))
+                .count() as f64,
         )),
         "changes" => Some(Sample::F(
             win.windows(2).filter(|p| !p[1].1.same_as(&p[0].1)).count() as f64,
@@ -828,27 +857,16 @@ fn hist_extrapolated_rate(
     }
     h.hint = ResetHint::Gauge;
     h.compact();
-    let mut to_start = (first_t - range_start) as f64 / 1000.0;
-    let mut to_end = (range_end - last_t) as f64 / 1000.0;
-    let sampled = (last_t - first_t) as f64 / 1000.0;
-    let avg = sampled / (win.len() - 1) as f64;
-    let threshold = avg * 1.1;
-    if to_start >= threshold {
-        to_start = avg / 2.0;
-    }
-    if counter && h.count > 0.0 && first.count >= 0.0 {
-        let to_zero = sampled * (first.count / h.count);
-        if to_zero < to_start {
-            to_start = to_zero;
-        }
-    }
-    if to_end >= threshold {
-        to_end = avg / 2.0;
-    }
-    let mut factor = (sampled + to_start + to_end) / sampled;
-    if rate {
-        factor /= range as f64 / 1000.0;
-    }
+    let zero = (counter && h.count > 0.0 && first.count >= 0.0).then_some((first.count, h.count));
+    let span = Span {
+        first_t: *first_t,
+        last_t: *last_t,
+        samples: win.len(),
+        range_start,
+        range_end,
+        range,
+    };
+    let factor = span.extrapolation(zero, rate);
     h.mul(factor);
     Some(h)
 }
@@ -1015,30 +1033,61 @@ fn extrapolated_rate(
             prev = v;
         }
     }
-    let mut to_start = (first_t - range_start) as f64 / 1000.0;
-    let mut to_end = (range_end - last_t) as f64 / 1000.0;
-    let sampled = (last_t - first_t) as f64 / 1000.0;
-    let avg = sampled / (win.len() - 1) as f64;
-    let threshold = avg * 1.1;
-    if to_start >= threshold {
-        to_start = avg / 2.0;
-    }
-    if counter && result > 0.0 && first_v >= 0.0 {
-        // A counter does not go below zero: extrapolate at most to where it
-        // would have been zero.
-        let to_zero = sampled * (first_v / result);
-        if to_zero < to_start {
-            to_start = to_zero;
-        }
-    }
-    if to_end >= threshold {
-        to_end = avg / 2.0;
-    }
-    let mut factor = (sampled + to_start + to_end) / sampled;
-    if rate {
-        factor /= range as f64 / 1000.0;
-    }
+    let zero = (counter && result > 0.0 && first_v >= 0.0).then_some((first_v, result));
+    let span = Span {
+        first_t,
+        last_t,
+        samples: win.len(),
+        range_start,
+        range_end,
+        range,
+    };
+    let factor = span.extrapolation(zero, rate);
     Some(result * factor)
+}
+
+/// Where a window's samples sit in it, for extrapolation.
+struct Span {
+    first_t: i64,
+    last_t: i64,
+    samples: usize,
+    range_start: i64,
+    range_end: i64,
+    range: i64,
+}
+
+impl Span {
+    /// Prometheus's factor from the change between the first and last
+    /// samples to the change over the window: extrapolated to an edge the
+    /// samples come close to, else by half the mean sample interval; a
+    /// counter (`zero`: its first value and its change) not below zero;
+    /// per second for `rate`.
+    fn extrapolation(&self, zero: Option<(f64, f64)>, rate: bool) -> f64 {
+        let mut to_start = (self.first_t - self.range_start) as f64 / 1000.0;
+        let mut to_end = (self.range_end - self.last_t) as f64 / 1000.0;
+        let sampled = (self.last_t - self.first_t) as f64 / 1000.0;
+        let avg = sampled / (self.samples - 1) as f64;
+        let threshold = avg * 1.1;
+        if to_start >= threshold {
+            to_start = avg / 2.0;
+        }
+        if let Some((first, change)) = zero {
+            // A counter does not go below zero: extrapolate at most to
+            // where it would have been zero.
+            let to_zero = sampled * (first / change);
+            if to_zero < to_start {
+                to_start = to_zero;
+            }
+        }
+        if to_end >= threshold {
+            to_end = avg / 2.0;
+        }
+        let mut factor = (sampled + to_start + to_end) / sampled;
+        if rate {
+            factor /= self.range as f64 / 1000.0;
+        }
+        factor
+    }
 }
 
 /// Least-squares slope and intercept (at `intercept_time`), as Prometheus's

@@ -168,7 +168,8 @@ impl FloatHistogram {
     /// Every bucket in ascending order of value: negative buckets, the zero
     /// bucket, positive buckets (empty ones included).
     pub fn buckets(&self) -> Vec<Bucket> {
-        let mut out = Vec::with_capacity(self.positive.counts.len() + self.negative.counts.len() + 1);
+        let mut out =
+            Vec::with_capacity(self.positive.counts.len() + self.negative.counts.len() + 1);
         for (idx, count) in self.negative.iter().rev() {
             let (l, u) = self.positive_bounds(idx);
             out.push(Bucket {
@@ -404,18 +405,7 @@ impl FloatHistogram {
 
     /// Same distribution: equal fields, absent and empty buckets alike.
     pub fn same_as(&self, o: &FloatHistogram) -> bool {
-        let eq = |a: f64, b: f64| a == b || (a.is_nan() && b.is_nan());
-        let sides = |a: &Buckets, b: &Buckets| {
-            a.iter().all(|(i, c)| eq(c, b.get(i))) && b.iter().all(|(i, c)| eq(c, a.get(i)))
-        };
-        self.schema == o.schema
-            && eq(self.count, o.count)
-            && eq(self.sum, o.sum)
-            && self.zero_threshold == o.zero_threshold
-            && eq(self.zero_count, o.zero_count)
-            && self.custom_values == o.custom_values
-            && sides(&self.positive, &o.positive)
-            && sides(&self.negative, &o.negative)
+        self.approx_eq(o, |a, b| a == b || (a.is_nan() && b.is_nan()))
     }
 
     /// Like [`same_as`](Self::same_as), with floats compared by `eq`.
@@ -653,13 +643,10 @@ impl FloatHistogram {
                 let end = after.find(char::is_whitespace).unwrap_or(after.len());
                 (&after[..end], &after[end..])
             };
-            let list = || -> Result<Vec<f64>, String> { value.split_whitespace().map(num).collect() };
+            let list =
+                || -> Result<Vec<f64>, String> { value.split_whitespace().map(num).collect() };
             match key {
-                "schema" => {
-                    h.schema = value
-                        .parse()
-                        .map_err(|_| format!("bad schema in {s:?}"))?
-                }
+                "schema" => h.schema = value.parse().map_err(|_| format!("bad schema in {s:?}"))?,
                 "sum" => h.sum = num(value)?,
                 "count" => h.count = num(value)?,
                 "z_bucket" => h.zero_count = num(value)?,
@@ -805,7 +792,7 @@ mod tests {
     use super::*;
 
     fn h(s: &str) -> FloatHistogram {
-        FloatHistogram::parse_test(s).unwrap()
+        FloatHistogram::parse_test(s).unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]
@@ -822,7 +809,7 @@ mod tests {
     fn adding_merges_to_the_lower_resolution() {
         let mut a = h("{{schema:-1 sum:4 count:1 buckets:[1] offset:1}}");
         a.add(&h("{{schema:0 sum:4 count:4 buckets:[2 2] offset:1}}"))
-            .unwrap();
+            .unwrap_or_else(|e| panic!("{e:?}"));
         assert!(a.same_as(&h("{{schema:-1 count:5 sum:8 offset:1 buckets:[5]}}")));
     }
 
@@ -830,7 +817,7 @@ mod tests {
     fn a_wider_zero_bucket_takes_in_the_buckets_below_it() {
         let mut a = h("{{schema:0 count:2 sum:1 z_bucket_w:1 z_bucket:1 buckets:[1] offset:1}}");
         let b = h("{{schema:0 count:3 sum:1 buckets:[1 1 1] offset:-1}}");
-        a.add(&b).unwrap();
+        a.add(&b).unwrap_or_else(|e| panic!("{e:?}"));
         // Buckets -1 (0.25,0.5] and 0 (0.5,1] fall into [-1, 1].
         assert_eq!(a.zero_count, 3.0);
         assert_eq!(a.positive.get(1), 2.0);
@@ -845,9 +832,7 @@ mod tests {
         let z = h("{{schema:0 count:12 sum:100 z_bucket:2 z_bucket_w:0.001 buckets:[2 3 0 1 4]}}");
         assert_eq!(z.quantile(1.0), 16.0);
         assert!((z.quantile(0.1) - 0.0006).abs() < 1e-12);
-        let balanced = h(
-            "{{schema:0 sum:0 count:8 buckets:[1 2 1] n_buckets:[1 2 1]}}",
-        );
+        let balanced = h("{{schema:0 sum:0 count:8 buckets:[1 2 1] n_buckets:[1 2 1]}}");
         assert_eq!(balanced.quantile(0.5), 0.5);
     }
 

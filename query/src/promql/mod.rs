@@ -200,7 +200,10 @@ mod tests {
                     ("job".to_owned(), "x".to_owned()),
                 ]
                 .into();
-                m.add(labels, (0..=10i64).map(|k| (k * 60_000, Sample::F(k as f64 * step))));
+                m.add(
+                    labels,
+                    (0..=10i64).map(|k| (k * 60_000, Sample::F(k as f64 * step))),
+                );
             }
             let engine = Engine {
                 delayed_name_removal: delayed,

@@ -240,7 +240,10 @@ fn expand_values(tokens: &[&str]) -> Result<Vec<Option<Sample>>, String> {
 }
 
 fn expand_histograms(tok: &str, out: &mut Vec<Option<Sample>>) -> Result<(), String> {
-    let first_end = tok.find("}}").ok_or_else(|| format!("unclosed histogram {tok:?}"))? + 2;
+    let first_end = tok
+        .find("}}")
+        .ok_or_else(|| format!("unclosed histogram {tok:?}"))?
+        + 2;
     let start = FloatHistogram::parse_test(&tok[..first_end])?;
     let rest = &tok[first_end..];
     if rest.is_empty() {
@@ -255,7 +258,9 @@ fn expand_histograms(tok: &str, out: &mut Vec<Option<Sample>>) -> Result<(), Str
                 .strip_prefix('+')
                 .or_else(|| rest.strip_prefix('-'))
                 .ok_or_else(|| format!("bad histogram series {tok:?}"))?;
-            let end = body.find("}}x").ok_or_else(|| format!("bad histogram series {tok:?}"))?;
+            let end = body
+                .find("}}x")
+                .ok_or_else(|| format!("bad histogram series {tok:?}"))?;
             let mut inc = FloatHistogram::parse_test(&body[..end + 2])?;
             if sub {
                 inc.mul(-1.0);
@@ -692,7 +697,9 @@ fn run_eval(
                     return Err(format!("missing {}", labels_string(labels)));
                 };
                 let pts = points_of(m);
-                if pts.len() != vals.len() || pts.iter().zip(vals).any(|(p, v)| !same_sample(v, &p.1)) {
+                if pts.len() != vals.len()
+                    || pts.iter().zip(vals).any(|(p, v)| !same_sample(v, &p.1))
+                {
                     return Err(format!("{}: got {got_s}", labels_string(labels)));
                 }
             }
@@ -911,8 +918,8 @@ mod tests {
 
     #[test]
     fn series_notation_expands_as_prometheus_does() {
-        let v =
-            expand_values(&["0+10x3", "_", "1x2", "-2-1x1", "stale", "_x2", "Inf", "1e3"]).unwrap();
+        let v = expand_values(&["0+10x3", "_", "1x2", "-2-1x1", "stale", "_x2", "Inf", "1e3"])
+            .unwrap_or_else(|e| panic!("{e}"));
         let f: Vec<String> = v
             .iter()
             .map(|x| match x {
@@ -938,11 +945,14 @@ mod tests {
                 "_"
             ]
         );
-        let v = expand_values(&toks).unwrap();
+        let v = expand_values(&toks).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(v.len(), 6);
         assert!(v[1..5].iter().all(|x| matches!(x, Some(Sample::H(_)))));
         // a+bxN adds b N times.
-        let v = expand_values(&["{{schema:0 sum:1 count:1 buckets:[1]}}+{{sum:2 count:1 buckets:[1]}}x2"]).unwrap();
+        let v = expand_values(&[
+            "{{schema:0 sum:1 count:1 buckets:[1]}}+{{sum:2 count:1 buckets:[1]}}x2",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
         let Some(Some(Sample::H(last))) = v.last() else {
             panic!("no histogram")
         };

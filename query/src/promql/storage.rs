@@ -699,7 +699,8 @@ impl Collected {
         if let Some(&o) = self.index.get(labels) {
             return o;
         }
-        self.series.push((labels.clone(), Vec::new(), delta, Vec::new()));
+        self.series
+            .push((labels.clone(), Vec::new(), delta, Vec::new()));
         self.expected.push(0);
         self.index.insert(labels.clone(), self.series.len() - 1);
         self.series.len() - 1
