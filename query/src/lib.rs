@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::State;
-use axum::http::{StatusCode, Uri, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -378,26 +378,78 @@ async fn logs_histogram(
     ))
 }
 
-async fn static_file(uri: Uri) -> Response {
+/// The dashboard's files: gzip-compressed when the client takes it (each
+/// file compressed once per content hash), with an `ETag` so a reload
+/// revalidates instead of downloading again.
+async fn static_file(uri: Uri, headers: HeaderMap) -> Response {
     let path = uri.path().trim_start_matches('/');
     let path = if path.is_empty() { "index.html" } else { path };
-    match Ui::get(path) {
-        Some(file) => {
-            let mime = match path.rsplit('.').next() {
-                Some("html") => "text/html; charset=utf-8",
-                Some("js") | Some("mjs") => "text/javascript; charset=utf-8",
-                Some("css") => "text/css; charset=utf-8",
-                Some("svg") => "image/svg+xml",
-                Some("json") => "application/json",
-                Some("png") => "image/png",
-                _ => "application/octet-stream",
-            };
-            ([(header::CONTENT_TYPE, mime)], file.data).into_response()
-        }
-        None => (
+    let Some(file) = Ui::get(path) else {
+        return (
             StatusCode::NOT_FOUND,
             Json(serde_json::json!({ "error": format!("no such page: /{path}") })),
         )
-            .into_response(),
+            .into_response();
+    };
+    let mime = match path.rsplit('.').next() {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") | Some("mjs") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("json") => "application/json",
+        Some("png") => "image/png",
+        Some("md") => "text/markdown; charset=utf-8",
+        _ => "application/octet-stream",
+    };
+    let hash = file.metadata.sha256_hash();
+    let etag: String = std::iter::once("\"".to_owned())
+        .chain(hash[..12].iter().map(|b| format!("{b:02x}")))
+        .chain(std::iter::once("\"".to_owned()))
+        .collect();
+    let base = [
+        (header::CONTENT_TYPE, mime.to_owned()),
+        (header::ETAG, etag.clone()),
+        (header::CACHE_CONTROL, "no-cache".to_owned()),
+        (header::VARY, "accept-encoding".to_owned()),
+    ];
+    let matches_etag = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    if matches_etag {
+        return (StatusCode::NOT_MODIFIED, base).into_response();
     }
+    let gzip_ok = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+    if gzip_ok && !mime.starts_with("image/png") {
+        let body = gzipped(path, hash, &file.data);
+        return (base, [(header::CONTENT_ENCODING, "gzip")], body).into_response();
+    }
+    (base, file.data).into_response()
+}
+
+/// `data` gzip-compressed, cached by path and content hash.
+fn gzipped(path: &str, hash: [u8; 32], data: &[u8]) -> axum::body::Bytes {
+    use std::collections::HashMap;
+    use std::io::Write;
+    use std::sync::{Mutex, OnceLock};
+    type Cache = Mutex<HashMap<(String, [u8; 32]), axum::body::Bytes>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let key = (path.to_owned(), hash);
+    if let Some(b) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return b;
+    }
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let out = match enc.write_all(data).and_then(|()| enc.finish()) {
+        Ok(v) => axum::body::Bytes::from(v),
+        // Writing to a Vec does not fail; were it to, serve it plain.
+        Err(_) => return axum::body::Bytes::copy_from_slice(data),
+    };
+    if let Ok(mut c) = cache.lock() {
+        c.insert(key, out.clone());
+    }
+    out
 }

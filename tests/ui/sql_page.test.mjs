@@ -21,7 +21,7 @@ test('a query finds a log line sent over OTLP', async () => {
     { service: 'checkout', body: 'card declined for order 4712', severity: 'ERROR', severityNumber: 17 },
   ]);
   const page = await browser.newPage();
-  await page.goto(lumen.http + '/');
+  await page.goto(lumen.http + '/#/sql');
   await page.fill('#q', "SELECT service_name, severity_text, body FROM logs WHERE body LIKE '%4712%'");
   await page.click('#run');
   const row = page.locator('#out table tr', { hasText: 'card declined for order 4712' });
@@ -34,7 +34,7 @@ test('a query finds a log line sent over OTLP', async () => {
 
 test('a bad query shows the error from the API', async () => {
   const page = await browser.newPage();
-  await page.goto(lumen.http + '/');
+  await page.goto(lumen.http + '/#/sql');
   await page.fill('#q', 'SELECT nope FROM logs');
   await page.keyboard.press('Control+Enter');
   const err = page.locator('#out .err');
