@@ -66,6 +66,30 @@ test('search finds a known line, with its histogram', async () => {
   await shot('logs-search');
 });
 
+test('dragging across the histogram zooms into that span; absolute ranges apply', async () => {
+  await open('#/logs?q=request&from=now-6h');
+  await page.waitForFunction(() => Number(document.querySelector('#logs-count')?.textContent) >= 40);
+  const box = await page.locator('#logs-histogram svg').boundingBox();
+  await page.mouse.move(box.x + box.width * 0.80, box.y + box.height / 2);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width * 0.95, box.y + box.height / 2, { steps: 5 });
+  await page.mouse.up();
+  await page.waitForFunction(() => /from=\d+&to=\d+/.test(location.hash));
+  const h = new URLSearchParams((await hash()).split('?')[1]);
+  const span = Number(h.get('to')) - Number(h.get('from'));
+  assert.ok(span > 30 * 60_000 && span < 70 * 60_000, `zoomed to ${span} ms`);
+  await page.waitForFunction(() => !/Searching/.test(document.querySelector('#logs-status').textContent));
+  assert.match(await page.locator('#range').innerText(), /\d{4}-\d{2}-\d{2} \d{2}:\d{2}/);
+  // An absolute range typed into the picker.
+  await page.click('#range');
+  const day = new Date(Date.now() - 86_400_000), pad = n => String(n).padStart(2, '0');
+  const local = d => `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
+  await page.fill('#range-from', local(day));
+  await page.fill('#range-to', local(new Date(Date.now() + 60_000)));
+  await page.click('#range-apply');
+  await page.waitForFunction(() => Number(document.querySelector('#logs-count')?.textContent) >= 40);
+});
+
 test('a row expands, and clicking an attribute adds it as a filter', async () => {
   await open('#/logs?q=order');
   const row = page.locator('.row', { hasText: 'card declined for order 4712' });
@@ -152,6 +176,11 @@ test('a metric chart draws points, built from the picker or written in PromQL', 
   const legend = await page.locator('#chart .u-legend').innerText();
   assert.match(legend, /http_route="\/cart"/);
   await shot('metrics-chart');
+  // A label filter narrows the series.
+  await page.selectOption('#filter-label', 'http_route');
+  await page.selectOption('#filter-value', '/cart');
+  await page.waitForFunction(() => document.querySelector('#promql').value === 'sum by (http_route) (rate(http_server_requests_total{http_route="/cart"}[5m]))');
+  await page.waitForFunction(() => /^1 series/.test(document.querySelector('#chart-status')?.textContent));
   await page.fill('#promql', 'sum(rate(');
   await page.press('#promql', 'Enter');
   await page.locator('#metrics-error').waitFor();
@@ -205,20 +234,23 @@ test('a bad query shows the API error; / focuses search; the theme switches', as
 
 test('the list stays virtualised with thousands of rows', async () => {
   const now = Date.now();
-  for (let b = 0; b < 5; b++) {
+  for (let b = 0; b < 10; b++) {
     await sendLogs(lumen, Array.from({ length: 1000 }, (_, i) => ({ service: 'bulk', body: `bulk line ${b * 1000 + i}`, timeMs: now - (b * 1000 + i) * 10 })));
   }
   await open('#/logs?q=service:bulk');
   await page.waitForFunction(() => document.querySelector('#logs-count')?.textContent === '500');
-  // Scrolling to the end loads the next pages.
-  for (let i = 0; i < 20; i++) {
+  // Scrolling to the end loads the next pages, up to 10,000 lines.
+  for (let i = 0; i < 60; i++) {
     await page.locator('#logs-list').evaluate(e => { e.scrollTop = e.scrollHeight; });
-    await page.waitForTimeout(150);
-    if ((await page.locator('#logs-count').innerText()).replace(/\D/g, '') === '5000') break;
+    await page.waitForTimeout(100);
+    if ((await page.locator('#logs-count').innerText()).replace(/\D/g, '') === '10000') break;
   }
-  assert.equal((await page.locator('#logs-count').innerText()).replace(/\D/g, ''), '5000');
+  assert.equal((await page.locator('#logs-count').innerText()).replace(/\D/g, ''), '10000');
   await page.locator('#logs-list').evaluate(e => { e.scrollTop = e.scrollHeight; });
-  await page.locator('.row', { hasText: 'bulk line 4999' }).waitFor();
+  await page.locator('.row', { hasText: 'bulk line 9999' }).waitFor();
+  // Expanding a row far down shifts the rows below it, not the list.
+  await page.locator('.row', { hasText: 'bulk line 9990' }).locator('.line').click();
+  await page.locator('.row', { hasText: 'bulk line 9990' }).locator('.detail').waitFor();
   const inDom = await page.locator('#logs-list .row').count();
   assert.ok(inDom < 150, `${inDom} rows in the DOM`);
   await shot('logs-many');

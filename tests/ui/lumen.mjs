@@ -12,11 +12,12 @@ export const BIN = process.env.LUMEN_BIN ?? join(root, 'target/debug/lumen');
 /** Where the screenshots go (looked at after a run). */
 export const SHOTS = process.env.LUMEN_SCREENSHOTS ?? join(root, 'test-artifacts/screenshots');
 
-/** Starts Lumen; resolves to { http, otlpHttp, stop } once it printed its ready line. */
-export async function startLumen() {
+/** Starts Lumen (with `extra` flags); resolves to { http, otlpHttp, stop }
+ * once it printed its ready line. */
+export async function startLumen(extra = []) {
   const dir = mkdtempSync(join(tmpdir(), 'lumen-ui-'));
   const proc = spawn(BIN, ['serve', '--data-dir', dir, '--otlp-grpc-addr', '127.0.0.1:0',
-    '--otlp-http-addr', '127.0.0.1:0', '--http-addr', '127.0.0.1:0'],
+    '--otlp-http-addr', '127.0.0.1:0', '--http-addr', '127.0.0.1:0', ...extra],
   { env: { ...process.env, LUMEN_LOG: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'] });
   const lines = createInterface({ input: proc.stdout });
   const ready = await new Promise((ok, fail) => {
