@@ -58,9 +58,15 @@ export function LogsView({ route }) {
   const [took, setTook] = useState(null);
   const [open, setOpen] = useState(() => new Set());
   const loadingMore = useRef(false);
+  // Searching again for the same query (the URL unchanged) runs it again.
+  const [again, setAgain] = useState(0);
   useEffect(() => setText(q), [q]);
 
-  const nav = (params, replace = false) => go(makeHash('logs', { q, from: range.from, to: range.to, live: live ? '1' : '', ...params }), replace);
+  const nav = (params, replace = false) => {
+    const h = makeHash('logs', { q, from: range.from, to: range.to, live: live ? '1' : '', ...params });
+    if (h === location.hash) setAgain(n => n + 1);
+    else go(h, replace);
+  };
   const search = (nextQ = text) => { remember(nextQ); nav({ q: nextQ }); };
   const addFilter = t => search([text.trim(), t].filter(Boolean).join(' '));
 
@@ -86,7 +92,7 @@ export function LogsView({ route }) {
       }
     }).catch(e => { if (!gone) { setErr(e.message); setState('ready'); setRows([]); setHist(null); } });
     return () => { gone = true; };
-  }, [q, range.from, range.to]);
+  }, [q, range.from, range.to, again]);
 
   const more = useCallback(async () => {
     if (!cursor || loadingMore.current || rows.length >= MAX_ROWS) return;

@@ -73,7 +73,8 @@ export function MetricsView({ route }) {
   }, [p.query, range.from, range.to]);
   const run = (query, b = builder) => go(makeHash('metrics', { query, from: range.from, to: range.to, b: b.metric ? JSON.stringify(b) : '' }));
   const update = b => { setBuilder(b); const q = buildQuery(b); setText(q); run(q, b); };
-  const shown = (names ?? []).filter(n => n.includes(find.trim())).slice(0, 300);
+  const needle = find.trim().toLowerCase();
+  const shown = (names ?? []).filter(n => n.toLowerCase().includes(needle)).slice(0, 300);
   return html`
     <div class="bar">
       <input id="promql" class="grow mono" data-search placeholder="PromQL, e.g. sum by (job) (rate(http_server_requests_total[5m]))" value=${text}
@@ -125,11 +126,11 @@ function Chart({ data }) {
     if (!series.length) return undefined;
     loadUPlot().then(U => {
       if (gone) return;
-      const xs = [];
-      for (let t = data.start - (data.start % data.step); t <= data.end; t += data.step) if (t >= data.start) xs.push(t);
+      // The steps any series has a point at (a gap where one has none).
+      const xs = [...new Set(series.flatMap(s => (s.values ?? []).map(p => p[0])))].sort((a, b) => a - b);
       const ys = series.map(s => {
-        const m = new Map((s.values ?? []).map(([t, v]) => [Math.round(t), Number(v)]));
-        return xs.map(t => m.get(Math.round(t)) ?? null);
+        const m = new Map((s.values ?? []).map(([t, v]) => [t, Number(v)]));
+        return xs.map(t => m.has(t) ? m.get(t) : null);
       });
       const width = box.current.clientWidth || 800;
       plot = new U({

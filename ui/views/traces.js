@@ -26,8 +26,8 @@ export function summarize(t) {
   const ids = new Set(t.spans.map(s => s.spanID));
   const root = t.spans.find(s => !(s.references ?? []).some(r => r.refType === 'CHILD_OF' && ids.has(r.spanID)))
     ?? t.spans[0];
-  const start = Math.min(...t.spans.map(s => s.startTime));
-  const end = Math.max(...t.spans.map(s => s.startTime + s.duration));
+  let start = Infinity, end = -Infinity;
+  for (const s of t.spans) { start = Math.min(start, s.startTime); end = Math.max(end, s.startTime + s.duration); }
   const errors = t.spans.filter(isError).length;
   const services = new Set(t.spans.map(s => t.processes[s.processID]?.serviceName));
   return { id: t.traceID, root, service: t.processes[root.processID]?.serviceName ?? '?', start, duration: end - start, spans: t.spans.length, errors, services: services.size };
