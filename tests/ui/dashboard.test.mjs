@@ -175,12 +175,21 @@ test('a metric chart draws points, built from the picker or written in PromQL', 
   await page.waitForFunction(() => /^2 series/.test(document.querySelector('#chart-status')?.textContent));
   const legend = await page.locator('#chart .u-legend').innerText();
   assert.match(legend, /http_route="\/cart"/);
+  // Hovering shows the values at that time.
+  const plot = await page.locator('#chart .u-over').boundingBox();
+  await page.mouse.move(plot.x + plot.width * 0.97, plot.y + plot.height / 2);
+  await page.locator('#chart .tooltip').waitFor();
+  assert.match(await page.locator('#chart .tooltip').innerText(), /http_route="\/cart"\}: \d/);
   await shot('metrics-chart');
   // A label filter narrows the series.
   await page.selectOption('#filter-label', 'http_route');
   await page.selectOption('#filter-value', '/cart');
   await page.waitForFunction(() => document.querySelector('#promql').value === 'sum by (http_route) (rate(http_server_requests_total{http_route="/cart"}[5m]))');
   await page.waitForFunction(() => /^1 series/.test(document.querySelector('#chart-status')?.textContent));
+  // A native histogram (an OTLP exponential histogram) is charted as a quantile.
+  await page.locator('#metric-list div', { hasText: /^payment_latency_milliseconds$/ }).click();
+  await page.waitForFunction(() => document.querySelector('#promql').value === 'histogram_quantile(0.99, sum (rate(payment_latency_milliseconds[5m])))');
+  await page.waitForFunction(() => /^1 series · [1-9]\d* points$/.test(document.querySelector('#chart-status')?.textContent));
   await page.fill('#promql', 'sum(rate(');
   await page.press('#promql', 'Enter');
   await page.locator('#metrics-error').waitFor();

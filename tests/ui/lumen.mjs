@@ -98,12 +98,17 @@ export async function sendSpans(lumen, spans) {
   await post(lumen, '/v1/traces', { resourceSpans });
 }
 
-/** Sends OTLP/JSON gauges and monotonic sums: each { name, kind: 'gauge'|'sum',
+/** Sends OTLP/JSON gauges, monotonic sums and exponential histograms: each { name, kind: 'gauge'|'sum'|'exp',
  * service, attrs, points: [[ms, value], ...] }. */
 export async function sendMetrics(lumen, metrics) {
   const resourceMetrics = metrics.map(m => {
-    const dataPoints = m.points.map(([ms, v]) => ({ timeUnixNano: nanos(ms), startTimeUnixNano: nanos(m.points[0][0] - 1000), asDouble: v, attributes: attrList(m.attrs) }));
-    const body = m.kind === 'sum' ? { sum: { isMonotonic: true, aggregationTemporality: 2, dataPoints } } : { gauge: { dataPoints } };
+    const base = ms => ({ timeUnixNano: nanos(ms), startTimeUnixNano: nanos(m.points[0][0] - 1000), attributes: attrList(m.attrs) });
+    // An exponential histogram's point value: { count, sum, scale, offset, buckets }.
+    const dataPoints = m.points.map(([ms, v]) => (m.kind === 'exp'
+      ? { ...base(ms), count: String(v.count), sum: v.sum, scale: v.scale, zeroCount: '0', positive: { offset: v.offset, bucketCounts: v.buckets.map(String) } }
+      : { ...base(ms), asDouble: v }));
+    const body = m.kind === 'sum' ? { sum: { isMonotonic: true, aggregationTemporality: 2, dataPoints } }
+      : m.kind === 'exp' ? { exponentialHistogram: { aggregationTemporality: 2, dataPoints } } : { gauge: { dataPoints } };
     return { resource: { attributes: attrList({ 'service.name': m.service }) }, scopeMetrics: [{ metrics: [{ name: m.name, unit: m.unit ?? '', ...body }] }] };
   });
   await post(lumen, '/v1/metrics', { resourceMetrics });
@@ -143,6 +148,9 @@ export async function seedShop(lumen, now = Date.now()) {
     { name: 'http.server.requests', kind: 'sum', service: 'frontend', attrs: { 'http.route': '/checkout' }, points: pts.map((t, k) => [t, 10 * k]) },
     { name: 'http.server.requests', kind: 'sum', service: 'frontend', attrs: { 'http.route': '/cart' }, points: pts.map((t, k) => [t, 25 * k]) },
     { name: 'queue.depth', kind: 'gauge', service: 'checkout', attrs: {}, points: pts.map((t, k) => [t, 5 + (k % 7)]) },
+    // Latencies of 1–8 ms, growing by 4 observations a minute.
+    { name: 'payment.latency', unit: 'ms', kind: 'exp', service: 'payment', attrs: {},
+      points: pts.map((t, k) => [t, { count: 4 * k, sum: 14 * k, scale: 0, offset: 0, buckets: [k, 2 * k, k] }]) },
   ]);
   return { traceId };
 }
