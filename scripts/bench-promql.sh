@@ -4,7 +4,8 @@
 # INTERVAL s), waits until flushes and compactions settle, and reports bytes
 # per sample on disk (QUIET_WAIT=0 skips the wait for the final merges);
 # then loads a day of HISTOGRAMS histograms and times
-# the range queries of the issue (24 h, 60 s step, RUNS runs). Not part of CI.
+# the range queries of the issue (24 h, 60 s step, RUNS runs, REPEAT rounds).
+# Not part of CI.
 #   ./scripts/bench-promql.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,8 +51,11 @@ echo "counters: samples=$samples segments=$(metric lumen_segments) parquet_bytes
 bench --load histograms --histograms "$HISTOGRAMS"
 settle
 echo "after histograms: segments=$(metric lumen_segments) parquet_bytes=$(metric lumen_segment_bytes)"
+# REPEAT rounds of RUNS runs each, on the same data (this machine is noisy).
+for _ in $(seq "${REPEAT:-1}"); do
 bench --runs "$RUNS" \
   --query 'sum by (service) (rate(http_server_requests_total[5m]))' \
   --query 'histogram_quantile(0.99, sum by (le) (rate(rpc_duration_seconds_bucket[5m])))' \
   --query 'sum(rate(http_server_requests_total{http_response_status_code=~"5.."}[5m])) / sum(rate(http_server_requests_total[5m]))' \
   --query 'topk(5, sum by (http_route) (increase(http_server_requests_total[1h])))'
+done

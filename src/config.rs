@@ -117,6 +117,17 @@ pub(crate) struct FileConfig {
     pub(crate) s3_region: Option<String>,
     pub(crate) s3_allow_http: Option<bool>,
     pub(crate) log: Option<String>,
+    /// `[auth]`: API tokens (file only: secrets do not belong on a command line).
+    pub(crate) auth: Option<AuthFile>,
+}
+
+/// The `[auth]` table: `[[auth.tokens]]` entries, each with `name`, `token`
+/// (or `sha256`), `scopes` (`ingest`, `read`, `admin`) and `tenant`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuthFile {
+    #[serde(default)]
+    pub(crate) tokens: Vec<lumen_store::auth::TokenConfig>,
 }
 
 /// The resolved configuration.
@@ -142,6 +153,7 @@ pub(crate) struct Config {
     /// Where segments and the catalog live.
     pub(crate) storage: lumen_store::objects::Storage,
     pub(crate) log: String,
+    pub(crate) auth_tokens: Vec<lumen_store::auth::TokenConfig>,
 }
 
 impl FileConfig {
@@ -153,6 +165,22 @@ impl FileConfig {
 }
 
 impl Config {
+    /// The configured tokens, checked. Tokens act for the default tenant
+    /// only, until data is kept per tenant.
+    pub(crate) fn auth(&self) -> Result<lumen_store::auth::Auth> {
+        let auth = lumen_store::auth::Auth::new(&self.auth_tokens).map_err(anyhow::Error::msg)?;
+        if let Some(t) = auth
+            .tenants()
+            .into_iter()
+            .find(|t| t != lumen_store::auth::DEFAULT_TENANT)
+        {
+            bail!(
+                "auth: tenant {t:?} is not supported yet: every token acts for the \"default\" tenant"
+            );
+        }
+        Ok(auth)
+    }
+
     pub(crate) fn resolve(args: ServeArgs) -> Result<Config> {
         let file = match &args.config {
             Some(p) => FileConfig::load(p)?,
@@ -212,7 +240,9 @@ impl Config {
                 }
             },
             log: pick!(log, "info"),
+            auth_tokens: file.auth.map(|a| a.tokens).unwrap_or_default(),
         };
+        config.auth()?;
         if config.memory_budget < 4 << 20 {
             bail!("memory-budget must be at least 4MiB");
         }

@@ -61,11 +61,13 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         .await?
         .context("opening the store")?;
 
+    let auth = Arc::new(config.auth()?);
     let collector = Collector::new(
         Arc::clone(&store),
         Limits {
             max_request_bytes: config.max_request_size,
         },
+        Arc::clone(&auth),
     );
     let sql = SqlEngine::new(
         Arc::clone(&store),
@@ -83,6 +85,7 @@ pub(crate) async fn run(config: Config) -> Result<()> {
             buffer_records: config.tail_buffer,
             max_subscribers: config.tail_max_subscribers,
         },
+        Arc::clone(&auth),
     ));
 
     let grpc_listener = bind(&config.otlp_grpc_addr, "OTLP/gRPC").await?;

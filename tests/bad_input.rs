@@ -6,7 +6,7 @@ mod common;
 
 use std::io::Write;
 
-use common::TestServer;
+use common::{Raw, TestServer};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, any_value::Value};
@@ -447,50 +447,6 @@ fn bad_http_inputs_get_clear_errors_and_spare_good_data() {
         metrics.contains("lumen_requests_invalid_total{signal=\"logs\"}"),
         "{metrics}"
     );
-}
-
-/// A codec for sending arbitrary bytes as a gRPC request.
-#[derive(Clone, Copy)]
-struct Raw;
-struct RawEnc;
-struct RawDec;
-impl tonic::codec::Codec for Raw {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawEnc;
-    type Decoder = RawDec;
-    fn encoder(&mut self) -> RawEnc {
-        RawEnc
-    }
-    fn decoder(&mut self) -> RawDec {
-        RawDec
-    }
-}
-impl tonic::codec::Encoder for RawEnc {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn encode(
-        &mut self,
-        item: Vec<u8>,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        use bytes::BufMut;
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-impl tonic::codec::Decoder for RawDec {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn decode(
-        &mut self,
-        src: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<Vec<u8>>, tonic::Status> {
-        use bytes::Buf;
-        let mut v = vec![0; src.remaining()];
-        src.copy_to_slice(&mut v);
-        Ok(Some(v))
-    }
 }
 
 #[test]

@@ -249,6 +249,9 @@ where
                 );
                 return Ok(res);
             }
+            if let Err(e) = collector.authorize(req.headers().get(http::header::AUTHORIZATION)) {
+                return Ok(status(&e).into_http());
+            }
             let max = collector.limits().max_request_bytes;
             let mut enc = EnabledCompressionEncodings::default();
             enc.enable(CompressionEncoding::Gzip);

@@ -196,6 +196,16 @@ where
             return error_response(Encoding::Json, &e);
         }
     };
+    if let Err(e) = collector.authorize(headers.get(header::AUTHORIZATION)) {
+        let mut res = error_response(enc, &e);
+        if matches!(e, Error::Unauthenticated(_)) {
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"lumen\""),
+            );
+        }
+        return res;
+    }
     let result = async {
         let wire = headers
             .get(header::CONTENT_LENGTH)

@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use datafusion::arrow::error::ArrowError;
+use lumen_store::auth::{Auth, AuthError, Scope};
 use lumen_store::{Signal, Store};
 
 /// Everything that can go wrong with an export request, mapped to HTTP and
@@ -32,6 +33,22 @@ pub enum Error {
     Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// No token, or not a valid one.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A valid token without the `ingest` scope.
+    #[error("{0}")]
+    PermissionDenied(String),
+}
+
+impl From<AuthError> for Error {
+    fn from(e: AuthError) -> Self {
+        if e.is_forbidden() {
+            Error::PermissionDenied(e.to_string())
+        } else {
+            Error::Unauthenticated(e.to_string())
+        }
+    }
 }
 
 impl From<ArrowError> for Error {
@@ -65,6 +82,8 @@ impl Error {
             Error::Overloaded(_) => S::TOO_MANY_REQUESTS,
             Error::Unavailable(_) => S::SERVICE_UNAVAILABLE,
             Error::Internal(_) => S::INTERNAL_SERVER_ERROR,
+            Error::Unauthenticated(_) => S::UNAUTHORIZED,
+            Error::PermissionDenied(_) => S::FORBIDDEN,
         }
     }
 
@@ -77,6 +96,8 @@ impl Error {
             Error::PayloadTooLarge(_) => tonic::Code::ResourceExhausted,
             Error::Overloaded(_) | Error::Unavailable(_) => tonic::Code::Unavailable,
             Error::Internal(_) => tonic::Code::Internal,
+            Error::Unauthenticated(_) => tonic::Code::Unauthenticated,
+            Error::PermissionDenied(_) => tonic::Code::PermissionDenied,
         }
     }
 
@@ -118,14 +139,32 @@ pub struct Accepted {
 pub struct Collector {
     store: Arc<Store>,
     limits: Limits,
+    auth: Arc<Auth>,
 }
 
 /// Decoded protobuf and Arrow together take a few times the wire size.
 const DECODED_FACTOR: usize = 4;
 
 impl Collector {
-    pub fn new(store: Arc<Store>, limits: Limits) -> Arc<Self> {
-        Arc::new(Collector { store, limits })
+    pub fn new(store: Arc<Store>, limits: Limits, auth: Arc<Auth>) -> Arc<Self> {
+        Arc::new(Collector {
+            store,
+            limits,
+            auth,
+        })
+    }
+
+    /// Checks an export's `authorization` header (HTTP header or gRPC
+    /// metadata) for a token with the `ingest` scope, when tokens are set.
+    pub fn authorize(&self, authorization: Option<&::http::HeaderValue>) -> Result<()> {
+        if !self.auth.enabled() {
+            return Ok(());
+        }
+        let token = authorization
+            .and_then(|v| v.to_str().ok())
+            .and_then(lumen_store::auth::token_from_authorization);
+        self.auth.check(token.as_deref(), Scope::Ingest)?;
+        Ok(())
     }
 
     pub fn limits(&self) -> &Limits {

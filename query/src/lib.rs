@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use lumen_store::Store;
+use lumen_store::auth::{Auth, Scope};
 use rust_embed::RustEmbed;
 
 pub use sql::{SqlEngine, SqlLimits};
@@ -98,16 +99,81 @@ pub struct AppState {
     pub sql: SqlEngine,
     pub tail: tail::TailLimits,
     tail_permits: Arc<tokio::sync::Semaphore>,
+    pub auth: Arc<Auth>,
 }
 
 impl AppState {
-    pub fn new(store: Arc<Store>, sql: SqlEngine, tail: tail::TailLimits) -> Self {
+    pub fn new(store: Arc<Store>, sql: SqlEngine, tail: tail::TailLimits, auth: Arc<Auth>) -> Self {
         let permits = Arc::new(tokio::sync::Semaphore::new(tail.max_subscribers));
         AppState {
             store,
             sql,
             tail,
             tail_permits: permits,
+            auth,
+        }
+    }
+}
+
+/// The scope a path needs: `/health` and the dashboard's files are open
+/// (they hold no data), `/metrics` is for admins, the APIs for readers.
+fn scope_of(path: &str) -> Option<Scope> {
+    if path == "/metrics" {
+        Some(Scope::Admin)
+    } else if path.starts_with("/api/") && path != "/api/openapi.json" {
+        Some(Scope::Read)
+    } else {
+        None
+    }
+}
+
+/// Refuses API requests without a token of the path's scope (when tokens
+/// are configured): 401 with `WWW-Authenticate` for none or a wrong one, 403
+/// for one without the scope. Browsers cannot set headers on a WebSocket,
+/// so the tail also takes `?access_token=`.
+async fn require_auth(
+    State(s): State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(scope) = scope_of(req.uri().path()).filter(|_| s.auth.enabled()) else {
+        return next.run(req).await;
+    };
+    let mut token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(lumen_store::auth::token_from_authorization);
+    if token.is_none() && req.uri().path() == "/api/v1/tail" {
+        token = axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(
+            req.uri(),
+        )
+        .ok()
+        .and_then(|q| q.0.get("access_token").cloned());
+    }
+    match s.auth.check(token.as_deref(), scope) {
+        Ok(_) => next.run(req).await,
+        Err(e) => {
+            let status = if e.is_forbidden() {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
+            // One body that reads as Lumen's, Prometheus's and Jaeger's error shapes.
+            let body = serde_json::json!({
+                "error": e.to_string(),
+                "status": "error",
+                "errorType": if e.is_forbidden() { "forbidden" } else { "unauthorized" },
+                "errors": [{ "code": status.as_u16(), "msg": e.to_string() }],
+            });
+            let mut res = (status, Json(body)).into_response();
+            if !e.is_forbidden() {
+                res.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Bearer realm=\"lumen\""),
+                );
+            }
+            res
         }
     }
 }
@@ -156,6 +222,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/traces/{trace_id}", get(jaeger::get_trace))
         .route("/api/dependencies", get(jaeger::dependencies))
         .fallback(get(static_file))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            require_auth,
+        ))
         .with_state(state)
 }
 
@@ -172,7 +242,11 @@ async fn health() -> impl IntoResponse {
 }
 
 async fn metrics(State(s): State<Arc<AppState>>) -> impl IntoResponse {
-    let body = s.store.metrics().render(&s.store.gauges());
+    let mut body = s.store.metrics().render(&s.store.gauges());
+    let (missing, invalid, forbidden) = s.auth.failures();
+    body.push_str(&format!(
+        "# HELP lumen_auth_failures_total Requests refused for their credentials, by reason.\n# TYPE lumen_auth_failures_total counter\nlumen_auth_failures_total{{reason=\"missing\"}} {missing}\nlumen_auth_failures_total{{reason=\"invalid\"}} {invalid}\nlumen_auth_failures_total{{reason=\"forbidden\"}} {forbidden}\n"
+    ));
     (
         [(
             header::CONTENT_TYPE,

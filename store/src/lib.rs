@@ -7,6 +7,7 @@
 //! consistent view of buffers and segments: a record is in exactly one of
 //! them at any instant.
 
+pub mod auth;
 pub mod budget;
 pub mod catalog;
 pub mod compact;
