@@ -235,10 +235,30 @@ fn the_tail_websocket_takes_a_token_as_a_header_or_a_parameter() {
         let url = format!("ws://{}/api/v1/tail?signal=logs", s.http_addr);
         let err = tokio_tungstenite::connect_async(&url).await.unwrap_err();
         assert!(err.to_string().contains("401"), "{err}");
-        let (_ws, res) = tokio_tungstenite::connect_async(format!("{url}&access_token={READ}"))
+        let (mut ws, res) = tokio_tungstenite::connect_async(format!("{url}&access_token={READ}"))
             .await
             .unwrap();
         assert_eq!(res.status().as_u16(), 101);
+        // The subscription is live (not refused for the extra parameter).
+        let code = tokio::task::block_in_place(|| {
+            s.client()
+                .post(s.otlp_http_url("/v1/logs"))
+                .bearer_auth(INGEST)
+                .json(&logs_json("tailed with a token"))
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
+        });
+        assert_eq!(code, 200);
+        use futures::StreamExt;
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let text = frame.into_text().unwrap();
+        assert!(text.contains("tailed with a token"), "{text}");
         let mut req = url.as_str().into_client_request().unwrap();
         req.headers_mut()
             .insert("authorization", format!("Bearer {READ}").parse().unwrap());

@@ -2,6 +2,7 @@
 // hash. Plain ES modules over the public HTTP APIs; no build step.
 import { html, render, useEffect, useState } from './vendor/htm-preact-standalone-3.1.1.js';
 import { parseHash } from './lib/url.js';
+import { setToken, token } from './lib/api.js';
 import { LogsView } from './views/logs.js';
 import { TracesView } from './views/traces.js';
 import { MetricsView } from './views/metrics.js';
@@ -51,8 +52,28 @@ addEventListener('keydown', e => {
   }
 });
 
+/** Asks for a token when an API answered 401. */
+function Login({ message, onDone }) {
+  const [value, setValue] = useState('');
+  const submit = e => { e.preventDefault(); if (value) { setToken(value.trim()); onDone(); } };
+  return html`<div class="login-back"><form class="login" id="login" onSubmit=${submit}>
+    <b>Sign in to Lumen</b>
+    <p class="muted">${token() ? 'That token was refused. ' : ''}This Lumen wants an API token with the <code>read</code> scope (from its configuration file).</p>
+    ${message && html`<div class="error" style="margin: 0 0 8px">${message}</div>`}
+    <input id="login-token" type="password" autocomplete="current-password" placeholder="API token" value=${value} onInput=${e => setValue(e.target.value)} autofocus />
+    <button class="primary" type="submit">Sign in</button>
+  </form></div>`;
+}
+
 function App() {
   const route = useRoute();
+  const [login, setLogin] = useState(null);
+  const [session, setSession] = useState(0);
+  useEffect(() => {
+    const on = e => setLogin(e.detail ?? '');
+    addEventListener('lumen-auth', on);
+    return () => removeEventListener('lumen-auth', on);
+  }, []);
   const entry = VIEWS.find(([v]) => v === route.view) ?? VIEWS[0];
   const View = entry[2];
   useEffect(() => { document.title = `${entry[1]} · Lumen`; }, [entry[1]]);
@@ -62,9 +83,11 @@ function App() {
       <nav>${VIEWS.map(([v, name], i) => html`<a href="#/${v}" class=${v === entry[0] ? 'on' : ''} title="${name} (${i + 1})">${name}</a>`)}</nav>
       <span class="spacer"></span>
       <span class="muted" title="Keyboard: / search, 1–5 views, Esc leaves a box"><span class="kbd">/</span> search</span>
+      ${token() && html`<button id="signout" title="Forget the API token in this browser" onClick=${() => { setToken(''); setSession(n => n + 1); }}>Sign out</button>`}
       <${ThemeToggle} />
     </header>
-    <main><${View} route=${route} key=${entry[0]} /></main>`;
+    <main><${View} route=${route} key=${`${entry[0]}/${session}`} /></main>
+    ${login !== null && html`<${Login} message=${login} onDone=${() => { setLogin(null); setSession(n => n + 1); }} />`}`;
 }
 
 render(html`<${App} />`, document.getElementById('app'));

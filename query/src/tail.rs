@@ -112,6 +112,11 @@ impl Filter {
 
     /// Parses the connection's query string.
     pub fn parse(pairs: Vec<(String, String)>) -> Result<Filter> {
+        // The token of a browser's WebSocket, which the auth layer has read.
+        let pairs = pairs
+            .into_iter()
+            .filter(|(k, _)| k != "access_token")
+            .collect();
         let p = crate::params(
             pairs,
             &[

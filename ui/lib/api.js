@@ -2,6 +2,15 @@
 // failure (Lumen's `{"error"}`, Prometheus's `{"error"}`, Jaeger's `errors`).
 export class ApiError extends Error {}
 
+// With tokens configured, the APIs want one: the dashboard keeps it in this
+// browser's local storage and sends it with every request.
+const TOKEN_KEY = 'lumen.token';
+export const token = () => localStorage.getItem(TOKEN_KEY) ?? '';
+export function setToken(t) {
+  if (t) localStorage.setItem(TOKEN_KEY, t); else localStorage.removeItem(TOKEN_KEY);
+}
+const authHeaders = () => (token() ? { authorization: `Bearer ${token()}` } : {});
+
 export async function getJSON(path, params = {}) {
   const qs = new URLSearchParams();
   for (const [k, v] of Object.entries(params)) {
@@ -9,11 +18,11 @@ export async function getJSON(path, params = {}) {
     for (const x of Array.isArray(v) ? v : [v]) qs.append(k, x);
   }
   const url = qs.toString() ? `${path}?${qs}` : path;
-  return handle(await fetch(url), url);
+  return handle(await fetch(url, { headers: authHeaders() }), url);
 }
 
 export async function postJSON(path, body) {
-  const res = await fetch(path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const res = await fetch(path, { method: 'POST', headers: { 'content-type': 'application/json', ...authHeaders() }, body: JSON.stringify(body) });
   return handle(res, path);
 }
 
@@ -22,6 +31,8 @@ async function handle(res, url) {
   try { body = await res.json(); } catch { /* not JSON */ }
   if (!res.ok) {
     const msg = body?.error ?? body?.errors?.[0]?.msg ?? `${res.status} ${res.statusText}`;
+    // No or a wrong token: ask for one.
+    if (res.status === 401) dispatchEvent(new CustomEvent('lumen-auth', { detail: msg }));
     throw new ApiError(`${msg}`);
   }
   if (body === null) throw new ApiError(`${url}: not a JSON answer`);

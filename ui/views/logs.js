@@ -2,7 +2,7 @@
 // histogram of matches that can be brushed to zoom, a virtualised list of
 // expandable rows, and live tail over the /api/v1/tail WebSocket.
 import { html, useEffect, useRef, useState, useCallback } from '../vendor/htm-preact-standalone-3.1.1.js';
-import { getJSON } from '../lib/api.js';
+import { getJSON, token } from '../lib/api.js';
 import { bounds, fmtTime, recordMs, toSeconds } from '../lib/time.js';
 import { go, makeHash } from '../lib/url.js';
 import { RangePicker } from '../lib/range.js';
@@ -219,7 +219,9 @@ function useTail(on, q, onRecords) {
     if (!on) return undefined;
     const arrivals = [];
     const proto = location.protocol === 'https:' ? 'wss' : 'ws';
-    const ws = new WebSocket(`${proto}://${location.host}/api/v1/tail?${new URLSearchParams({ signal: 'logs', q })}`);
+    // A browser cannot put a header on a WebSocket: the token goes as a parameter.
+    const params = { signal: 'logs', q, ...(token() ? { access_token: token() } : {}) };
+    const ws = new WebSocket(`${proto}://${location.host}/api/v1/tail?${new URLSearchParams(params)}`);
     ws.onmessage = ev => {
       const m = JSON.parse(ev.data);
       if (m.type === 'records') {
