@@ -12,13 +12,14 @@ const bytes = [], firstRow = [], loaded = [];
 for (let i = 0; i < RUNS; i++) {
   const ctx = await browser.newContext();
   const page = await ctx.newPage();
-  let total = 0;
-  page.on('requestfinished', async r => { if (!r.url().includes('/api/')) total += (await r.sizes()).responseBodySize; });
+  const pending = [];
+  page.on('requestfinished', r => { if (!r.url().includes('/api/')) pending.push(r.sizes().then(s => s.responseBodySize)); });
   await page.goto(`${lumen.http}/#/logs`);
   await page.locator('.row').first().waitFor();
   // Times from the navigation's start, by the page's own clock.
   const t = await page.evaluate(() => ({ row: performance.now(), load: performance.getEntriesByType('navigation')[0].loadEventEnd }));
-  await page.waitForTimeout(100);
+  await page.waitForLoadState('networkidle');
+  const total = (await Promise.all(pending)).reduce((a, b) => a + b, 0);
   bytes.push(total); firstRow.push(t.row); loaded.push(t.load);
   await ctx.close();
 }

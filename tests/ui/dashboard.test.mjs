@@ -37,13 +37,14 @@ test('the first view is small and compressed', async () => {
   // A fresh context: nothing cached.
   const ctx = await browser.newContext();
   const fresh = await ctx.newPage();
-  const sizes = [];
-  fresh.on('requestfinished', async r => { const s = await r.sizes(); const res = await r.response(); sizes.push([r.url(), s.responseBodySize, res?.headers()['content-encoding']]); });
+  const pending = [];
+  fresh.on('requestfinished', r => pending.push(Promise.all([r.sizes(), r.response()]).then(([s, res]) => [r.url(), s.responseBodySize, res?.headers()['content-encoding']])));
   const t0 = Date.now();
   await fresh.goto(`${lumen.http}/#/logs`);
   await fresh.locator('.row').first().waitFor();
   const ms = Date.now() - t0;
-  await fresh.waitForTimeout(200);
+  await fresh.waitForLoadState('networkidle');
+  const sizes = await Promise.all(pending);
   await ctx.close();
   const statics = sizes.filter(([u]) => !u.includes('/api/'));
   const total = statics.reduce((s, [, n]) => s + n, 0);
