@@ -165,20 +165,9 @@ impl FileConfig {
 }
 
 impl Config {
-    /// The configured tokens, checked. Tokens act for the default tenant
-    /// only, until data is kept per tenant.
+    /// The configured tokens, checked.
     pub(crate) fn auth(&self) -> Result<lumen_store::auth::Auth> {
-        let auth = lumen_store::auth::Auth::new(&self.auth_tokens).map_err(anyhow::Error::msg)?;
-        if let Some(t) = auth
-            .tenants()
-            .into_iter()
-            .find(|t| t != lumen_store::auth::DEFAULT_TENANT)
-        {
-            bail!(
-                "auth: tenant {t:?} is not supported yet: every token acts for the \"default\" tenant"
-            );
-        }
-        Ok(auth)
+        lumen_store::auth::Auth::new(&self.auth_tokens).map_err(anyhow::Error::msg)
     }
 
     pub(crate) fn resolve(args: ServeArgs) -> Result<Config> {

@@ -10,7 +10,8 @@ use lumen_collector::grpc::{Logs, Metrics, OtlpGrpc, Traces};
 use lumen_collector::{Collector, Limits};
 use lumen_query::tail::TailLimits;
 use lumen_query::{AppState, SqlEngine, SqlLimits};
-use lumen_store::{Store, StoreConfig};
+use lumen_store::StoreConfig;
+use lumen_store::tenants::Tenants;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -57,36 +58,46 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         ..StoreConfig::new(&data_dir)
     };
     store_config.compaction.index_delay = config.index_delay;
-    let store = tokio::task::spawn_blocking(move || Store::open(store_config))
-        .await?
-        .context("opening the store")?;
-
     let auth = Arc::new(config.auth()?);
+    let tenant_names = auth.tenants();
+    let tenants = Arc::new(
+        tokio::task::spawn_blocking(move || Tenants::open(store_config, &tenant_names))
+            .await?
+            .context("opening the store")?,
+    );
+
     let collector = Collector::new(
-        Arc::clone(&store),
+        Arc::clone(&tenants),
         Limits {
             max_request_bytes: config.max_request_size,
         },
         Arc::clone(&auth),
     );
-    let sql = SqlEngine::new(
-        Arc::clone(&store),
-        SqlLimits {
-            timeout: config.sql_timeout,
-            max_rows: config.sql_max_rows,
-            memory_bytes: config.sql_memory,
-            query_memory_bytes: config.sql_query_memory.min(config.sql_memory),
-        },
-    )?;
-    let state = Arc::new(AppState::new(
-        Arc::clone(&store),
-        sql,
-        TailLimits {
-            buffer_records: config.tail_buffer,
-            max_subscribers: config.tail_max_subscribers,
-        },
-        Arc::clone(&auth),
-    ));
+    let sql_limits = SqlLimits {
+        timeout: config.sql_timeout,
+        max_rows: config.sql_max_rows,
+        memory_bytes: config.sql_memory,
+        query_memory_bytes: config.sql_query_memory.min(config.sql_memory),
+    };
+    let tail_limits = TailLimits {
+        buffer_records: config.tail_buffer,
+        max_subscribers: config.tail_max_subscribers,
+    };
+    let tail_permits = Arc::new(tokio::sync::Semaphore::new(config.tail_max_subscribers));
+    let mut states = Vec::new();
+    for (name, store) in tenants.iter() {
+        let sql = SqlEngine::new(Arc::clone(store), sql_limits.clone())?;
+        states.push((
+            name.clone(),
+            Arc::new(AppState::new(
+                Arc::clone(store),
+                sql,
+                tail_limits.clone(),
+                Arc::clone(&auth),
+                Arc::clone(&tail_permits),
+            )),
+        ));
+    }
 
     let grpc_listener = bind(&config.otlp_grpc_addr, "OTLP/gRPC").await?;
     let otlp_http_listener = bind(&config.otlp_http_addr, "OTLP/HTTP").await?;
@@ -121,8 +132,11 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         lumen_collector::http::router(Arc::clone(&collector)),
     )
     .with_graceful_shutdown(stopped(stop_rx.clone()));
-    let api = axum::serve(http_listener, lumen_query::router(state))
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let api = axum::serve(
+        http_listener,
+        lumen_query::router(Arc::clone(&auth), states),
+    )
+    .with_graceful_shutdown(stopped(stop_rx.clone()));
 
     let grpc = tokio::spawn(async move { grpc.await.context("OTLP/gRPC server") });
     let otlp_http = tokio::spawn(async move { otlp_http.await.context("OTLP/HTTP server") });
@@ -157,7 +171,7 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         tracing::warn!("some connections did not close within 10s; closing anyway");
     }
     tracing::info!("flushing buffers");
-    tokio::task::spawn_blocking(move || store.close())
+    tokio::task::spawn_blocking(move || tenants.close())
         .await?
         .context("flushing the store")?;
     tracing::info!("bye");

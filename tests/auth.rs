@@ -284,8 +284,8 @@ fn bad_token_configurations_stop_startup_with_a_clear_error() {
             "unknown variant",
         ),
         (
-            "[[auth.tokens]]\nname = \"a\"\ntoken = \"0123456789abcdefgh\"\nscopes = [\"read\"]\ntenant = \"acme\"\n",
-            "not supported yet",
+            "[[auth.tokens]]\nname = \"a\"\ntoken = \"0123456789abcdefgh\"\nscopes = [\"read\"]\ntenant = \"../etc\"\n",
+            "a tenant is 1-64 of",
         ),
         ("[auth]\ntokenz = []\n", "unknown field"),
     ] {

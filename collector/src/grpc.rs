@@ -161,6 +161,8 @@ fn status(e: &Error) -> Status {
 
 struct Export<K> {
     collector: Arc<Collector>,
+    /// The tenant's store the export goes to.
+    store: Arc<lumen_store::Store>,
     _k: PhantomData<K>,
 }
 
@@ -170,12 +172,13 @@ impl<K: Kind> tonic::server::UnaryService<Decoded<K::Req>> for Export<K> {
 
     fn call(&mut self, request: tonic::Request<Decoded<K::Req>>) -> Self::Future {
         let collector = Arc::clone(&self.collector);
+        let store = Arc::clone(&self.store);
         Box::pin(async move {
             let Decoded { msg, wire_bytes } = request.into_inner();
             let _reservation = collector
                 .reserve(K::SIGNAL, wire_bytes)
                 .map_err(|e| status(&e))?;
-            match collector.ingest(&K::wrap(msg)).await {
+            match collector.ingest(&store, &K::wrap(msg)).await {
                 Ok(a) => Ok(tonic::Response::new(K::respond(a))),
                 Err(e) => {
                     if !e.is_retryable() {
@@ -249,9 +252,13 @@ where
                 );
                 return Ok(res);
             }
-            if let Err(e) = collector.authorize(req.headers().get(http::header::AUTHORIZATION)) {
-                return Ok(status(&e).into_http());
-            }
+            let store = match collector.authorize(req.headers().get(http::header::AUTHORIZATION)) {
+                Ok(store) => store,
+                Err(e) => {
+                    collector.invalid(K::SIGNAL);
+                    return Ok(status(&e).into_http());
+                }
+            };
             let max = collector.limits().max_request_bytes;
             let mut enc = EnabledCompressionEncodings::default();
             enc.enable(CompressionEncoding::Gzip);
@@ -262,6 +269,7 @@ where
                 .unary(
                     Export::<K> {
                         collector: Arc::clone(&collector),
+                        store,
                         _k: PhantomData,
                     },
                     req,

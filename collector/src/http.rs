@@ -196,16 +196,20 @@ where
             return error_response(Encoding::Json, &e);
         }
     };
-    if let Err(e) = collector.authorize(headers.get(header::AUTHORIZATION)) {
-        let mut res = error_response(enc, &e);
-        if matches!(e, Error::Unauthenticated(_)) {
-            res.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"lumen\""),
-            );
+    let store = match collector.authorize(headers.get(header::AUTHORIZATION)) {
+        Ok(store) => store,
+        Err(e) => {
+            collector.invalid(signal);
+            let mut res = error_response(enc, &e);
+            if matches!(e, Error::Unauthenticated(_)) {
+                res.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"lumen\""),
+                );
+            }
+            return res;
         }
-        return res;
-    }
+    };
     let result = async {
         let wire = headers
             .get(header::CONTENT_LENGTH)
@@ -221,7 +225,7 @@ where
         let _reservation = collector.reserve(signal, bytes.len())?;
         let req = decode::<K>(enc, &bytes)?;
         drop(bytes);
-        collector.ingest(&K::wrap(req)).await
+        collector.ingest(&store, &K::wrap(req)).await
     }
     .await;
     match result {

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use datafusion::arrow::error::ArrowError;
 use lumen_store::auth::{Auth, AuthError, Scope};
+use lumen_store::tenants::Tenants;
 use lumen_store::{Signal, Store};
 
 /// Everything that can go wrong with an export request, mapped to HTTP and
@@ -137,7 +138,7 @@ pub struct Accepted {
 
 /// The ingest path shared by both transports.
 pub struct Collector {
-    store: Arc<Store>,
+    tenants: Arc<Tenants>,
     limits: Limits,
     auth: Arc<Auth>,
 }
@@ -146,66 +147,73 @@ pub struct Collector {
 const DECODED_FACTOR: usize = 4;
 
 impl Collector {
-    pub fn new(store: Arc<Store>, limits: Limits, auth: Arc<Auth>) -> Arc<Self> {
+    pub fn new(tenants: Arc<Tenants>, limits: Limits, auth: Arc<Auth>) -> Arc<Self> {
         Arc::new(Collector {
-            store,
+            tenants,
             limits,
             auth,
         })
     }
 
-    /// Checks an export's `authorization` header (HTTP header or gRPC
-    /// metadata) for a token with the `ingest` scope, when tokens are set.
-    pub fn authorize(&self, authorization: Option<&::http::HeaderValue>) -> Result<()> {
+    /// The store an export goes to: its token's tenant's, after checking
+    /// the `authorization` header (HTTP header or gRPC metadata) for a
+    /// token with the `ingest` scope; without tokens, the default tenant's.
+    pub fn authorize(&self, authorization: Option<&::http::HeaderValue>) -> Result<Arc<Store>> {
         if !self.auth.enabled() {
-            return Ok(());
+            return Ok(Arc::clone(self.store()));
         }
         let token = authorization
             .and_then(|v| v.to_str().ok())
             .and_then(lumen_store::auth::token_from_authorization);
-        self.auth.check(token.as_deref(), Scope::Ingest)?;
-        Ok(())
+        let who = self.auth.check(token.as_deref(), Scope::Ingest)?;
+        self.tenants
+            .get(&who.tenant)
+            .cloned()
+            .ok_or_else(|| Error::Internal(format!("no store for tenant {:?}", who.tenant)))
     }
 
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
 
+    /// The default tenant's store (whose metrics count requests of all).
     pub fn store(&self) -> &Arc<Store> {
-        &self.store
+        self.tenants.default_store()
     }
 
-    /// Reserves memory for a request of `wire_bytes`, or refuses it (retryable).
+    /// Reserves memory for a request of `wire_bytes` from the budget all
+    /// tenants share, or refuses it (retryable).
     pub fn reserve(&self, signal: Signal, wire_bytes: usize) -> Result<lumen_store::Reservation> {
         let want = wire_bytes.saturating_mul(DECODED_FACTOR).max(4096);
-        self.store.budget().try_reserve(want).ok_or_else(|| {
-            self.store.metrics().requests_refused[signal.index()].fetch_add(1, Ordering::Relaxed);
+        let budget = self.tenants.budget();
+        budget.try_reserve(want).ok_or_else(|| {
+            self.store().metrics().requests_refused[signal.index()].fetch_add(1, Ordering::Relaxed);
             Error::Overloaded(format!(
                 "Lumen is over its memory budget ({} MiB of unflushed data and requests); retry later",
-                self.store.budget().limit() >> 20
+                budget.limit() >> 20
             ))
         })
     }
 
-    /// Counts a malformed request.
+    /// Counts a malformed (or unauthorised) request.
     pub fn invalid(&self, signal: Signal) {
-        self.store.metrics().requests_invalid[signal.index()].fetch_add(1, Ordering::Relaxed);
+        self.store().metrics().requests_invalid[signal.index()].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Converts and durably stores one decoded request.
-    pub async fn ingest(&self, req: &Request) -> Result<Accepted> {
+    /// Converts one decoded request and stores it durably in `store`.
+    pub async fn ingest(&self, store: &Store, req: &Request) -> Result<Accepted> {
         let converted = match req {
             Request::Logs(r) => convert::logs(r)?,
             Request::Traces(r) => convert::spans(r)?,
             Request::Metrics(r) => convert::metrics(r)?,
         };
         let signal = converted.signal;
-        let metrics = self.store.metrics();
+        let metrics = store.metrics();
         if converted.rejected > 0 {
             metrics.records_rejected[signal.index()]
                 .fetch_add(converted.rejected, Ordering::Relaxed);
         }
-        if let Err(e) = self.store.append(signal, converted.batch).await {
+        if let Err(e) = store.append(signal, converted.batch).await {
             metrics.requests_refused[signal.index()].fetch_add(1, Ordering::Relaxed);
             return Err(e.into());
         }

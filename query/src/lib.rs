@@ -103,8 +103,15 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(store: Arc<Store>, sql: SqlEngine, tail: tail::TailLimits, auth: Arc<Auth>) -> Self {
-        let permits = Arc::new(tokio::sync::Semaphore::new(tail.max_subscribers));
+    /// A tenant's query state over its `store`; `permits` bounds live-tail
+    /// subscribers across all tenants.
+    pub fn new(
+        store: Arc<Store>,
+        sql: SqlEngine,
+        tail: tail::TailLimits,
+        auth: Arc<Auth>,
+        permits: Arc<tokio::sync::Semaphore>,
+    ) -> Self {
         AppState {
             store,
             sql,
@@ -127,18 +134,41 @@ fn scope_of(path: &str) -> Option<Scope> {
     }
 }
 
-/// Refuses API requests without a token of the path's scope (when tokens
-/// are configured): 401 with `WWW-Authenticate` for none or a wrong one, 403
-/// for one without the scope. Browsers cannot set headers on a WebSocket,
-/// so the tail also takes `?access_token=`.
-async fn require_auth(
-    State(s): State<Arc<AppState>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let Some(scope) = scope_of(req.uri().path()).filter(|_| s.auth.enabled()) else {
-        return next.run(req).await;
+/// The API of each tenant, and who may use which.
+struct Dispatch {
+    auth: Arc<Auth>,
+    routers: std::collections::HashMap<String, Router>,
+}
+
+/// Sends a request to its tenant's API: the token's tenant with tokens
+/// configured (after checking the path's scope: 401 with `WWW-Authenticate`
+/// for none or a wrong token, 403 for one without the scope), else the
+/// default tenant. Browsers cannot set headers on a WebSocket, so the tail
+/// also takes `?access_token=`.
+async fn dispatch(State(d): State<Arc<Dispatch>>, req: axum::extract::Request) -> Response {
+    use tower::ServiceExt as _;
+    let tenant = match scope_of(req.uri().path()).filter(|_| d.auth.enabled()) {
+        None => lumen_store::auth::DEFAULT_TENANT.to_owned(),
+        Some(scope) => match authenticate(&d.auth, &req, scope) {
+            Ok(t) => t,
+            Err(res) => return *res,
+        },
     };
+    let Some(router) = d.routers.get(&tenant) else {
+        return Error::Internal(format!("no store for tenant {tenant:?}")).into_response();
+    };
+    match router.clone().oneshot(req).await {
+        Ok(res) => res,
+        Err(never) => match never {},
+    }
+}
+
+/// The tenant of a request's token, if it has `scope`; else the refusal.
+fn authenticate(
+    auth: &Auth,
+    req: &axum::extract::Request,
+    scope: Scope,
+) -> std::result::Result<String, Box<Response>> {
     let mut token = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -151,8 +181,8 @@ async fn require_auth(
         .ok()
         .and_then(|q| q.0.get("access_token").cloned());
     }
-    match s.auth.check(token.as_deref(), scope) {
-        Ok(_) => next.run(req).await,
+    match auth.check(token.as_deref(), scope) {
+        Ok(p) => Ok(p.tenant),
         Err(e) => {
             let status = if e.is_forbidden() {
                 StatusCode::FORBIDDEN
@@ -173,7 +203,7 @@ async fn require_auth(
                     axum::http::HeaderValue::from_static("Bearer realm=\"lumen\""),
                 );
             }
-            res
+            Err(Box::new(res))
         }
     }
 }
@@ -182,7 +212,20 @@ async fn require_auth(
 #[folder = "../ui/"]
 struct Ui;
 
-pub fn router(state: Arc<AppState>) -> Router {
+/// The HTTP API and dashboard over each tenant's state (`tenants` holds
+/// the default tenant's at least), behind the token check.
+pub fn router(auth: Arc<Auth>, tenants: Vec<(String, Arc<AppState>)>) -> Router {
+    let routers = tenants
+        .into_iter()
+        .map(|(t, s)| (t, tenant_router(s)))
+        .collect();
+    Router::new()
+        .fallback(dispatch)
+        .with_state(Arc::new(Dispatch { auth, routers }))
+}
+
+/// One tenant's API.
+fn tenant_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -222,10 +265,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/traces/{trace_id}", get(jaeger::get_trace))
         .route("/api/dependencies", get(jaeger::dependencies))
         .fallback(get(static_file))
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&state),
-            require_auth,
-        ))
         .with_state(state)
 }
 

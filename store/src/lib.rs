@@ -19,6 +19,7 @@ pub mod schema;
 mod segment;
 pub mod series;
 pub mod tail;
+pub mod tenants;
 pub mod wal;
 
 use std::path::{Path, PathBuf};
@@ -108,6 +109,9 @@ pub struct StoreConfig {
     pub compaction: compact::CompactionConfig,
     /// Where segments and the catalog live (the WAL is always in `data_dir`).
     pub storage: objects::Storage,
+    /// A budget shared with other stores (tenants) instead of one of
+    /// `memory_budget` of its own.
+    pub budget: Option<Arc<Budget>>,
 }
 
 impl StoreConfig {
@@ -121,6 +125,7 @@ impl StoreConfig {
             retention: [None; 3],
             compaction: compact::CompactionConfig::default(),
             storage: objects::Storage::Local,
+            budget: None,
         }
     }
 }
@@ -252,7 +257,10 @@ impl Store {
         let objects = objects::Objects::open(&dir, &config.storage)?;
         let catalog = Catalog::load(&objects)?;
         remove_orphans(&objects, &catalog)?;
-        let budget = Budget::new(config.memory_budget);
+        let budget = config
+            .budget
+            .clone()
+            .unwrap_or_else(|| Budget::new(config.memory_budget));
         let mut state = State::default();
         for seg in &catalog.segments {
             state.segments[seg.signal.index()].push(Arc::new(seg.clone()));

@@ -51,6 +51,27 @@ pub enum Storage {
     Remote(Arc<dyn ObjectStore>),
 }
 
+impl Storage {
+    /// The same storage for tenant `t`: under the prefix `tenants/t`.
+    pub fn for_tenant(&self, t: &str) -> Storage {
+        match self {
+            Storage::Local => Storage::Local,
+            Storage::S3(c) => {
+                let mut c = c.clone();
+                c.prefix = if c.prefix.is_empty() {
+                    format!("tenants/{t}")
+                } else {
+                    format!("{}/tenants/{t}", c.prefix)
+                };
+                Storage::S3(c)
+            }
+            Storage::Remote(s) => Storage::Remote(Arc::new(
+                object_store::prefix::PrefixStore::new(Arc::clone(s), format!("tenants/{t}")),
+            )),
+        }
+    }
+}
+
 impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -1,0 +1,77 @@
+"""The Python SDK's exporters send their token as OTLP headers (as
+OTEL_EXPORTER_OTLP_HEADERS would), over gRPC and HTTP, to a Lumen with
+tokens of two tenants; each tenant reads back only its own spans, and an
+exporter without a token is refused."""
+
+import json
+import os
+import tempfile
+import urllib.error
+import urllib.request
+
+import lumen_server
+import pytest
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+
+RED = "red-team-token-0123456789abcdef"
+BLUE = "blue-team-token-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def lumen():
+    d = tempfile.mkdtemp(prefix="lumen-py-auth-")
+    conf = os.path.join(d, "lumen.toml")
+    with open(conf, "w") as f:
+        f.write(f'[[auth.tokens]]\nname = "red"\ntoken = "{RED}"\nscopes = ["ingest", "read"]\ntenant = "red"\n\n'
+                f'[[auth.tokens]]\nname = "blue"\ntoken = "{BLUE}"\nscopes = ["ingest", "read"]\ntenant = "blue"\n')
+    proc, addrs = lumen_server.start(os.path.join(d, "data"), ["--config", conf])
+    yield addrs
+    proc.terminate()
+    assert proc.wait(timeout=30) == 0
+
+
+def sql(addrs, token, query):
+    req = urllib.request.Request(
+        f"http://{addrs['http']}/api/v1/sql", data=json.dumps({"query": query}).encode(),
+        headers={"content-type": "application/json", "authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req) as res:
+        return json.load(res)["rows"]
+
+
+def export(exporter, service, name):
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with provider.get_tracer("py-auth").start_as_current_span(name):
+        pass
+    provider.shutdown()
+
+
+def test_tokens_in_otlp_headers_pick_the_tenant(lumen):
+    for kind, make in [("grpc", lambda h: GrpcSpanExporter(endpoint=f"http://{lumen['otlp_grpc']}", insecure=True, headers=h)),
+                       ("http", lambda h: HttpSpanExporter(endpoint=f"http://{lumen['otlp_http']}/v1/traces", headers=h))]:
+        export(make({"authorization": f"Bearer {RED}"}), "red-svc", f"red-{kind}")
+        export(make({"authorization": f"Bearer {BLUE}"}), "blue-svc", f"blue-{kind}")
+    assert sql(lumen, RED, "SELECT name FROM spans ORDER BY name") == [{"name": "red-grpc"}, {"name": "red-http"}]
+    assert sql(lumen, BLUE, "SELECT name FROM spans ORDER BY name") == [{"name": "blue-grpc"}, {"name": "blue-http"}]
+
+
+def test_an_exporter_without_a_token_is_refused(lumen):
+    exporter = HttpSpanExporter(endpoint=f"http://{lumen['otlp_http']}/v1/traces")
+    provider = TracerProvider(resource=Resource.create({"service.name": "anon"}))
+    results = []
+
+    class Recording(SimpleSpanProcessor):
+        def on_end(self, span):
+            results.append(exporter.export([span]))
+
+    provider.add_span_processor(Recording(exporter))
+    with provider.get_tracer("py-auth").start_as_current_span("anonymous"):
+        pass
+    assert results == [SpanExportResult.FAILURE]
+    with pytest.raises(urllib.error.HTTPError) as e:
+        sql(lumen, "not-a-token-0123456789", "SELECT 1")
+    assert e.value.code == 401
