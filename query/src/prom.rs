@@ -22,7 +22,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use promql_parser::label::Matcher;
-use promql_parser::parser::{self, Expr};
+use promql_parser::parser::Expr;
 use serde_json::{Value, json};
 
 use crate::promnames;
@@ -180,7 +180,7 @@ pub struct Selector {
 
 impl Selector {
     pub fn parse(s: &str) -> std::result::Result<Selector, PromError> {
-        match parser::parse(s) {
+        match crate::promql::parse(s) {
             Ok(Expr::VectorSelector(v)) => {
                 let sel = Selector {
                     name: v.name,
@@ -344,7 +344,7 @@ pub async fn format_query(uri: axum::http::Uri, headers: HeaderMap, body: Bytes)
     let pairs = form(uri.query(), &headers, &body)?;
     let q =
         one(&pairs, "query").ok_or_else(|| PromError::bad_data("no query parameter provided"))?;
-    match parser::parse(q) {
+    match crate::promql::parse(q) {
         Ok(expr) => success(Value::String(expr.prettify())),
         Err(e) => Err(PromError::bad_data(format!(
             "invalid parameter \"query\": {e}"
@@ -457,7 +457,8 @@ fn parse_query(pairs: &[(String, String)]) -> std::result::Result<Expr, PromErro
             "invalid parameter \"query\": no expression found in input",
         ));
     }
-    parser::parse(q).map_err(|e| PromError::bad_data(format!("invalid parameter \"query\": {e}")))
+    crate::promql::parse(q)
+        .map_err(|e| PromError::bad_data(format!("invalid parameter \"query\": {e}")))
 }
 
 /// The engine for one request: the SQL time limit (or a shorter `timeout`

@@ -73,6 +73,50 @@ pub enum EvalError {
     Storage(String),
 }
 
+/// Deepest nesting of brackets and longest run of unary signs a query may
+/// have: parsing and evaluating recurse once per level, and a query of
+/// thousands of `(` would overflow the stack of the thread serving it.
+pub const MAX_NESTING: usize = 128;
+
+/// Parses a query, refusing nesting past [`MAX_NESTING`] before the parser
+/// sees it.
+pub fn parse(q: &str) -> Result<promql_parser::parser::Expr, String> {
+    let (mut depth, mut max_depth, mut signs, mut max_signs) = (0usize, 0usize, 0usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in q.chars() {
+        if let Some(open) = quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' && open != '`' {
+                escaped = true;
+            } else if c == open {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '"' | '\'' | '`' => quote = Some(c),
+            '(' | '[' | '{' => {
+                depth += 1;
+                max_depth = max_depth.max(depth);
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if c == '-' || c == '+' {
+            signs += 1;
+            max_signs = max_signs.max(signs);
+        } else if !c.is_whitespace() {
+            signs = 0;
+        }
+    }
+    if max_depth > MAX_NESTING || max_signs > MAX_NESTING {
+        return Err(format!("the query nests deeper than {MAX_NESTING} levels"));
+    }
+    promql_parser::parser::parse(q)
+}
+
 /// The matchers of a selector (its name as `__name__=`), one list per
 /// alternative of `{a="1" or b="2"}`: a series matches if it matches any.
 pub(crate) fn alternatives(vs: &promql_parser::parser::VectorSelector) -> Vec<Vec<Matcher>> {
@@ -232,6 +276,17 @@ mod tests {
             panic!("expected a vector")
         };
         assert_eq!(v.len(), 2);
+    }
+
+    /// Nesting is bounded before the parser (which recurses) sees a query;
+    /// brackets inside strings do not count.
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let nested = |n: usize| format!("{}1{}", "(".repeat(n), ")".repeat(n));
+        assert!(parse(&nested(MAX_NESTING)).is_ok());
+        assert!(parse(&nested(MAX_NESTING + 1)).is_err_and(|e| e.contains("nests deeper")));
+        assert!(parse(&format!("{}1", "-".repeat(MAX_NESTING + 1))).is_err());
+        assert!(parse(&format!("up{{job=\"{}\"}}", "(".repeat(1000))).is_ok());
     }
 
     /// Series × steps count against the sample budget, not only the

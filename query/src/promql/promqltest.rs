@@ -524,7 +524,7 @@ pub fn run(text: &str, engine: &Engine) -> Report {
                         if let (Some((_, end, _)), Mode::Instant(t)) = (expect.range, &mut mode) {
                             *t = end;
                         }
-                        let families = parser::parse(query)
+                        let families = super::parse(query)
                             .map(|e| families(&e))
                             .unwrap_or_else(|_| vec!["(parse error)".into()]);
                         let failure = run_eval(engine, &storage, &mode, query, &expect).err();
@@ -608,7 +608,7 @@ fn run_eval(
     query: &str,
     expect: &Expect,
 ) -> Result<(), String> {
-    let result = parser::parse(query)
+    let result = super::parse(query)
         .map_err(EvalError::BadData)
         .and_then(|expr| match mode {
             Mode::Instant(t) => engine.instant(storage, &expr, *t),
