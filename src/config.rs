@@ -33,6 +33,13 @@ pub(crate) struct ServeArgs {
     /// Largest OTLP request body, before and after decompression [default: 16MiB].
     #[arg(long, env = "LUMEN_MAX_REQUEST_SIZE", value_name = "SIZE")]
     pub(crate) max_request_size: Option<String>,
+    /// Attributes kept per list (record, resource, scope, event, link); the
+    /// rest are dropped and counted in `dropped_attributes_count` [default: 128].
+    #[arg(long, env = "LUMEN_MAX_ATTRIBUTES", value_name = "N")]
+    pub(crate) max_attributes: Option<usize>,
+    /// Longest string or bytes value (attributes, log bodies); longer ones are cut [default: 32KiB].
+    #[arg(long, env = "LUMEN_MAX_ATTRIBUTE_LENGTH", value_name = "SIZE")]
+    pub(crate) max_attribute_length: Option<String>,
     /// Write a signal's buffer as a segment once it holds this much [default: 48MiB].
     #[arg(long, env = "LUMEN_FLUSH_SIZE", value_name = "SIZE")]
     pub(crate) flush_size: Option<String>,
@@ -100,6 +107,8 @@ pub(crate) struct FileConfig {
     pub(crate) http_addr: Option<String>,
     pub(crate) memory_budget: Option<String>,
     pub(crate) max_request_size: Option<String>,
+    pub(crate) max_attributes: Option<usize>,
+    pub(crate) max_attribute_length: Option<String>,
     pub(crate) flush_size: Option<String>,
     pub(crate) flush_interval: Option<String>,
     pub(crate) index_delay: Option<String>,
@@ -139,6 +148,8 @@ pub(crate) struct Config {
     pub(crate) http_addr: String,
     pub(crate) memory_budget: usize,
     pub(crate) max_request_size: usize,
+    pub(crate) max_attributes: usize,
+    pub(crate) max_attribute_length: usize,
     pub(crate) flush_size: usize,
     pub(crate) flush_interval: Duration,
     pub(crate) index_delay: Duration,
@@ -192,6 +203,11 @@ impl Config {
             http_addr: pick!(http_addr, "0.0.0.0:7070"),
             memory_budget: size("memory-budget", pick!(memory_budget, "256MiB"))?,
             max_request_size: size("max-request-size", pick!(max_request_size, "16MiB"))?,
+            max_attributes: args.max_attributes.or(file.max_attributes).unwrap_or(128),
+            max_attribute_length: size(
+                "max-attribute-length",
+                pick!(max_attribute_length, "32KiB"),
+            )?,
             flush_size: size("flush-size", pick!(flush_size, "48MiB"))?,
             flush_interval: dur("flush-interval", pick!(flush_interval, "30s"))?,
             index_delay: dur("index-delay", pick!(index_delay, "30s"))?,

@@ -70,6 +70,10 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         Arc::clone(&tenants),
         Limits {
             max_request_bytes: config.max_request_size,
+            attributes: lumen_collector::limits::AttributeLimits {
+                max_attributes: config.max_attributes,
+                max_value_bytes: config.max_attribute_length.max(1),
+            },
         },
         Arc::clone(&auth),
     );

@@ -178,7 +178,7 @@ impl<K: Kind> tonic::server::UnaryService<Decoded<K::Req>> for Export<K> {
             let _reservation = collector
                 .reserve(K::SIGNAL, wire_bytes)
                 .map_err(|e| status(&e))?;
-            match collector.ingest(&store, &K::wrap(msg)).await {
+            match collector.ingest(&store, K::wrap(msg)).await {
                 Ok(a) => Ok(tonic::Response::new(K::respond(a))),
                 Err(e) => {
                     if !e.is_retryable() {

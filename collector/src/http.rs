@@ -225,7 +225,7 @@ where
         let _reservation = collector.reserve(signal, bytes.len())?;
         let req = decode::<K>(enc, &bytes)?;
         drop(bytes);
-        collector.ingest(&store, &K::wrap(req)).await
+        collector.ingest(&store, K::wrap(req)).await
     }
     .await;
     match result {

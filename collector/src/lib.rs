@@ -6,6 +6,7 @@
 pub mod convert;
 pub mod grpc;
 pub mod http;
+pub mod limits;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -112,12 +113,15 @@ impl Error {
 pub struct Limits {
     /// Largest request body, checked before and after decompression.
     pub max_request_bytes: usize,
+    /// Attributes per list and value length.
+    pub attributes: limits::AttributeLimits,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_request_bytes: 16 << 20,
+            attributes: limits::AttributeLimits::default(),
         }
     }
 }
@@ -201,8 +205,16 @@ impl Collector {
     }
 
     /// Converts one decoded request and stores it durably in `store`.
-    pub async fn ingest(&self, store: &Store, req: &Request) -> Result<Accepted> {
-        let converted = match req {
+    pub async fn ingest(&self, store: &Store, mut req: Request) -> Result<Accepted> {
+        let applied = self.limits.attributes.apply(&mut req);
+        if applied.dropped > 0 || applied.truncated > 0 {
+            let m = store.metrics();
+            m.attributes_dropped
+                .fetch_add(applied.dropped, Ordering::Relaxed);
+            m.values_truncated
+                .fetch_add(applied.truncated, Ordering::Relaxed);
+        }
+        let converted = match &req {
             Request::Logs(r) => convert::logs(r)?,
             Request::Traces(r) => convert::spans(r)?,
             Request::Metrics(r) => convert::metrics(r)?,

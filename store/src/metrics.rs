@@ -75,6 +75,9 @@ pub struct Metrics {
     pub compaction_seconds: Histogram,
     pub query_seconds: Histogram,
     pub queries_failed: AtomicU64,
+    /// Attributes dropped past the per-list limit, values cut to the length limit.
+    pub attributes_dropped: AtomicU64,
+    pub values_truncated: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -94,6 +97,8 @@ impl Default for Metrics {
             compaction_seconds: Histogram::new(LATENCY_BOUNDS),
             query_seconds: Histogram::new(LATENCY_BOUNDS),
             queries_failed: AtomicU64::new(0),
+            attributes_dropped: AtomicU64::new(0),
+            values_truncated: AtomicU64::new(0),
         }
     }
 }
@@ -183,6 +188,12 @@ impl Metrics {
             out,
             "# HELP lumen_queries_failed_total Queries that ended in an error.\n# TYPE lumen_queries_failed_total counter\nlumen_queries_failed_total {}",
             self.queries_failed.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP lumen_attributes_dropped_total Attributes dropped past the per-list limit (--max-attributes).\n# TYPE lumen_attributes_dropped_total counter\nlumen_attributes_dropped_total {}\n# HELP lumen_attribute_values_truncated_total Values cut to --max-attribute-length.\n# TYPE lumen_attribute_values_truncated_total counter\nlumen_attribute_values_truncated_total {}",
+            self.attributes_dropped.load(Ordering::Relaxed),
+            self.values_truncated.load(Ordering::Relaxed)
         );
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
