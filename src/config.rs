@@ -40,6 +40,9 @@ pub(crate) struct ServeArgs {
     /// Longest string or bytes value (attributes, log bodies); longer ones are cut [default: 32KiB].
     #[arg(long, env = "LUMEN_MAX_ATTRIBUTE_LENGTH", value_name = "SIZE")]
     pub(crate) max_attribute_length: Option<String>,
+    /// Longest an OTLP/HTTP request body may take to arrive; slower ones get 408 [default: 30s].
+    #[arg(long, env = "LUMEN_BODY_TIMEOUT", value_name = "DURATION")]
+    pub(crate) body_timeout: Option<String>,
     /// Write a signal's buffer as a segment once it holds this much [default: 48MiB].
     #[arg(long, env = "LUMEN_FLUSH_SIZE", value_name = "SIZE")]
     pub(crate) flush_size: Option<String>,
@@ -109,6 +112,7 @@ pub(crate) struct FileConfig {
     pub(crate) max_request_size: Option<String>,
     pub(crate) max_attributes: Option<usize>,
     pub(crate) max_attribute_length: Option<String>,
+    pub(crate) body_timeout: Option<String>,
     pub(crate) flush_size: Option<String>,
     pub(crate) flush_interval: Option<String>,
     pub(crate) index_delay: Option<String>,
@@ -150,6 +154,7 @@ pub(crate) struct Config {
     pub(crate) max_request_size: usize,
     pub(crate) max_attributes: usize,
     pub(crate) max_attribute_length: usize,
+    pub(crate) body_timeout: Duration,
     pub(crate) flush_size: usize,
     pub(crate) flush_interval: Duration,
     pub(crate) index_delay: Duration,
@@ -208,6 +213,7 @@ impl Config {
                 "max-attribute-length",
                 pick!(max_attribute_length, "32KiB"),
             )?,
+            body_timeout: dur("body-timeout", pick!(body_timeout, "30s"))?,
             flush_size: size("flush-size", pick!(flush_size, "48MiB"))?,
             flush_interval: dur("flush-interval", pick!(flush_interval, "30s"))?,
             index_delay: dur("index-delay", pick!(index_delay, "30s"))?,

@@ -74,6 +74,7 @@ pub(crate) async fn run(config: Config) -> Result<()> {
                 max_attributes: config.max_attributes,
                 max_value_bytes: config.max_attribute_length.max(1),
             },
+            body_timeout: config.body_timeout,
         },
         Arc::clone(&auth),
     );

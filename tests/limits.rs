@@ -33,3 +33,35 @@ fn extra_attributes_are_dropped_and_counted_long_values_cut() {
     assert_eq!(s.metric("lumen_attributes_dropped_total"), 3.0);
     assert_eq!(s.metric("lumen_attribute_values_truncated_total"), 2.0);
 }
+
+/// A client that sends headers and then trickles (or stops sending) its
+/// body is answered 408 at the deadline; the server stays up.
+#[test]
+fn a_trickling_body_gets_408_at_the_deadline() {
+    use std::io::{Read, Write};
+    let s = TestServer::start_with(&["--body-timeout", "1s"]);
+    let mut c = std::net::TcpStream::connect(&s.otlp_http_addr).unwrap();
+    write!(
+        c,
+        "POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"resourceLogs\""
+    )
+    .unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = c.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+        if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    assert!(s.healthy());
+}

@@ -220,7 +220,20 @@ where
             wire.unwrap_or(64 << 10)
                 .min(collector.limits().max_request_bytes),
         )?;
-        let bytes = read_body(&headers, body, collector.limits().max_request_bytes).await?;
+        // A client that trickles its body (slowloris) holds memory and a
+        // connection: it gets until the deadline.
+        let limit = collector.limits().body_timeout;
+        let bytes = tokio::time::timeout(
+            limit,
+            read_body(&headers, body, collector.limits().max_request_bytes),
+        )
+        .await
+        .map_err(|_| {
+            Error::RequestTimeout(format!(
+                "the request body did not arrive within {} s",
+                limit.as_secs_f64()
+            ))
+        })??;
         drop(early);
         let _reservation = collector.reserve(signal, bytes.len())?;
         let req = decode::<K>(enc, &bytes)?;

@@ -41,6 +41,9 @@ pub enum Error {
     /// A valid token without the `ingest` scope.
     #[error("{0}")]
     PermissionDenied(String),
+    /// The body did not arrive in time.
+    #[error("{0}")]
+    RequestTimeout(String),
 }
 
 impl From<AuthError> for Error {
@@ -86,6 +89,7 @@ impl Error {
             Error::Internal(_) => S::INTERNAL_SERVER_ERROR,
             Error::Unauthenticated(_) => S::UNAUTHORIZED,
             Error::PermissionDenied(_) => S::FORBIDDEN,
+            Error::RequestTimeout(_) => S::REQUEST_TIMEOUT,
         }
     }
 
@@ -100,6 +104,7 @@ impl Error {
             Error::Internal(_) => tonic::Code::Internal,
             Error::Unauthenticated(_) => tonic::Code::Unauthenticated,
             Error::PermissionDenied(_) => tonic::Code::PermissionDenied,
+            Error::RequestTimeout(_) => tonic::Code::DeadlineExceeded,
         }
     }
 
@@ -115,6 +120,8 @@ pub struct Limits {
     pub max_request_bytes: usize,
     /// Attributes per list and value length.
     pub attributes: limits::AttributeLimits,
+    /// Longest an OTLP/HTTP body may take to arrive.
+    pub body_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -122,6 +129,7 @@ impl Default for Limits {
         Limits {
             max_request_bytes: 16 << 20,
             attributes: limits::AttributeLimits::default(),
+            body_timeout: Duration::from_secs(30),
         }
     }
 }
