@@ -56,6 +56,10 @@ pub(crate) struct ServeArgs {
     /// Time limit of one SQL query [default: 30s].
     #[arg(long, env = "LUMEN_SQL_TIMEOUT", value_name = "DURATION")]
     pub(crate) sql_timeout: Option<String>,
+    /// Query API requests (SQL, search, traces, PromQL) running at once;
+    /// more get a retryable 503 [default: 32].
+    #[arg(long, env = "LUMEN_MAX_CONCURRENT_QUERIES", value_name = "N")]
+    pub(crate) max_concurrent_queries: Option<usize>,
     /// Most rows one SQL query returns [default: 10000].
     #[arg(long, env = "LUMEN_SQL_MAX_ROWS", value_name = "N")]
     pub(crate) sql_max_rows: Option<usize>,
@@ -118,6 +122,7 @@ pub(crate) struct FileConfig {
     pub(crate) index_delay: Option<String>,
     pub(crate) sql_timeout: Option<String>,
     pub(crate) sql_max_rows: Option<usize>,
+    pub(crate) max_concurrent_queries: Option<usize>,
     pub(crate) sql_memory: Option<String>,
     pub(crate) sql_query_memory: Option<String>,
     pub(crate) tail_buffer: Option<usize>,
@@ -160,6 +165,7 @@ pub(crate) struct Config {
     pub(crate) index_delay: Duration,
     pub(crate) sql_timeout: Duration,
     pub(crate) sql_max_rows: usize,
+    pub(crate) max_concurrent_queries: usize,
     pub(crate) sql_memory: usize,
     pub(crate) sql_query_memory: usize,
     pub(crate) tail_buffer: usize,
@@ -219,6 +225,10 @@ impl Config {
             index_delay: dur("index-delay", pick!(index_delay, "30s"))?,
             sql_timeout: dur("sql-timeout", pick!(sql_timeout, "30s"))?,
             sql_max_rows: args.sql_max_rows.or(file.sql_max_rows).unwrap_or(10_000),
+            max_concurrent_queries: args
+                .max_concurrent_queries
+                .or(file.max_concurrent_queries)
+                .unwrap_or(32),
             sql_memory: size("sql-memory", pick!(sql_memory, "512MiB"))?,
             sql_query_memory: size("sql-query-memory", pick!(sql_query_memory, "256MiB"))?,
             tail_buffer: args.tail_buffer.or(file.tail_buffer).unwrap_or(10_000),

@@ -139,7 +139,7 @@ pub(crate) async fn run(config: Config) -> Result<()> {
     .with_graceful_shutdown(stopped(stop_rx.clone()));
     let api = axum::serve(
         http_listener,
-        lumen_query::router(Arc::clone(&auth), states),
+        lumen_query::router(Arc::clone(&auth), states, config.max_concurrent_queries),
     )
     .with_graceful_shutdown(stopped(stop_rx.clone()));
 

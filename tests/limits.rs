@@ -65,3 +65,49 @@ fn a_trickling_body_gets_408_at_the_deadline() {
     assert!(started.elapsed() < std::time::Duration::from_secs(15));
     assert!(s.healthy());
 }
+
+/// Past `--max-concurrent-queries`, a query is refused with a retryable
+/// 503 while the others run; it succeeds once they are done.
+#[test]
+fn queries_past_the_concurrency_limit_get_a_retryable_503() {
+    let s = TestServer::start_with(&["--max-concurrent-queries", "1"]);
+    let lines: Vec<_> = (0..700)
+        .map(|i| json!({"timeUnixNano": "1700000000000000000", "body": {"stringValue": format!("line {i}")}}))
+        .collect();
+    let r = s
+        .client()
+        .post(s.otlp_http_url("/v1/logs"))
+        .json(&json!({"resourceLogs": [{"scopeLogs": [{"logRecords": lines}]}]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    std::thread::scope(|scope| {
+        // 700³ row triples to compare: long enough to overlap the probes.
+        let slow = scope.spawn(|| s.sql_raw("SELECT count(*) AS n FROM logs a, logs b, logs c WHERE a.body < b.body AND b.body < c.body"));
+        // Let the slow query take the only slot first.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let mut refused = None;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while refused.is_none() && std::time::Instant::now() < deadline && !slow.is_finished() {
+            let r = s.client().get(s.url("/api/v1/labels")).send().unwrap();
+            if r.status().as_u16() == 503 {
+                refused = Some(
+                    r.headers()
+                        .get("retry-after")
+                        .map(|v| v.to_str().unwrap().to_owned()),
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let (code, body) = slow.join().unwrap();
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(
+            refused,
+            Some(Some("1".to_owned())),
+            "no request was refused while the slow one ran"
+        );
+    });
+    let (code, _) = s.get_json("/api/v1/labels", &[]);
+    assert_eq!(code, 200);
+    assert!(s.healthy(), "/health is never limited");
+}

@@ -138,6 +138,8 @@ fn scope_of(path: &str) -> Option<Scope> {
 struct Dispatch {
     auth: Arc<Auth>,
     routers: std::collections::HashMap<String, Router>,
+    /// Queries running at once, all tenants together (the tail has its own).
+    queries: Arc<tokio::sync::Semaphore>,
 }
 
 /// Sends a request to its tenant's API: the token's tenant with tokens
@@ -156,6 +158,27 @@ async fn dispatch(State(d): State<Arc<Dispatch>>, req: axum::extract::Request) -
     };
     let Some(router) = d.routers.get(&tenant) else {
         return Error::Internal(format!("no store for tenant {tenant:?}")).into_response();
+    };
+    let path = req.uri().path();
+    let _permit = if path.starts_with("/api/") && path != "/api/v1/tail" {
+        match Arc::clone(&d.queries).try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                let msg = "too many queries at once (--max-concurrent-queries); retry shortly";
+                let body = serde_json::json!({
+                    "error": msg, "status": "error", "errorType": "unavailable",
+                    "errors": [{ "code": 503, "msg": msg }],
+                });
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, "1")],
+                    Json(body),
+                )
+                    .into_response();
+            }
+        }
+    } else {
+        None
     };
     match router.clone().oneshot(req).await {
         Ok(res) => res,
@@ -214,14 +237,22 @@ struct Ui;
 
 /// The HTTP API and dashboard over each tenant's state (`tenants` holds
 /// the default tenant's at least), behind the token check.
-pub fn router(auth: Arc<Auth>, tenants: Vec<(String, Arc<AppState>)>) -> Router {
+pub fn router(
+    auth: Arc<Auth>,
+    tenants: Vec<(String, Arc<AppState>)>,
+    max_concurrent_queries: usize,
+) -> Router {
     let routers = tenants
         .into_iter()
         .map(|(t, s)| (t, tenant_router(s)))
         .collect();
     Router::new()
         .fallback(dispatch)
-        .with_state(Arc::new(Dispatch { auth, routers }))
+        .with_state(Arc::new(Dispatch {
+            auth,
+            routers,
+            queries: Arc::new(tokio::sync::Semaphore::new(max_concurrent_queries.max(1))),
+        }))
 }
 
 /// One tenant's API.
