@@ -251,13 +251,7 @@ fn the_tail_websocket_takes_a_token_as_a_header_or_a_parameter() {
                 .as_u16()
         });
         assert_eq!(code, 200);
-        use futures::StreamExt;
-        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        let text = frame.into_text().unwrap();
+        let text = common::next_text(&mut ws).await;
         assert!(text.contains("tailed with a token"), "{text}");
         let mut req = url.as_str().into_client_request().unwrap();
         req.headers_mut()

@@ -206,7 +206,6 @@ fn tenants_see_only_their_own_data_across_every_api_and_a_restart() {
     // Live tail: a tenant's subscriber gets its own records only.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        use futures::StreamExt;
         let url = format!(
             "ws://{}/api/v1/tail?signal=logs&access_token={ACME}",
             s.http_addr
@@ -217,12 +216,7 @@ fn tenants_see_only_their_own_data_across_every_api_and_a_restart() {
             send(&s, GLOBEX, "globex", GLOBEX_TRACE);
             send(&s, ACME, "acme", ACME_TRACE);
         });
-        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        let text = frame.into_text().unwrap();
+        let text = common::next_text(&mut ws).await;
         assert!(text.contains("secret plan of acme"), "{text}");
         assert!(!text.contains("globex"), "{text}");
     });

@@ -278,3 +278,22 @@ impl tonic::codec::Decoder for RawDec {
         Ok(Some(v))
     }
 }
+
+/// The text of the next frame of a live-tail WebSocket, within 10 s.
+pub async fn next_text<S>(ws: &mut S) -> String
+where
+    S: futures::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    use futures::StreamExt;
+    let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    frame.into_text().unwrap().to_string()
+}
