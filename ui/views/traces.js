@@ -93,7 +93,7 @@ function TraceSearch({ params }) {
     </div>
     ${err && html`<div class="error" id="traces-error">${err}</div>`}
     ${res && !res.length && html`<div class="empty" id="traces-empty">${services.length ? html`<b>No traces match</b>Try a wider time range or fewer conditions.` : html`<b>No data yet</b>Point your exporter at <code>:4317</code> (OTLP/gRPC) or <code>:4318</code> (OTLP/HTTP) and traces show up here.`}</div>`}
-    ${res && res.length > 0 && html`<div class="status">${res.length} traces</div>
+    ${res && res.length > 0 && html`<div class="status">${res.length} trace${res.length === 1 ? '' : 's'}</div>
       <div class="scroll tresults" id="trace-results">${res.map(t => html`
         <div class=${`tr${t.errors ? ' err' : ''}`} onClick=${() => go(makeHash('traces', {}, t.id))} data-trace=${t.id}>
           <div class="name"><b>${t.service}</b>: ${t.root.operationName}
