@@ -52,11 +52,7 @@ impl Queryable for MemStorage {
         Ok(self
             .series
             .iter()
-            .filter(|(l, _)| {
-                matchers
-                    .iter()
-                    .all(|m| m.is_match(l.get(&m.name).map_or("", String::as_str)))
-            })
+            .filter(|(l, _)| super::storage::matches_all(matchers, l))
             .map(|(l, s)| {
                 let mut out = RawSeries {
                     labels: l.clone(),

@@ -707,7 +707,8 @@ impl Collected {
     }
 }
 
-fn matches_all(matchers: &[Matcher], l: &Labels) -> bool {
+/// Whether `l` matches every matcher (an absent label matches as empty).
+pub(super) fn matches_all(matchers: &[Matcher], l: &Labels) -> bool {
     matchers
         .iter()
         .all(|m| m.is_match(l.get(&m.name).map_or("", String::as_str)))
@@ -787,6 +788,31 @@ impl StoreQueryable<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// Pushes rows `rows` of a run with a null-free value column (read by
+/// `value`) whose time is in `[mint, maxt]` (ms); flagged rows become
+/// staleness markers.
+fn push_rows(
+    dst: &mut Vec<(i64, f64)>,
+    rows: std::ops::Range<usize>,
+    ts: &[i64],
+    flags: &[u32],
+    mint: i64,
+    maxt: i64,
+    value: impl Fn(usize) -> f64,
+) {
+    for r in rows {
+        let t = ts[r].div_euclid(1_000_000);
+        if t >= mint && t <= maxt {
+            let x = if flags[r] & 1 == 1 {
+                f64::from_bits(STALE_NAN)
+            } else {
+                value(r)
+            };
+            dst.push((t, x));
+        }
     }
 }
 
@@ -884,17 +910,7 @@ impl StoreQueryable<'_> {
                         match (part, v.value, v.value_int) {
                             (Part::Value, Some(values), _) if values.null_count() == 0 => {
                                 let vals = values.values();
-                                for r in i..i + n {
-                                    let t = ts[r].div_euclid(1_000_000);
-                                    if t >= mint && t <= maxt {
-                                        let x = if flags[r] & 1 == 1 {
-                                            f64::from_bits(STALE_NAN)
-                                        } else {
-                                            vals[r]
-                                        };
-                                        dst.push((t, x));
-                                    }
-                                }
+                                push_rows(dst, i..i + n, ts, flags, mint, maxt, |r| vals[r]);
                             }
                             // Integer points: `value` is null, `value_int` holds them.
                             (Part::Value, Some(values), Some(ints))
@@ -902,17 +918,7 @@ impl StoreQueryable<'_> {
                                     && ints.null_count() == 0 =>
                             {
                                 let vals = ints.values();
-                                for r in i..i + n {
-                                    let t = ts[r].div_euclid(1_000_000);
-                                    if t >= mint && t <= maxt {
-                                        let x = if flags[r] & 1 == 1 {
-                                            f64::from_bits(STALE_NAN)
-                                        } else {
-                                            vals[r] as f64
-                                        };
-                                        dst.push((t, x));
-                                    }
-                                }
+                                push_rows(dst, i..i + n, ts, flags, mint, maxt, |r| vals[r] as f64);
                             }
                             _ => {
                                 for r in i..i + n {
