@@ -64,6 +64,47 @@ fn decode_batch(payload: &[u8]) -> Result<RecordBatch> {
     }
 }
 
+/// Replays WAL files made of `files` (each the whole content of one file)
+/// from a scratch directory, twice: for the fuzz target. The second replay,
+/// after the first cut any torn tail, must find exactly the same records.
+/// Returns how many there were.
+#[doc(hidden)]
+pub fn fuzz_replay(files: &[Vec<u8>]) -> Result<usize> {
+    let dir = tempfile::tempdir().map_err(|e| Error::io("creating", Path::new("/tmp"), e))?;
+    for (i, bytes) in files.iter().enumerate() {
+        let path = dir.path().join(file_name(i as u64 + 1));
+        fs::write(&path, bytes).map_err(|e| Error::io("writing", &path, e))?;
+    }
+    let mut first = Vec::new();
+    replay(dir.path(), |r| {
+        first.push((r.lsn, r.signal, r.batch.num_rows()))
+    })?;
+    let mut second = Vec::new();
+    replay(dir.path(), |r| {
+        second.push((r.lsn, r.signal, r.batch.num_rows()))
+    })?;
+    assert_eq!(first, second, "a second replay found other records");
+    Ok(first.len())
+}
+
+/// One WAL frame as the log writes it, for the fuzz target to build
+/// well-formed files around arbitrary payloads.
+#[doc(hidden)]
+pub fn fuzz_frame(lsn: u64, tag: u8, payload: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(HEADER + payload.len());
+    push_frame(&mut buf, lsn, tag, payload);
+    buf
+}
+
+/// Appends one frame: length, checksum, LSN, signal tag, payload.
+fn push_frame(buf: &mut Vec<u8>, lsn: u64, tag: u8, payload: &[u8]) {
+    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&checksum(lsn, tag, payload).to_le_bytes());
+    buf.extend_from_slice(&lsn.to_le_bytes());
+    buf.push(tag);
+    buf.extend_from_slice(payload);
+}
+
 fn checksum(lsn: u64, signal: u8, payload: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&lsn.to_le_bytes());
@@ -277,28 +318,15 @@ pub(crate) struct Writer {
 }
 
 /// Creates `<seq>.wal` zero-filled to `capacity` and makes it and its
-/// directory entry durable.
+/// directory entry durable. A file that cannot be made whole (a full disk)
+/// is removed again, so failed attempts leave nothing behind.
 fn prepare_file(dir: &Path, seq: u64, capacity: u64) -> Result<(File, WalFile)> {
     let path = dir.join(file_name(seq));
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| Error::io("creating WAL file", &path, e))?;
-    let zeros = vec![0u8; (1 << 20).min(capacity as usize)];
-    let mut left = capacity;
-    while left > 0 {
-        let n = left.min(zeros.len() as u64) as usize;
-        file.write_all(&zeros[..n])
-            .map_err(|e| Error::io("preallocating WAL file", &path, e))?;
-        left -= n as u64;
+    let made = fill_file(&path, capacity);
+    if made.is_err() {
+        let _ = fs::remove_file(&path);
     }
-    file.sync_all()
-        .map_err(|e| Error::io("syncing WAL file", &path, e))?;
-    file.seek(SeekFrom::Start(0))
-        .map_err(|e| Error::io("seeking WAL file", &path, e))?;
+    let file = made?;
     crate::fsutil::sync_dir(dir)?;
     Ok((
         file,
@@ -307,6 +335,29 @@ fn prepare_file(dir: &Path, seq: u64, capacity: u64) -> Result<(File, WalFile)> 
             max_lsn: [None; 3],
         },
     ))
+}
+
+fn fill_file(path: &Path, capacity: u64) -> Result<File> {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io("creating WAL file", &path, e))?;
+    let zeros = vec![0u8; (1 << 20).min(capacity as usize)];
+    let mut left = capacity;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        file.write_all(&zeros[..n])
+            .map_err(|e| Error::io("preallocating WAL file", path, e))?;
+        left -= n as u64;
+    }
+    file.sync_all()
+        .map_err(|e| Error::io("syncing WAL file", path, e))?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| Error::io("seeking WAL file", path, e))?;
+    Ok(file)
 }
 
 impl Writer {
@@ -411,12 +462,7 @@ impl Writer {
         let first_lsn = self.next_lsn;
         for (i, a) in group.iter().enumerate() {
             let lsn = first_lsn + i as u64;
-            let tag = a.signal.tag();
-            buf.extend_from_slice(&(a.payload.len() as u32).to_le_bytes());
-            buf.extend_from_slice(&checksum(lsn, tag, &a.payload).to_le_bytes());
-            buf.extend_from_slice(&lsn.to_le_bytes());
-            buf.push(tag);
-            buf.extend_from_slice(&a.payload);
+            push_frame(buf, lsn, a.signal.tag(), &a.payload);
         }
         if self.offset > 0 && self.offset + buf.len() as u64 > self.capacity {
             // Keep every write inside preallocated space when it fits in a fresh file.
