@@ -2,7 +2,7 @@
 # The whole test suite: unit, integration (real server, Rust SDK), the
 # Python SDK round trip, and the dashboard in headless chromium. Installs
 # what cargo does not (a Python virtualenv with the OpenTelemetry SDK and
-# pytest, promtool, chromium, playwright-core) when it is missing.
+# pytest, promtool, openssl, chromium, playwright-core) when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,22 +23,19 @@ if [ ! -x "$VENV/bin/pytest" ] || ! "$VENV/bin/python" -c "import opentelemetry.
   set +f
 fi
 
-if ! command -v promtool >/dev/null; then
-  echo "== installing promtool (Debian's prometheus package)"
+# Debian packages: promtool (the Prometheus client check), openssl (the TLS
+# tests' certificates), chromium (the dashboard tests, with playwright-core).
+apt_install() { # package, the file it provides
+  [ -x "$2" ] && return
+  echo "== installing $1 (Debian's package)"
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null \
-    || { $SUDO apt-get update >/dev/null && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null; }
-fi
-
-# The dashboard tests drive Debian's chromium with playwright-core.
-if [ ! -x /usr/bin/chromium ]; then
-  echo "== installing chromium (Debian's package)"
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null \
-    || { $SUDO apt-get update >/dev/null && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null; }
-fi
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$1" >/dev/null \
+    || { $SUDO apt-get update >/dev/null && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$1" >/dev/null; }
+}
+apt_install prometheus /usr/bin/promtool
+apt_install openssl /usr/bin/openssl
+apt_install chromium /usr/bin/chromium
 if [ ! -d tests/ui/node_modules/playwright-core ]; then
   echo "== installing playwright-core (npm)"
   (cd tests/ui && npm ci --no-audit --no-fund --silent)

@@ -43,6 +43,26 @@ pub(crate) struct ServeArgs {
     /// Longest an OTLP/HTTP request body may take to arrive; slower ones get 408 [default: 30s].
     #[arg(long, env = "LUMEN_BODY_TIMEOUT", value_name = "DURATION")]
     pub(crate) body_timeout: Option<String>,
+    /// Longest a client may take over a TLS handshake, or over a request's
+    /// headers; slower connections are closed [default: 30s].
+    #[arg(long, env = "LUMEN_HEADER_TIMEOUT", value_name = "DURATION")]
+    pub(crate) header_timeout: Option<String>,
+    /// PEM certificate chain: with `--tls-key`, all three listeners speak TLS only.
+    #[arg(
+        long,
+        env = "LUMEN_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `--tls-cert`.
+    #[arg(
+        long,
+        env = "LUMEN_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub(crate) tls_key: Option<PathBuf>,
     /// Write a signal's buffer as a segment once it holds this much [default: 48MiB].
     #[arg(long, env = "LUMEN_FLUSH_SIZE", value_name = "SIZE")]
     pub(crate) flush_size: Option<String>,
@@ -76,6 +96,15 @@ pub(crate) struct ServeArgs {
     /// Live-tail WebSocket subscribers at once [default: 256].
     #[arg(long, env = "LUMEN_TAIL_MAX_SUBSCRIBERS", value_name = "N")]
     pub(crate) tail_max_subscribers: Option<usize>,
+    /// Without tokens, send each request to the tenant its `X-Scope-OrgID`
+    /// header names (as Grafana's Loki, Tempo and Mimir data sources do),
+    /// opening the tenant on first use; without the header, the default
+    /// tenant. With tokens the token's tenant wins [default: false].
+    #[arg(long, env = "LUMEN_TENANT_HEADER", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub(crate) tenant_header: Option<bool>,
+    /// Most tenants open at once, the default one included [default: 100].
+    #[arg(long, env = "LUMEN_MAX_TENANTS", value_name = "N")]
+    pub(crate) max_tenants: Option<usize>,
     /// Keep logs this long, e.g. `7d`; whole hours are dropped once older [default: forever].
     #[arg(long, env = "LUMEN_RETENTION_LOGS", value_name = "DURATION")]
     pub(crate) retention_logs: Option<String>,
@@ -117,6 +146,9 @@ pub(crate) struct FileConfig {
     pub(crate) max_attributes: Option<usize>,
     pub(crate) max_attribute_length: Option<String>,
     pub(crate) body_timeout: Option<String>,
+    pub(crate) header_timeout: Option<String>,
+    pub(crate) tls_cert: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
     pub(crate) flush_size: Option<String>,
     pub(crate) flush_interval: Option<String>,
     pub(crate) index_delay: Option<String>,
@@ -127,6 +159,8 @@ pub(crate) struct FileConfig {
     pub(crate) sql_query_memory: Option<String>,
     pub(crate) tail_buffer: Option<usize>,
     pub(crate) tail_max_subscribers: Option<usize>,
+    pub(crate) tenant_header: Option<bool>,
+    pub(crate) max_tenants: Option<usize>,
     pub(crate) retention_logs: Option<String>,
     pub(crate) retention_spans: Option<String>,
     pub(crate) retention_metrics: Option<String>,
@@ -160,6 +194,9 @@ pub(crate) struct Config {
     pub(crate) max_attributes: usize,
     pub(crate) max_attribute_length: usize,
     pub(crate) body_timeout: Duration,
+    pub(crate) header_timeout: Duration,
+    /// Certificate chain and key files, when the listeners speak TLS.
+    pub(crate) tls: Option<(PathBuf, PathBuf)>,
     pub(crate) flush_size: usize,
     pub(crate) flush_interval: Duration,
     pub(crate) index_delay: Duration,
@@ -170,6 +207,8 @@ pub(crate) struct Config {
     pub(crate) sql_query_memory: usize,
     pub(crate) tail_buffer: usize,
     pub(crate) tail_max_subscribers: usize,
+    pub(crate) tenant_header: bool,
+    pub(crate) max_tenants: usize,
     /// Logs, spans, metrics (by `Signal::index`); `None` keeps forever.
     pub(crate) retention: [Option<Duration>; 3],
     /// Where segments and the catalog live.
@@ -220,6 +259,15 @@ impl Config {
                 pick!(max_attribute_length, "32KiB"),
             )?,
             body_timeout: dur("body-timeout", pick!(body_timeout, "30s"))?,
+            header_timeout: dur("header-timeout", pick!(header_timeout, "30s"))?,
+            tls: match (
+                args.tls_cert.or(file.tls_cert),
+                args.tls_key.or(file.tls_key),
+            ) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                (None, None) => None,
+                _ => bail!("tls-cert and tls-key go together: set both or neither"),
+            },
             flush_size: size("flush-size", pick!(flush_size, "48MiB"))?,
             flush_interval: dur("flush-interval", pick!(flush_interval, "30s"))?,
             index_delay: dur("index-delay", pick!(index_delay, "30s"))?,
@@ -236,6 +284,8 @@ impl Config {
                 .tail_max_subscribers
                 .or(file.tail_max_subscribers)
                 .unwrap_or(256),
+            tenant_header: args.tenant_header.or(file.tenant_header).unwrap_or(false),
+            max_tenants: args.max_tenants.or(file.max_tenants).unwrap_or(100),
             retention: [
                 args.retention_logs
                     .or(file.retention_logs)
@@ -266,6 +316,9 @@ impl Config {
         config.auth()?;
         if config.memory_budget < 4 << 20 {
             bail!("memory-budget must be at least 4MiB");
+        }
+        if config.header_timeout.is_zero() {
+            bail!("header-timeout must be positive");
         }
         if config.max_request_size == 0 || config.sql_max_rows == 0 || config.tail_buffer == 0 {
             bail!("max-request-size, sql-max-rows and tail-buffer must be positive");

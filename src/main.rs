@@ -1,5 +1,5 @@
-//! The `lumen` binary: `lumen serve` runs the store; `lumen loadgen` measures
-//! it; `lumen inspect` shows what a data directory holds; `lumen promqltest`
+//! The `lumen` binary: `lumen serve` runs the store; `lumen loadgen` (with
+//! `lumen soak-clients` as its readers) measures it; `lumen inspect` shows what a data directory holds; `lumen promqltest`
 //! runs PromQL test files against the engine.
 
 mod benchpromql;
@@ -7,8 +7,10 @@ mod benchtail;
 mod config;
 mod inspect;
 mod loadgen;
+mod net;
 mod promqltest;
 mod serve;
+mod soakclients;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -38,6 +40,8 @@ enum Command {
     BenchTail(benchtail::BenchTailArgs),
     /// Measure PromQL: load a day of counters or histograms, time range queries.
     BenchPromql(benchpromql::BenchPromqlArgs),
+    /// The readers of a soak test: live-tail subscribers and a query loop.
+    SoakClients(soakclients::SoakClientsArgs),
     /// Show what a data directory holds: segments, rows and bytes per signal.
     Inspect(inspect::InspectArgs),
     /// Run PromQL test files (Prometheus's promqltest format) against Lumen's engine.
@@ -72,6 +76,10 @@ async fn main() -> Result<()> {
         Command::BenchPromql(args) => {
             init_logging("warn");
             benchpromql::run(args).await
+        }
+        Command::SoakClients(args) => {
+            init_logging("warn");
+            soakclients::run(args).await
         }
         Command::Inspect(args) => inspect::run(&args),
         Command::Promqltest(args) => promqltest::run(&args),

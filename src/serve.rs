@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use lumen_collector::grpc::{Logs, Metrics, OtlpGrpc, Traces};
 use lumen_collector::{Collector, Limits};
 use lumen_query::tail::TailLimits;
-use lumen_query::{AppState, SqlEngine, SqlLimits};
+use lumen_query::{ApiConfig, SqlLimits};
 use lumen_store::StoreConfig;
 use lumen_store::tenants::Tenants;
 use tokio::net::TcpListener;
@@ -60,10 +60,13 @@ pub(crate) async fn run(config: Config) -> Result<()> {
     store_config.compaction.index_delay = config.index_delay;
     let auth = Arc::new(config.auth()?);
     let tenant_names = auth.tenants();
+    let max_tenants = config.max_tenants;
     let tenants = Arc::new(
-        tokio::task::spawn_blocking(move || Tenants::open(store_config, &tenant_names))
-            .await?
-            .context("opening the store")?,
+        tokio::task::spawn_blocking(move || {
+            Tenants::open(store_config, &tenant_names, max_tenants)
+        })
+        .await?
+        .context("opening the store")?,
     );
 
     let collector = Collector::new(
@@ -77,33 +80,28 @@ pub(crate) async fn run(config: Config) -> Result<()> {
             body_timeout: config.body_timeout,
         },
         Arc::clone(&auth),
+        config.tenant_header,
     );
-    let sql_limits = SqlLimits {
-        timeout: config.sql_timeout,
-        max_rows: config.sql_max_rows,
-        memory_bytes: config.sql_memory,
-        query_memory_bytes: config.sql_query_memory.min(config.sql_memory),
+    let api_config = ApiConfig {
+        sql: SqlLimits {
+            timeout: config.sql_timeout,
+            max_rows: config.sql_max_rows,
+            memory_bytes: config.sql_memory,
+            query_memory_bytes: config.sql_query_memory.min(config.sql_memory),
+        },
+        tail: TailLimits {
+            buffer_records: config.tail_buffer,
+            max_subscribers: config.tail_max_subscribers,
+        },
+        max_concurrent_queries: config.max_concurrent_queries,
+        tenant_header: config.tenant_header,
     };
-    let tail_limits = TailLimits {
-        buffer_records: config.tail_buffer,
-        max_subscribers: config.tail_max_subscribers,
-    };
-    let tail_permits = Arc::new(tokio::sync::Semaphore::new(config.tail_max_subscribers));
-    let mut states = Vec::new();
-    for (name, store) in tenants.iter() {
-        let sql = SqlEngine::new(Arc::clone(store), sql_limits.clone())?;
-        states.push((
-            name.clone(),
-            Arc::new(AppState::new(
-                Arc::clone(store),
-                sql,
-                tail_limits.clone(),
-                Arc::clone(&auth),
-                Arc::clone(&tail_permits),
-            )),
-        ));
-    }
+    let api_router = lumen_query::router(Arc::clone(&auth), Arc::clone(&tenants), api_config)?;
 
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(crate::net::Tls::load(cert, key)?),
+        None => None,
+    };
     let grpc_listener = bind(&config.otlp_grpc_addr, "OTLP/gRPC").await?;
     let otlp_http_listener = bind(&config.otlp_http_addr, "OTLP/HTTP").await?;
     let http_listener = bind(&config.http_addr, "HTTP API").await?;
@@ -127,33 +125,53 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(OtlpGrpc::<Logs>::new(Arc::clone(&collector)))
         .add_service(OtlpGrpc::<Traces>::new(Arc::clone(&collector)))
-        .add_service(OtlpGrpc::<Metrics>::new(Arc::clone(&collector)))
-        .serve_with_incoming_shutdown(
+        .add_service(OtlpGrpc::<Metrics>::new(Arc::clone(&collector)));
+    let grpc_stop = stopped(stop_rx.clone());
+    let grpc: std::pin::Pin<Box<dyn Future<Output = _> + Send>> = match &tls {
+        Some(tls) => Box::pin(grpc.serve_with_incoming_shutdown(
+            crate::net::tls_incoming(grpc_listener, tls.grpc.clone(), config.header_timeout),
+            grpc_stop,
+        )),
+        None => Box::pin(grpc.serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(grpc_listener),
-            stopped(stop_rx.clone()),
-        );
-    let otlp_http = axum::serve(
+            grpc_stop,
+        )),
+    };
+    let otlp_http = crate::net::serve_http(
         otlp_http_listener,
         lumen_collector::http::router(Arc::clone(&collector)),
-    )
-    .with_graceful_shutdown(stopped(stop_rx.clone()));
-    let api = axum::serve(
+        tls.as_ref().map(|t| t.http.clone()),
+        config.header_timeout,
+        stopped(stop_rx.clone()),
+    );
+    let api = crate::net::serve_http(
         http_listener,
-        lumen_query::router(Arc::clone(&auth), states, config.max_concurrent_queries),
-    )
-    .with_graceful_shutdown(stopped(stop_rx.clone()));
+        api_router,
+        tls.as_ref().map(|t| t.http.clone()),
+        config.header_timeout,
+        stopped(stop_rx.clone()),
+    );
 
     let grpc = tokio::spawn(async move { grpc.await.context("OTLP/gRPC server") });
-    let otlp_http = tokio::spawn(async move { otlp_http.await.context("OTLP/HTTP server") });
-    let api = tokio::spawn(async move { api.await.context("HTTP API server") });
+    let otlp_http = tokio::spawn(async move {
+        otlp_http.await;
+        Ok(())
+    });
+    let api = tokio::spawn(async move {
+        api.await;
+        Ok(())
+    });
 
     tracing::info!(otlp_grpc = %addrs[0], otlp_http = %addrs[1], http = %addrs[2], data_dir = %data_dir.display(), "lumen is ready");
     // One machine-readable line for scripts and tests that start Lumen on port 0.
     #[allow(clippy::print_stdout)]
     {
         println!(
-            "lumen ready otlp_grpc={} otlp_http={} http={}",
-            addrs[0], addrs[1], addrs[2]
+            "lumen ready otlp_grpc={} otlp_http={} http={} tls={}",
+            addrs[0],
+            addrs[1],
+            addrs[2],
+            tls.is_some()
         );
     }
 
@@ -162,7 +180,8 @@ pub(crate) async fn run(config: Config) -> Result<()> {
     let _ = stop_tx.send(true);
     // Long-lived connections (live tail, idle keep-alives) must not hold shutdown hostage.
     let drain = async {
-        let (a, b, c) = tokio::join!(grpc, otlp_http, api);
+        let (a, b, c): (_, _, std::result::Result<Result<()>, _>) =
+            tokio::join!(grpc, otlp_http, api);
         for r in [a, b, c] {
             if let Ok(Err(e)) = r {
                 tracing::warn!(error = %e, "server ended with an error");

@@ -1,6 +1,7 @@
-//! Tenants: each token's tenant has its own store, and no query API lets one
-//! tenant see or infer another's data (search, histogram, SQL, the Jaeger and
-//! Prometheus APIs, live tail), across a restart too.
+//! Tenants: each token's tenant (or, without tokens and with
+//! `--tenant-header`, each `X-Scope-OrgID`) has its own store, and no query
+//! API lets one tenant see or infer another's data (search, histogram, SQL,
+//! the Jaeger and Prometheus APIs, live tail), across a restart too.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -8,28 +9,42 @@ mod common;
 use common::TestServer;
 use serde_json::{Value, json};
 
-const ACME: &str = "acme-token-0123456789abcdef";
-const GLOBEX: &str = "globex-token-0123456789abcdef";
+const ACME: Cred = Cred::Token("acme-token-0123456789abcdef");
+const GLOBEX: Cred = Cred::Token("globex-token-0123456789abcdef");
+
+/// How a request names its tenant.
+#[derive(Clone, Copy)]
+enum Cred {
+    Token(&'static str),
+    Org(&'static str),
+}
+
+impl Cred {
+    fn apply(self, r: reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder {
+        match self {
+            Cred::Token(t) => r.bearer_auth(t),
+            Cred::Org(o) => r.header("X-Scope-OrgID", o),
+        }
+    }
+}
 
 fn config(dir: &std::path::Path) -> String {
     let conf = dir.join("lumen.toml");
     std::fs::write(
         &conf,
-        format!(
-            r#"
+        r#"
 [[auth.tokens]]
 name = "acme"
-token = "{ACME}"
+token = "acme-token-0123456789abcdef"
 scopes = ["ingest", "admin"]
 tenant = "acme"
 
 [[auth.tokens]]
 name = "globex"
-token = "{GLOBEX}"
+token = "globex-token-0123456789abcdef"
 scopes = ["ingest", "read"]
 tenant = "globex"
-"#
-        ),
+"#,
     )
     .unwrap();
     conf.to_str().unwrap().to_owned()
@@ -41,7 +56,7 @@ fn attrs(service: &str) -> Value {
 
 /// Sends a log, a span and a gauge point of `who` (its service, trace id,
 /// metric name), with `token`.
-fn send(s: &TestServer, token: &str, who: &str, trace_id: &str) {
+fn send(s: &TestServer, token: Cred, who: &str, trace_id: &str) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -66,10 +81,8 @@ fn send(s: &TestServer, token: &str, who: &str, trace_id: &str) {
         ),
     ];
     for (path, body) in posts {
-        let r = s
-            .client()
-            .post(s.otlp_http_url(path))
-            .bearer_auth(token)
+        let r = token
+            .apply(s.client().post(s.otlp_http_url(path)))
             .json(&body)
             .send()
             .unwrap();
@@ -77,11 +90,9 @@ fn send(s: &TestServer, token: &str, who: &str, trace_id: &str) {
     }
 }
 
-fn get(s: &TestServer, token: &str, path: &str, params: &[(&str, &str)]) -> (u16, Value) {
-    let r = s
-        .client()
-        .get(s.url(path))
-        .bearer_auth(token)
+fn get(s: &TestServer, token: Cred, path: &str, params: &[(&str, &str)]) -> (u16, Value) {
+    let r = token
+        .apply(s.client().get(s.url(path)))
         .query(params)
         .send()
         .unwrap();
@@ -89,11 +100,9 @@ fn get(s: &TestServer, token: &str, path: &str, params: &[(&str, &str)]) -> (u16
     (code, r.json().unwrap_or(Value::Null))
 }
 
-fn sql(s: &TestServer, token: &str, q: &str) -> Value {
-    let r = s
-        .client()
-        .post(s.url("/api/v1/sql"))
-        .bearer_auth(token)
+fn sql(s: &TestServer, token: Cred, q: &str) -> Value {
+    let r = token
+        .apply(s.client().post(s.url("/api/v1/sql")))
         .json(&json!({ "query": q }))
         .send()
         .unwrap();
@@ -104,11 +113,11 @@ fn sql(s: &TestServer, token: &str, q: &str) -> Value {
 const ACME_TRACE: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const GLOBEX_TRACE: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
-/// Everything `token` can see is its own tenant's, and only that.
-fn check_isolation(s: &TestServer) {
+/// Everything `acme` and `globex` can see is their own tenant's, and only that.
+fn check_isolation(s: &TestServer, acme: Cred, globex: Cred) {
     for (token, me, other, my_trace, other_trace) in [
-        (ACME, "acme", "globex", ACME_TRACE, GLOBEX_TRACE),
-        (GLOBEX, "globex", "acme", GLOBEX_TRACE, ACME_TRACE),
+        (acme, "acme", "globex", ACME_TRACE, GLOBEX_TRACE),
+        (globex, "globex", "acme", GLOBEX_TRACE, ACME_TRACE),
     ] {
         // Search and histogram.
         let (code, v) = get(s, token, "/api/v1/logs/search", &[("q", "secret")]);
@@ -201,13 +210,13 @@ fn tenants_see_only_their_own_data_across_every_api_and_a_restart() {
     let mut s = TestServer::start_in(&data, &["--config", &conf]);
     send(&s, ACME, "acme", ACME_TRACE);
     send(&s, GLOBEX, "globex", GLOBEX_TRACE);
-    check_isolation(&s);
+    check_isolation(&s, ACME, GLOBEX);
 
     // Live tail: a tenant's subscriber gets its own records only.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let url = format!(
-            "ws://{}/api/v1/tail?signal=logs&access_token={ACME}",
+            "ws://{}/api/v1/tail?signal=logs&access_token=acme-token-0123456789abcdef",
             s.http_addr
         );
         let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
@@ -242,4 +251,114 @@ fn tenants_see_only_their_own_data_across_every_api_and_a_restart() {
                 .next()
                 .is_none()
     );
+}
+
+/// Without tokens, `--tenant-header` sends each request to the tenant its
+/// `X-Scope-OrgID` names, as Grafana's data sources send it: isolated like
+/// token tenants, opened on first use, found again after a crash.
+#[test]
+fn the_scope_org_id_header_names_the_tenant_without_tokens() {
+    const A: Cred = Cred::Org("acme");
+    const G: Cred = Cred::Org("globex");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let args = ["--tenant-header", "--max-tenants", "4"];
+    let mut s = TestServer::start_in(&data, &args);
+    send(&s, A, "acme", ACME_TRACE);
+    send(&s, G, "globex", GLOBEX_TRACE);
+    check_isolation(&s, A, G);
+    // No header: the default tenant, which has neither.
+    assert_eq!(
+        s.sql_rows("SELECT count(*) AS n FROM logs"),
+        [json!({"n": 0})]
+    );
+
+    // gRPC metadata names the tenant too.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use opentelemetry_proto::tonic::collector::logs::v1::{
+            ExportLogsServiceRequest, logs_service_client::LogsServiceClient,
+        };
+        let mut client = LogsServiceClient::connect(s.grpc_endpoint()).await.unwrap();
+        let body: ExportLogsServiceRequest = serde_json::from_value(json!({"resourceLogs": [{"resource": attrs("acme-svc"),
+            "scopeLogs": [{"logRecords": [{"timeUnixNano": "1700000000000000000", "body": {"stringValue": "secret grpc of acme"}}]}]}]})).unwrap();
+        let mut req = tonic::Request::new(body);
+        req.metadata_mut().insert("x-scope-orgid", "acme".parse().unwrap());
+        client.export(req).await.unwrap();
+    });
+    let (_, v) = get(&s, A, "/api/v1/logs/search", &[("q", "grpc")]);
+    assert_eq!(v["logs"].as_array().unwrap().len(), 1, "{v}");
+    let (_, v) = get(&s, G, "/api/v1/logs/search", &[("q", "grpc")]);
+    assert_eq!(v["logs"], json!([]));
+
+    // The tail of a tenant named by header.
+    rt.block_on(async {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let mut req = format!("ws://{}/api/v1/tail?signal=logs", s.http_addr)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("X-Scope-OrgID", "globex".parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        tokio::task::block_in_place(|| {
+            send(&s, A, "acme", ACME_TRACE);
+            send(&s, G, "globex", GLOBEX_TRACE);
+        });
+        let text = common::next_text(&mut ws).await;
+        assert!(text.contains("secret plan of globex"), "{text}");
+        assert!(!text.contains("acme"), "{text}");
+    });
+
+    // Names that are not one plain path component, and one tenant too
+    // many (default, acme, globex and one more make four), get 400.
+    for bad in ["../etc", "a/b", "", "x".repeat(65).leak() as &str, "a|b"] {
+        let r = s
+            .client()
+            .post(s.otlp_http_url("/v1/logs"))
+            .header("X-Scope-OrgID", bad)
+            .json(&json!({"resourceLogs": []}))
+            .send()
+            .unwrap();
+        let code = r.status().as_u16();
+        // An empty header is no header: the default tenant.
+        assert_eq!(code, if bad.is_empty() { 200 } else { 400 }, "{bad:?}");
+        let r = s
+            .client()
+            .get(s.url("/api/v1/logs/search"))
+            .header("X-Scope-OrgID", bad)
+            .query(&[("q", "x")])
+            .send()
+            .unwrap();
+        assert_eq!(
+            r.status().as_u16(),
+            if bad.is_empty() { 200 } else { 400 },
+            "{bad:?}"
+        );
+    }
+    send(
+        &s,
+        Cred::Org("initech"),
+        "initech",
+        "cccccccccccccccccccccccccccccccc",
+    );
+    let r = s
+        .client()
+        .post(s.otlp_http_url("/v1/logs"))
+        .header("X-Scope-OrgID", "umbrella")
+        .json(&json!({"resourceLogs": []}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.text().unwrap().contains("too many tenants"));
+    assert!(!data.join("tenants/umbrella").exists());
+    assert!(!data.join("etc").exists() && !dir.path().join("etc").exists());
+
+    // After a crash, the tenants opened by header are found and replayed.
+    s.kill9();
+    let s = TestServer::start_in(&data, &args);
+    let (_, v) = get(&s, A, "/api/v1/logs/search", &[("q", "secret")]);
+    assert_eq!(v["logs"].as_array().unwrap().len(), 3, "{v}");
+    let (_, v) = get(&s, G, "/api/v1/logs/search", &[("q", "secret")]);
+    assert_eq!(v["logs"].as_array().unwrap().len(), 2, "{v}");
 }

@@ -252,7 +252,7 @@ where
                 );
                 return Ok(res);
             }
-            let store = match collector.authorize(req.headers().get(http::header::AUTHORIZATION)) {
+            let store = match collector.authorize(req.headers()).await {
                 Ok(store) => store,
                 Err(e) => {
                     collector.invalid(K::SIGNAL);

@@ -148,12 +148,7 @@ fn decode<K: Kind>(enc: Encoding, bytes: &[u8]) -> Result<K::Req>
 where
     K::Req: serde::de::DeserializeOwned,
 {
-    match enc {
-        Encoding::Protobuf => K::Req::decode(bytes)
-            .map_err(|e| Error::InvalidArgument(format!("malformed OTLP protobuf: {e}"))),
-        Encoding::Json => serde_json::from_slice(bytes)
-            .map_err(|e| Error::InvalidArgument(format!("malformed OTLP JSON: {e}"))),
-    }
+    crate::decode_body(enc == Encoding::Json, bytes)
 }
 
 fn encode<T: Message + serde::Serialize>(enc: Encoding, status: StatusCode, msg: &T) -> Response {
@@ -196,7 +191,7 @@ where
             return error_response(Encoding::Json, &e);
         }
     };
-    let store = match collector.authorize(headers.get(header::AUTHORIZATION)) {
+    let store = match collector.authorize(&headers).await {
         Ok(store) => store,
         Err(e) => {
             collector.invalid(signal);

@@ -153,34 +153,67 @@ pub struct Collector {
     tenants: Arc<Tenants>,
     limits: Limits,
     auth: Arc<Auth>,
+    /// Without tokens, take the tenant from `X-Scope-OrgID`.
+    tenant_header: bool,
 }
+
+/// The header Grafana's Loki, Tempo and Mimir data sources name a tenant in.
+pub const TENANT_HEADER: &str = "x-scope-orgid";
 
 /// Decoded protobuf and Arrow together take a few times the wire size.
 const DECODED_FACTOR: usize = 4;
 
 impl Collector {
-    pub fn new(tenants: Arc<Tenants>, limits: Limits, auth: Arc<Auth>) -> Arc<Self> {
+    pub fn new(
+        tenants: Arc<Tenants>,
+        limits: Limits,
+        auth: Arc<Auth>,
+        tenant_header: bool,
+    ) -> Arc<Self> {
         Arc::new(Collector {
             tenants,
             limits,
             auth,
+            tenant_header,
         })
     }
 
     /// The store an export goes to: its token's tenant's, after checking
     /// the `authorization` header (HTTP header or gRPC metadata) for a
-    /// token with the `ingest` scope; without tokens, the default tenant's.
-    pub fn authorize(&self, authorization: Option<&::http::HeaderValue>) -> Result<Arc<Store>> {
+    /// token with the `ingest` scope; without tokens, the default tenant's,
+    /// or with `--tenant-header` the one `X-Scope-OrgID` names (opened on
+    /// its first export).
+    pub async fn authorize(&self, headers: &::http::HeaderMap) -> Result<Arc<Store>> {
         if !self.auth.enabled() {
-            return Ok(Arc::clone(self.store()));
+            let Some(org) = headers.get(TENANT_HEADER).filter(|_| self.tenant_header) else {
+                return Ok(Arc::clone(self.store()));
+            };
+            let org = org
+                .to_str()
+                .map_err(|_| Error::InvalidArgument("X-Scope-OrgID is not text".into()))?
+                .trim()
+                .to_owned();
+            if org.is_empty() {
+                return Ok(Arc::clone(self.store()));
+            }
+            if let Some(s) = self.tenants.get(&org) {
+                return Ok(s);
+            }
+            let tenants = Arc::clone(&self.tenants);
+            return match tokio::task::spawn_blocking(move || tenants.get_or_open(&org)).await {
+                Ok(Ok(s)) => Ok(s),
+                Ok(Err(lumen_store::Error::Tenant(msg))) => Err(Error::InvalidArgument(msg)),
+                Ok(Err(e)) => Err(e.into()),
+                Err(e) => Err(Error::Internal(e.to_string())),
+            };
         }
-        let token = authorization
+        let token = headers
+            .get(::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(lumen_store::auth::token_from_authorization);
         let who = self.auth.check(token.as_deref(), Scope::Ingest)?;
         self.tenants
             .get(&who.tenant)
-            .cloned()
             .ok_or_else(|| Error::Internal(format!("no store for tenant {:?}", who.tenant)))
     }
 
@@ -213,8 +246,8 @@ impl Collector {
     }
 
     /// Converts one decoded request and stores it durably in `store`.
-    pub async fn ingest(&self, store: &Store, mut req: Request) -> Result<Accepted> {
-        let applied = self.limits.attributes.apply(&mut req);
+    pub async fn ingest(&self, store: &Store, req: Request) -> Result<Accepted> {
+        let (converted, applied) = convert_request(req, &self.limits.attributes)?;
         if applied.dropped > 0 || applied.truncated > 0 {
             let m = store.metrics();
             m.attributes_dropped
@@ -222,11 +255,6 @@ impl Collector {
             m.values_truncated
                 .fetch_add(applied.truncated, Ordering::Relaxed);
         }
-        let converted = match &req {
-            Request::Logs(r) => convert::logs(r)?,
-            Request::Traces(r) => convert::spans(r)?,
-            Request::Metrics(r) => convert::metrics(r)?,
-        };
         let signal = converted.signal;
         let metrics = store.metrics();
         if converted.rejected > 0 {
@@ -242,4 +270,51 @@ impl Collector {
             error_message: converted.error.unwrap_or_default(),
         })
     }
+}
+
+/// Applies the attribute limits to a decoded request and converts it to rows.
+fn convert_request(
+    mut req: Request,
+    limits: &limits::AttributeLimits,
+) -> Result<(convert::Converted, limits::Applied)> {
+    let applied = limits.apply(&mut req);
+    let converted = match &req {
+        Request::Logs(r) => convert::logs(r)?,
+        Request::Traces(r) => convert::spans(r)?,
+        Request::Metrics(r) => convert::metrics(r)?,
+    };
+    Ok((converted, applied))
+}
+
+/// Decodes an OTLP request body, JSON or protobuf.
+pub(crate) fn decode_body<T: prost::Message + Default + serde::de::DeserializeOwned>(
+    json: bool,
+    bytes: &[u8],
+) -> Result<T> {
+    if json {
+        serde_json::from_slice(bytes)
+            .map_err(|e| Error::InvalidArgument(format!("malformed OTLP JSON: {e}")))
+    } else {
+        T::decode(bytes)
+            .map_err(|e| Error::InvalidArgument(format!("malformed OTLP protobuf: {e}")))
+    }
+}
+
+/// The ingest path up to the store, for the fuzz targets: decodes an OTLP
+/// body of `signal` (protobuf, or JSON), applies the default limits and
+/// converts it to rows, as an export does.
+#[doc(hidden)]
+pub fn decode_and_convert(signal: Signal, json: bool, bytes: &[u8]) -> Result<convert::Converted> {
+    use opentelemetry_proto::tonic::collector::{
+        logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+        trace::v1::ExportTraceServiceRequest,
+    };
+    let req = match signal {
+        Signal::Logs => Request::Logs(decode_body::<ExportLogsServiceRequest>(json, bytes)?),
+        Signal::Spans => Request::Traces(decode_body::<ExportTraceServiceRequest>(json, bytes)?),
+        Signal::Metrics => {
+            Request::Metrics(decode_body::<ExportMetricsServiceRequest>(json, bytes)?)
+        }
+    };
+    Ok(convert_request(req, &limits::AttributeLimits::default())?.0)
 }

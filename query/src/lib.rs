@@ -24,6 +24,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use lumen_store::Store;
 use lumen_store::auth::{Auth, Scope};
+use lumen_store::tenants::Tenants;
 use rust_embed::RustEmbed;
 
 pub use sql::{SqlEngine, SqlLimits};
@@ -134,30 +135,109 @@ fn scope_of(path: &str) -> Option<Scope> {
     }
 }
 
+/// How the API serves its tenants.
+#[derive(Clone)]
+pub struct ApiConfig {
+    pub sql: SqlLimits,
+    pub tail: tail::TailLimits,
+    /// Queries running at once, all tenants together (the tail has its own).
+    pub max_concurrent_queries: usize,
+    /// Without tokens, take the tenant from `X-Scope-OrgID`.
+    pub tenant_header: bool,
+}
+
 /// The API of each tenant, and who may use which.
 struct Dispatch {
     auth: Arc<Auth>,
-    routers: std::collections::HashMap<String, Router>,
-    /// Queries running at once, all tenants together (the tail has its own).
+    tenants: Arc<Tenants>,
+    config: ApiConfig,
+    routers: std::sync::RwLock<std::collections::HashMap<String, Router>>,
     queries: Arc<tokio::sync::Semaphore>,
+    /// Live-tail subscribers, all tenants together.
+    tail_permits: Arc<tokio::sync::Semaphore>,
+    /// SQL memory, all tenants together.
+    sql_pool: Arc<dyn datafusion::execution::memory_pool::MemoryPool>,
+}
+
+impl Dispatch {
+    fn tenant_router(&self, store: Arc<Store>) -> Result<Router> {
+        let sql = SqlEngine::new(
+            Arc::clone(&store),
+            self.config.sql.clone(),
+            Arc::clone(&self.sql_pool),
+        )?;
+        Ok(tenant_router(Arc::new(AppState::new(
+            store,
+            sql,
+            self.config.tail.clone(),
+            Arc::clone(&self.auth),
+            Arc::clone(&self.tail_permits),
+        ))))
+    }
+
+    fn cached(&self, tenant: &str) -> Option<Router> {
+        self.routers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(tenant)
+            .cloned()
+    }
+
+    /// The API of `tenant`, opening the tenant (header mode) or building
+    /// its state (a tenant the collector opened since) on first use.
+    async fn router_for(&self, tenant: &str) -> Result<Router> {
+        if let Some(r) = self.cached(tenant) {
+            return Ok(r);
+        }
+        let tenants = Arc::clone(&self.tenants);
+        let name = tenant.to_owned();
+        let store = match tokio::task::spawn_blocking(move || tenants.get_or_open(&name)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(lumen_store::Error::Tenant(msg))) => return Err(Error::BadRequest(msg)),
+            Ok(Err(e)) => return Err(Error::Internal(e.to_string())),
+            Err(e) => return Err(Error::Internal(e.to_string())),
+        };
+        let mut routers = self
+            .routers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(r) = routers.get(tenant) {
+            return Ok(r.clone());
+        }
+        let r = self.tenant_router(store)?;
+        routers.insert(tenant.to_owned(), r.clone());
+        Ok(r)
+    }
 }
 
 /// Sends a request to its tenant's API: the token's tenant with tokens
 /// configured (after checking the path's scope: 401 with `WWW-Authenticate`
 /// for none or a wrong token, 403 for one without the scope), else the
-/// default tenant. Browsers cannot set headers on a WebSocket, so the tail
-/// also takes `?access_token=`.
+/// default tenant, or with `--tenant-header` the one `X-Scope-OrgID` names.
+/// Browsers cannot set headers on a WebSocket, so the tail also takes
+/// `?access_token=`.
 async fn dispatch(State(d): State<Arc<Dispatch>>, req: axum::extract::Request) -> Response {
     use tower::ServiceExt as _;
-    let tenant = match scope_of(req.uri().path()).filter(|_| d.auth.enabled()) {
-        None => lumen_store::auth::DEFAULT_TENANT.to_owned(),
-        Some(scope) => match authenticate(&d.auth, &req, scope) {
+    let scope = scope_of(req.uri().path());
+    let tenant = match scope {
+        Some(scope) if d.auth.enabled() => match authenticate(&d.auth, &req, scope) {
             Ok(t) => t,
             Err(res) => return *res,
         },
+        Some(Scope::Read) if d.config.tenant_header => {
+            match req.headers().get("x-scope-orgid").map(|v| v.to_str()) {
+                Some(Ok(t)) if !t.trim().is_empty() => t.trim().to_owned(),
+                None | Some(Ok(_)) => lumen_store::auth::DEFAULT_TENANT.to_owned(),
+                Some(Err(_)) => {
+                    return Error::BadRequest("X-Scope-OrgID is not text".into()).into_response();
+                }
+            }
+        }
+        _ => lumen_store::auth::DEFAULT_TENANT.to_owned(),
     };
-    let Some(router) = d.routers.get(&tenant) else {
-        return Error::Internal(format!("no store for tenant {tenant:?}")).into_response();
+    let router = match d.router_for(&tenant).await {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
     };
     let path = req.uri().path();
     let _permit = if path.starts_with("/api/") && path != "/api/v1/tail" {
@@ -235,24 +315,28 @@ fn authenticate(
 #[folder = "../ui/"]
 struct Ui;
 
-/// The HTTP API and dashboard over each tenant's state (`tenants` holds
-/// the default tenant's at least), behind the token check.
-pub fn router(
-    auth: Arc<Auth>,
-    tenants: Vec<(String, Arc<AppState>)>,
-    max_concurrent_queries: usize,
-) -> Router {
-    let routers = tenants
-        .into_iter()
-        .map(|(t, s)| (t, tenant_router(s)))
-        .collect();
-    Router::new()
-        .fallback(dispatch)
-        .with_state(Arc::new(Dispatch {
-            auth,
-            routers,
-            queries: Arc::new(tokio::sync::Semaphore::new(max_concurrent_queries.max(1))),
-        }))
+/// The HTTP API and dashboard over each tenant's store, behind the token
+/// check. Tenants opened later get their API on first use.
+pub fn router(auth: Arc<Auth>, tenants: Arc<Tenants>, config: ApiConfig) -> Result<Router> {
+    let d = Dispatch {
+        auth,
+        tenants: Arc::clone(&tenants),
+        queries: Arc::new(tokio::sync::Semaphore::new(
+            config.max_concurrent_queries.max(1),
+        )),
+        tail_permits: Arc::new(tokio::sync::Semaphore::new(config.tail.max_subscribers)),
+        sql_pool: SqlEngine::memory_pool(&config.sql),
+        config,
+        routers: Default::default(),
+    };
+    let mut routers = std::collections::HashMap::new();
+    for (name, store) in tenants.all() {
+        routers.insert(name, d.tenant_router(store)?);
+    }
+    *d.routers
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = routers;
+    Ok(Router::new().fallback(dispatch).with_state(Arc::new(d)))
 }
 
 /// One tenant's API.

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::memory_pool::{
-    MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
+    GreedyMemoryPool, MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
+    TrackConsumersPool,
 };
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
@@ -71,9 +72,19 @@ pub struct SqlResult {
 }
 
 impl SqlEngine {
-    pub fn new(store: Arc<Store>, limits: SqlLimits) -> Result<Self> {
+    /// The pool of `limits.memory_bytes` that engines share: one for all
+    /// tenants, so the limit holds however many there are.
+    pub fn memory_pool(limits: &SqlLimits) -> Arc<dyn MemoryPool> {
+        Arc::new(TrackConsumersPool::new(
+            GreedyMemoryPool::new(limits.memory_bytes),
+            std::num::NonZeroUsize::new(5).unwrap_or(std::num::NonZeroUsize::MIN),
+        ))
+    }
+
+    /// An engine over `store`'s tables, its queries drawing on `pool`.
+    pub fn new(store: Arc<Store>, limits: SqlLimits, pool: Arc<dyn MemoryPool>) -> Result<Self> {
         let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(limits.memory_bytes, 1.0)
+            .with_memory_pool(pool)
             .build_arc()
             .map_err(|e| Error::Internal(e.to_string()))?;
         let config = SessionConfig::new()

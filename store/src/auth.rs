@@ -144,13 +144,7 @@ impl Auth {
             if t.scopes.is_empty() {
                 return Err(format!("auth token {:?}: no scopes", t.name));
             }
-            if t.tenant.is_empty()
-                || t.tenant.len() > 64
-                || !t
-                    .tenant
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
+            if !crate::tenants::valid_name(&t.tenant) {
                 return Err(format!(
                     "auth token {:?}: a tenant is 1-64 of [A-Za-z0-9_-]",
                     t.name

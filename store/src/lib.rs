@@ -69,6 +69,9 @@ pub enum Error {
     WalWrite(String),
     #[error("the store is shutting down")]
     Closed,
+    /// A tenant that cannot be opened: a bad name, or one too many.
+    #[error("{0}")]
+    Tenant(String),
 }
 
 impl Error {

@@ -5,56 +5,159 @@
 //! prefix `tenants/t`. All share one memory budget.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::auth::DEFAULT_TENANT;
-use crate::{Budget, Result, Store, StoreConfig};
+use crate::{Budget, Error, Result, Store, StoreConfig};
+
+/// Whether `name` can name a tenant: 1-64 of `[A-Za-z0-9_-]`, so it is
+/// always one plain path component.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
 
 pub struct Tenants {
-    stores: BTreeMap<String, Arc<Store>>,
+    default: Arc<Store>,
+    stores: RwLock<BTreeMap<String, Arc<Store>>>,
+    /// What a tenant opened later is configured with (the shared budget set).
+    config: StoreConfig,
     budget: Arc<Budget>,
+    /// Most tenants open at once, the default one included.
+    max: usize,
+    /// Serialises opening, so two first requests of a tenant open it once.
+    opening: Mutex<()>,
 }
 
 impl Tenants {
-    /// Opens the default tenant's store and those of `tenants` (names
-    /// checked by [`crate::auth::Auth::new`]), replaying their WALs.
-    pub fn open(config: StoreConfig, tenants: &[String]) -> Result<Tenants> {
+    /// Opens the default tenant's store, those of `tenants` (names checked
+    /// by [`crate::auth::Auth::new`]) and those found under
+    /// `<data_dir>/tenants`, replaying their WALs. More may be opened later
+    /// by [`Tenants::get_or_open`], up to `max` in all.
+    pub fn open(config: StoreConfig, tenants: &[String], max: usize) -> Result<Tenants> {
         let budget = config
             .budget
             .clone()
             .unwrap_or_else(|| Budget::new(config.memory_budget));
-        let mut stores = BTreeMap::new();
-        let mut names: Vec<&str> = vec![DEFAULT_TENANT];
-        names.extend(
-            tenants
-                .iter()
-                .map(String::as_str)
-                .filter(|t| *t != DEFAULT_TENANT),
-        );
-        for t in names {
-            let mut c = config.clone();
-            c.budget = Some(Arc::clone(&budget));
-            if t != DEFAULT_TENANT {
-                c.data_dir = config.data_dir.join("tenants").join(t);
-                c.storage = config.storage.for_tenant(t);
+        let mut config = config;
+        config.budget = Some(Arc::clone(&budget));
+        let mut names: Vec<String> = tenants
+            .iter()
+            .filter(|t| *t != DEFAULT_TENANT)
+            .cloned()
+            .collect();
+        // Tenants that had data before (by header, or a token since
+        // removed): their acknowledged data must be replayed and kept.
+        let dir = config.data_dir.join("tenants");
+        match std::fs::read_dir(&dir) {
+            Ok(entries) => {
+                for e in entries {
+                    let e = e.map_err(|e| Error::io("listing", &dir, e))?;
+                    if let Some(name) = e.file_name().to_str()
+                        && valid_name(name)
+                        && name != DEFAULT_TENANT
+                        && e.path().is_dir()
+                    {
+                        names.push(name.to_owned());
+                    }
+                }
             }
-            stores.insert(t.to_owned(), Store::open(c)?);
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("listing", &dir, e)),
         }
-        Ok(Tenants { stores, budget })
+        names.sort();
+        names.dedup();
+        let default = Store::open(config.clone())?;
+        let mut stores = BTreeMap::new();
+        stores.insert(DEFAULT_TENANT.to_owned(), Arc::clone(&default));
+        for t in names {
+            stores.insert(t.clone(), Store::open(Self::tenant_config(&config, &t))?);
+        }
+        Ok(Tenants {
+            default,
+            stores: RwLock::new(stores),
+            config,
+            budget,
+            max: max.max(1),
+            opening: Mutex::new(()),
+        })
     }
 
-    /// The store of `tenant`, if it is one.
-    pub fn get(&self, tenant: &str) -> Option<&Arc<Store>> {
-        self.stores.get(tenant)
+    fn tenant_config(config: &StoreConfig, tenant: &str) -> StoreConfig {
+        let mut c = config.clone();
+        c.data_dir = config.data_dir.join("tenants").join(tenant);
+        c.storage = config.storage.for_tenant(tenant);
+        c
+    }
+
+    /// The store of `tenant`, if it is open.
+    pub fn get(&self, tenant: &str) -> Option<Arc<Store>> {
+        self.stores
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(tenant)
+            .cloned()
+    }
+
+    /// The store of `tenant`, opened (created if new) when it is not yet.
+    /// Blocks on the file system when it opens one. Refuses names that are
+    /// not [`valid_name`]s and tenants past the limit.
+    pub fn get_or_open(&self, tenant: &str) -> Result<Arc<Store>> {
+        if let Some(s) = self.get(tenant) {
+            return Ok(s);
+        }
+        if !valid_name(tenant) {
+            return Err(Error::Tenant(format!(
+                "invalid tenant {:?}: a tenant is 1-64 of [A-Za-z0-9_-]",
+                tenant.chars().take(80).collect::<String>()
+            )));
+        }
+        let _one = self.opening.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(s) = self.get(tenant) {
+            return Ok(s);
+        }
+        if self.len() >= self.max {
+            return Err(Error::Tenant(format!(
+                "too many tenants: at most {} (--max-tenants)",
+                self.max
+            )));
+        }
+        let store = Store::open(Self::tenant_config(&self.config, tenant))?;
+        self.stores
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(tenant.to_owned(), Arc::clone(&store));
+        tracing::info!(tenant, "opened a new tenant");
+        Ok(store)
     }
 
     pub fn default_store(&self) -> &Arc<Store> {
-        &self.stores[DEFAULT_TENANT]
+        &self.default
     }
 
-    /// Every tenant and its store, by name.
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<Store>)> {
-        self.stores.iter()
+    /// Tenants open now.
+    pub fn len(&self) -> usize {
+        self.stores
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false // the default tenant is always open
+    }
+
+    /// Every open tenant and its store, by name.
+    pub fn all(&self) -> Vec<(String, Arc<Store>)> {
+        self.stores
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(t, s)| (t.clone(), Arc::clone(s)))
+            .collect()
     }
 
     /// The memory budget all tenants share.
@@ -66,7 +169,7 @@ impl Tenants {
     /// all were tried.
     pub fn close(&self) -> Result<()> {
         let mut first = Ok(());
-        for s in self.stores.values() {
+        for (_, s) in self.all() {
             if let Err(e) = s.close()
                 && first.is_ok()
             {
