@@ -15,37 +15,16 @@ use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider 
 use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use serde_json::json;
 
-/// A self-signed certificate for `localhost` and 127.0.0.1, made with the
-/// openssl command (in Debian's base system; `scripts/test.sh` checks).
-fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        // An end-entity certificate that is its own trust anchor (webpki
-        // refuses a CA certificate as a server's).
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .args(["-addext", "extendedKeyUsage=serverAuth"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
+/// A throwaway CA and a server certificate for `localhost` and 127.0.0.1
+/// it signed (`tests/make-test-cert.sh`, with the openssl command, which
+/// `scripts/test.sh` installs): `(cert, key, ca)`.
+fn test_cert(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/make-test-cert.sh"))
+        .arg(dir)
         .output()
-        .expect("the openssl command runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert, key)
+        .expect("the certificate script runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (dir.join("cert.pem"), dir.join("key.pem"), dir.join("ca.pem"))
 }
 
 struct TlsServer {
@@ -57,7 +36,7 @@ struct TlsServer {
 
 fn start_tls(extra: &[&str]) -> TlsServer {
     let certs = tempfile::tempdir().unwrap();
-    let (cert, key) = self_signed(certs.path());
+    let (cert, key, ca) = test_cert(certs.path());
     let mut args = vec![
         "--tls-cert",
         cert.to_str().unwrap(),
@@ -66,7 +45,7 @@ fn start_tls(extra: &[&str]) -> TlsServer {
     ];
     args.extend_from_slice(extra);
     let server = TestServer::start_with(&args);
-    let ca_pem = std::fs::read(&cert).unwrap();
+    let ca_pem = std::fs::read(&ca).unwrap();
     let client = reqwest::blocking::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&ca_pem).unwrap())
         .timeout(Duration::from_secs(30))
@@ -243,8 +222,8 @@ fn slow_headers_are_closed_at_the_timeout_without_tls() {
 #[test]
 fn bad_tls_files_stop_the_server_with_a_clear_error() {
     let certs = tempfile::tempdir().unwrap();
-    let (cert, key) = self_signed(certs.path());
-    let (other_cert, _) = self_signed(&{
+    let (cert, key, _) = test_cert(certs.path());
+    let (other_cert, _, _) = test_cert(&{
         let d = certs.path().join("other");
         std::fs::create_dir(&d).unwrap();
         d
