@@ -40,6 +40,11 @@ pub(crate) struct ServeArgs {
     /// Longest string or bytes value (attributes, log bodies); longer ones are cut [default: 32KiB].
     #[arg(long, env = "LUMEN_MAX_ATTRIBUTE_LENGTH", value_name = "SIZE")]
     pub(crate) max_attribute_length: Option<String>,
+    /// Levels of arrays and maps in one attribute value or log body; a value
+    /// nested deeper is cut at the limit (the container there emptied) and
+    /// counted as truncated [default: 32].
+    #[arg(long, env = "LUMEN_MAX_VALUE_DEPTH", value_name = "N")]
+    pub(crate) max_value_depth: Option<usize>,
     /// Longest an OTLP/HTTP request body may take to arrive; slower ones get 408 [default: 30s].
     #[arg(long, env = "LUMEN_BODY_TIMEOUT", value_name = "DURATION")]
     pub(crate) body_timeout: Option<String>,
@@ -145,6 +150,7 @@ pub(crate) struct FileConfig {
     pub(crate) max_request_size: Option<String>,
     pub(crate) max_attributes: Option<usize>,
     pub(crate) max_attribute_length: Option<String>,
+    pub(crate) max_value_depth: Option<usize>,
     pub(crate) body_timeout: Option<String>,
     pub(crate) header_timeout: Option<String>,
     pub(crate) tls_cert: Option<PathBuf>,
@@ -193,6 +199,7 @@ pub(crate) struct Config {
     pub(crate) max_request_size: usize,
     pub(crate) max_attributes: usize,
     pub(crate) max_attribute_length: usize,
+    pub(crate) max_value_depth: usize,
     pub(crate) body_timeout: Duration,
     pub(crate) header_timeout: Duration,
     /// Certificate chain and key files, when the listeners speak TLS.
@@ -258,6 +265,7 @@ impl Config {
                 "max-attribute-length",
                 pick!(max_attribute_length, "32KiB"),
             )?,
+            max_value_depth: args.max_value_depth.or(file.max_value_depth).unwrap_or(32),
             body_timeout: dur("body-timeout", pick!(body_timeout, "30s"))?,
             header_timeout: dur("header-timeout", pick!(header_timeout, "30s"))?,
             tls: match (

@@ -76,6 +76,7 @@ pub(crate) async fn run(config: Config) -> Result<()> {
             attributes: lumen_collector::limits::AttributeLimits {
                 max_attributes: config.max_attributes,
                 max_value_bytes: config.max_attribute_length.max(1),
+                max_depth: config.max_value_depth.max(1),
             },
             body_timeout: config.body_timeout,
         },

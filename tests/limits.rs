@@ -111,3 +111,25 @@ fn queries_past_the_concurrency_limit_get_a_retryable_503() {
     assert_eq!(code, 200);
     assert!(s.healthy(), "/health is never limited");
 }
+
+/// A value nested past `--max-value-depth` is cut there, the record kept.
+#[test]
+fn values_nested_too_deep_are_cut_at_the_depth_limit() {
+    let s = TestServer::start_with(&["--max-value-depth", "4"]);
+    let mut v = json!({"stringValue": "leaf"});
+    for _ in 0..10 {
+        v = json!({"arrayValue": {"values": [v]}});
+    }
+    let body = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        {"timeUnixNano": "1700000000000000000", "body": v, "attributes": [{"key": "shallow", "value": {"arrayValue": {"values": [{"intValue": "1"}]}}}]}]}]}]});
+    let r = s
+        .client()
+        .post(s.otlp_http_url("/v1/logs"))
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().unwrap());
+    let rows = s.sql_rows("SELECT body, log_attributes['shallow'] AS shallow FROM logs");
+    assert_eq!(rows, vec![json!({"body": "[[[[]]]]", "shallow": "[1]"})]);
+    assert_eq!(s.metric("lumen_attribute_values_truncated_total"), 1.0);
+}

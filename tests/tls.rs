@@ -19,12 +19,23 @@ use serde_json::json;
 /// it signed (`tests/make-test-cert.sh`, with the openssl command, which
 /// `scripts/test.sh` installs): `(cert, key, ca)`.
 fn test_cert(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/make-test-cert.sh"))
-        .arg(dir)
-        .output()
-        .expect("the certificate script runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    (dir.join("cert.pem"), dir.join("key.pem"), dir.join("ca.pem"))
+    let out = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/make-test-cert.sh"
+    ))
+    .arg(dir)
+    .output()
+    .expect("the certificate script runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+        dir.join("ca.pem"),
+    )
 }
 
 struct TlsServer {

@@ -21,6 +21,9 @@ pub struct Applied {
 pub struct AttributeLimits {
     pub max_attributes: usize,
     pub max_value_bytes: usize,
+    /// Levels of arrays and maps in one value; a container at the limit
+    /// is emptied (the decoders refuse far deeper input outright).
+    pub max_depth: usize,
 }
 
 impl Default for AttributeLimits {
@@ -28,6 +31,7 @@ impl Default for AttributeLimits {
         AttributeLimits {
             max_attributes: 128,
             max_value_bytes: 32 << 10,
+            max_depth: 32,
         }
     }
 }
@@ -61,7 +65,7 @@ impl AttributeLimits {
                                 &mut a,
                             );
                             if let Some(b) = &mut l.body {
-                                self.value(b, &mut a);
+                                self.value(b, 1, &mut a);
                             }
                         }
                     }
@@ -143,12 +147,13 @@ impl AttributeLimits {
         }
         for kv in attrs.iter_mut() {
             if let Some(v) = &mut kv.value {
-                self.value(v, a);
+                self.value(v, 1, a);
             }
         }
     }
 
-    fn value(&self, v: &mut AnyValue, a: &mut Applied) {
+    /// Cuts `v`, found `depth` levels deep (1: an attribute's own value).
+    fn value(&self, v: &mut AnyValue, depth: usize, a: &mut Applied) {
         match &mut v.value {
             Some(Value::StringValue(s)) if s.len() > self.max_value_bytes => {
                 let mut cut = self.max_value_bytes;
@@ -162,15 +167,23 @@ impl AttributeLimits {
                 b.truncate(self.max_value_bytes);
                 a.truncated += 1;
             }
+            Some(Value::ArrayValue(arr)) if depth >= self.max_depth && !arr.values.is_empty() => {
+                arr.values.clear();
+                a.truncated += 1;
+            }
+            Some(Value::KvlistValue(kvs)) if depth >= self.max_depth && !kvs.values.is_empty() => {
+                kvs.values.clear();
+                a.truncated += 1;
+            }
             Some(Value::ArrayValue(arr)) => {
                 for x in &mut arr.values {
-                    self.value(x, a);
+                    self.value(x, depth + 1, a);
                 }
             }
             Some(Value::KvlistValue(kvs)) => {
                 for kv in &mut kvs.values {
                     if let Some(x) = &mut kv.value {
-                        self.value(x, a);
+                        self.value(x, depth + 1, a);
                     }
                 }
             }
@@ -217,6 +230,7 @@ mod tests {
         let limits = AttributeLimits {
             max_attributes: 4,
             max_value_bytes: 15,
+            max_depth: 32,
         };
         let applied = limits.apply(&mut req);
         assert_eq!(
@@ -237,5 +251,67 @@ mod tests {
             panic!()
         };
         assert_eq!(v, "é".repeat(7));
+    }
+
+    /// `levels` arrays around a string.
+    fn nested(levels: usize) -> AnyValue {
+        let mut v = AnyValue {
+            value: Some(Value::StringValue("leaf".into())),
+        };
+        for _ in 0..levels {
+            v = AnyValue {
+                value: Some(Value::ArrayValue(
+                    opentelemetry_proto::tonic::common::v1::ArrayValue { values: vec![v] },
+                )),
+            };
+        }
+        v
+    }
+
+    fn depth(v: &AnyValue) -> usize {
+        match &v.value {
+            Some(Value::ArrayValue(a)) => 1 + a.values.iter().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn values_nested_past_the_depth_limit_are_cut_there() {
+        let mut req = Request::Logs(ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord {
+                        body: Some(nested(10)),
+                        attributes: vec![
+                            KeyValue {
+                                key: "deep".into(),
+                                value: Some(nested(5)),
+                                ..Default::default()
+                            },
+                            KeyValue {
+                                key: "fits".into(),
+                                value: Some(nested(3)),
+                                ..Default::default()
+                            },
+                        ],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        });
+        let limits = AttributeLimits {
+            max_depth: 3,
+            ..AttributeLimits::default()
+        };
+        let applied = limits.apply(&mut req);
+        assert_eq!(applied.truncated, 2);
+        let Request::Logs(r) = req else { panic!() };
+        let l = &r.resource_logs[0].scope_logs[0].log_records[0];
+        // Three levels kept, the third emptied.
+        assert_eq!(depth(l.body.as_ref().unwrap()), 3);
+        assert_eq!(depth(l.attributes[0].value.as_ref().unwrap()), 3);
+        assert_eq!(l.attributes[1].value, Some(nested(3)));
     }
 }
