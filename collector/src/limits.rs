@@ -167,11 +167,20 @@ impl AttributeLimits {
                 b.truncate(self.max_value_bytes);
                 a.truncated += 1;
             }
-            Some(Value::ArrayValue(arr)) if depth >= self.max_depth && !arr.values.is_empty() => {
+            // At the limit, a container holding containers is emptied.
+            Some(Value::ArrayValue(arr))
+                if depth >= self.max_depth && arr.values.iter().any(is_container) =>
+            {
                 arr.values.clear();
                 a.truncated += 1;
             }
-            Some(Value::KvlistValue(kvs)) if depth >= self.max_depth && !kvs.values.is_empty() => {
+            Some(Value::KvlistValue(kvs))
+                if depth >= self.max_depth
+                    && kvs
+                        .values
+                        .iter()
+                        .any(|kv| kv.value.as_ref().is_some_and(is_container)) =>
+            {
                 kvs.values.clear();
                 a.truncated += 1;
             }
@@ -190,6 +199,10 @@ impl AttributeLimits {
             _ => {}
         }
     }
+}
+
+fn is_container(v: &AnyValue) -> bool {
+    matches!(v.value, Some(Value::ArrayValue(_) | Value::KvlistValue(_)))
 }
 
 #[cfg(test)]
