@@ -303,7 +303,32 @@ pub(crate) trait Sink: Send + 'static {
     fn file_closed(&self, file: WalFile);
 }
 
+/// Lets a repeating error into the log once per 10 s, with how many like it
+/// were held back since: a full disk fails every group, and each would log.
+#[derive(Default)]
+struct Quiet {
+    last: Option<Instant>,
+    held: u64,
+}
+
+impl Quiet {
+    fn pass(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < std::time::Duration::from_secs(10))
+        {
+            self.held += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.held))
+    }
+}
+
 pub(crate) struct Writer {
+    /// Preallocation, rotation and write failures, each logged sparingly.
+    quiet: [Quiet; 3],
     dir: PathBuf,
     file: File,
     current: WalFile,
@@ -364,6 +389,7 @@ impl Writer {
     pub(crate) fn create(dir: &Path, next_lsn: u64, next_seq: u64, capacity: u64) -> Result<Self> {
         let (file, current) = prepare_file(dir, next_seq, capacity)?;
         let mut writer = Writer {
+            quiet: Default::default(),
             dir: dir.to_owned(),
             file,
             current,
@@ -395,8 +421,10 @@ impl Writer {
         let result = match prepared {
             Some(Ok(f)) => Ok(f),
             failed => {
-                if let Some(Err(e)) = failed {
-                    tracing::warn!(error = %e, "preparing the next WAL file failed; trying again");
+                if let Some(Err(e)) = failed
+                    && let Some(held_back) = self.quiet[0].pass()
+                {
+                    tracing::warn!(error = %e, held_back, "preparing the next WAL file failed; trying again");
                 }
                 let seq = self.next_seq;
                 self.next_seq += 1;
@@ -466,8 +494,10 @@ impl Writer {
         }
         if self.offset > 0 && self.offset + buf.len() as u64 > self.capacity {
             // Keep every write inside preallocated space when it fits in a fresh file.
-            if let Err(e) = self.rotate(sink) {
-                tracing::error!(error = %e, "WAL rotation failed; continuing in the current file");
+            if let Err(e) = self.rotate(sink)
+                && let Some(held_back) = self.quiet[1].pass()
+            {
+                tracing::error!(error = %e, held_back, "WAL rotation failed; continuing in the current file");
             }
         }
         let started = Instant::now();
@@ -496,7 +526,9 @@ impl Writer {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, file = %self.current.path.display(), "WAL write failed; refusing this group");
+                if let Some(held_back) = self.quiet[2].pass() {
+                    tracing::error!(error = %e, held_back, file = %self.current.path.display(), "WAL write failed; refusing this group");
+                }
                 // Drop whatever part of the group reached the file so replay never sees it.
                 let restored = self
                     .file
