@@ -167,7 +167,11 @@ pub(crate) fn tls_incoming(
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
         loop {
-            let stream = match listener.accept().await {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = tx.closed() => break, // the server stopped: let the port go
+            };
+            let stream = match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
                     accept_error(&e).await;
@@ -184,9 +188,6 @@ pub(crate) fn tls_incoming(
                     let _ = handed.send(tls).await;
                 }
             });
-            if tx.is_closed() {
-                break; // the server stopped
-            }
         }
     });
     futures::stream::unfold(rx, |mut rx| async move {
