@@ -5,7 +5,6 @@ exporter without a token is refused."""
 
 import json
 import os
-import tempfile
 import urllib.error
 import urllib.request
 
@@ -22,8 +21,8 @@ BLUE = "blue-team-token-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
-def lumen():
-    d = tempfile.mkdtemp(prefix="lumen-py-auth-")
+def lumen(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("lumen-py-auth-"))
     conf = os.path.join(d, "lumen.toml")
     with open(conf, "w") as f:
         f.write(f'[[auth.tokens]]\nname = "red"\ntoken = "{RED}"\nscopes = ["ingest", "read"]\ntenant = "red"\n\n'

@@ -4,7 +4,6 @@ are and count the same rows that Lumen's SQL counts."""
 import base64
 import glob
 import json
-import tempfile
 import time
 import urllib.request
 
@@ -19,8 +18,8 @@ def post(url, payload):
         return json.load(res)
 
 
-def test_duckdb_and_pyarrow_read_segments():
-    data = tempfile.mkdtemp(prefix="lumen-parquet-")
+def test_duckdb_and_pyarrow_read_segments(tmp_path):
+    data = str(tmp_path)
     proc, addrs = lumen_server.start(data)
     now = time.time_ns()
     hour = 3_600_000_000_000
@@ -61,8 +60,8 @@ def series_index(path):
     return json.loads(pa.decompress(base64.b64decode(b64), decompressed_size=int(length), codec="zstd").to_pybytes())
 
 
-def test_metric_segments_sort_series_into_runs_listed_in_the_footer():
-    data = tempfile.mkdtemp(prefix="lumen-parquet-metrics-")
+def test_metric_segments_sort_series_into_runs_listed_in_the_footer(tmp_path):
+    data = str(tmp_path)
     proc, addrs = lumen_server.start(data)
     base = (time.time_ns() // 60_000_000_000) * 60_000_000_000 - 30 * 60_000_000_000
     # Three series interleaved in time, as exporters send them.

@@ -7,7 +7,6 @@ reads Prometheus's."""
 import json
 import shutil
 import subprocess
-import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -26,8 +25,8 @@ from opentelemetry.sdk.resources import Resource
 
 
 @pytest.fixture(scope="module")
-def lumen():
-    proc, addrs = lumen_server.start(tempfile.mkdtemp(prefix="lumen-py-promql-"))
+def lumen(tmp_path_factory):
+    proc, addrs = lumen_server.start(str(tmp_path_factory.mktemp("lumen-py-promql-")))
     yield addrs
     proc.terminate()
     assert proc.wait(timeout=30) == 0

@@ -3,7 +3,6 @@ OpenTelemetry SDK: search answers equal SQL brute force, and a trace that
 crosses two services comes back from /api/traces/{id} in Jaeger's shape."""
 
 import json
-import tempfile
 import urllib.parse
 import urllib.request
 
@@ -21,8 +20,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_contex
 
 
 @pytest.fixture(scope="module")
-def lumen():
-    proc, addrs = lumen_server.start(tempfile.mkdtemp(prefix="lumen-py-q-"),
+def lumen(tmp_path_factory):
+    proc, addrs = lumen_server.start(str(tmp_path_factory.mktemp("lumen-py-q-")),
                                      ["--flush-interval", "1s", "--index-delay", "1s"])
     yield addrs
     proc.terminate()

@@ -2,7 +2,6 @@
 `lumen serve` over gRPC and HTTP/protobuf; the records are read back via SQL."""
 
 import json
-import tempfile
 import urllib.request
 
 import lumen_server
@@ -19,8 +18,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 @pytest.fixture(scope="module")
-def lumen():
-    proc, addrs = lumen_server.start(tempfile.mkdtemp(prefix="lumen-py-"))
+def lumen(tmp_path_factory):
+    proc, addrs = lumen_server.start(str(tmp_path_factory.mktemp("lumen-py-")))
     yield addrs
     proc.terminate()
     assert proc.wait(timeout=30) == 0

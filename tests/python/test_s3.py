@@ -6,7 +6,6 @@ import io
 import json
 import os
 import socket
-import tempfile
 import time
 import urllib.request
 
@@ -30,7 +29,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_segments_live_in_the_bucket_and_survive_a_restart():
+def test_segments_live_in_the_bucket_and_survive_a_restart(tmp_path):
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
@@ -40,7 +39,7 @@ def test_segments_live_in_the_bucket_and_survive_a_restart():
                           aws_secret_access_key="test", region_name="us-east-1")
         s3.create_bucket(Bucket="lumen-test")
         args = ["--object-store", "s3://lumen-test/prod", "--s3-endpoint", endpoint, "--s3-allow-http", "true"]
-        data = tempfile.mkdtemp(prefix="lumen-s3-")
+        data = str(tmp_path)
         proc, addrs = lumen_server.start(data, args, CREDS)
         now = time.time_ns()
         records = [{"timeUnixNano": str(now - i), "severityNumber": 9,

@@ -6,10 +6,8 @@ per tenant."""
 
 import json
 import os
-import shutil
 import ssl
 import subprocess
-import tempfile
 import urllib.request
 
 import grpc
@@ -23,8 +21,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 
 @pytest.fixture(scope="module")
-def lumen():
-    d = tempfile.mkdtemp(prefix="lumen-py-tls-")
+def lumen(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("lumen-py-tls-"))
     here = os.path.dirname(os.path.abspath(__file__))
     subprocess.run([os.path.join(here, "..", "make-test-cert.sh"), d], check=True, capture_output=True)
     proc, addrs = lumen_server.start(os.path.join(d, "data"),
@@ -34,7 +32,6 @@ def lumen():
     yield addrs
     proc.terminate()
     assert proc.wait(timeout=30) == 0
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def sql(addrs, org, query):
