@@ -3,10 +3,8 @@ OTEL_EXPORTER_OTLP_HEADERS would), over gRPC and HTTP, to a Lumen with
 tokens of two tenants; each tenant reads back only its own spans, and an
 exporter without a token is refused."""
 
-import json
 import os
 import urllib.error
-import urllib.request
 
 import lumen_server
 import pytest
@@ -33,29 +31,20 @@ def lumen(tmp_path_factory):
     assert proc.wait(timeout=30) == 0
 
 
-def sql(addrs, token, query):
-    req = urllib.request.Request(
-        f"http://{addrs['http']}/api/v1/sql", data=json.dumps({"query": query}).encode(),
-        headers={"content-type": "application/json", "authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(req) as res:
-        return json.load(res)["rows"]
 
 
-def export(exporter, service, name):
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    with provider.get_tracer("py-auth").start_as_current_span(name):
-        pass
-    provider.shutdown()
 
 
 def test_tokens_in_otlp_headers_pick_the_tenant(lumen):
     for kind, make in [("grpc", lambda h: GrpcSpanExporter(endpoint=f"http://{lumen['otlp_grpc']}", insecure=True, headers=h)),
                        ("http", lambda h: HttpSpanExporter(endpoint=f"http://{lumen['otlp_http']}/v1/traces", headers=h))]:
-        export(make({"authorization": f"Bearer {RED}"}), "red-svc", f"red-{kind}")
-        export(make({"authorization": f"Bearer {BLUE}"}), "blue-svc", f"blue-{kind}")
-    assert sql(lumen, RED, "SELECT name FROM spans ORDER BY name") == [{"name": "red-grpc"}, {"name": "red-http"}]
-    assert sql(lumen, BLUE, "SELECT name FROM spans ORDER BY name") == [{"name": "blue-grpc"}, {"name": "blue-http"}]
+        lumen_server.export_span(make({"authorization": f"Bearer {RED}"}), "red-svc", f"red-{kind}")
+        lumen_server.export_span(make({"authorization": f"Bearer {BLUE}"}), "blue-svc", f"blue-{kind}")
+    def names(token):
+        return lumen_server.sql(lumen, "SELECT name FROM spans ORDER BY name",
+                                headers={"authorization": f"Bearer {token}"})
+    assert names(RED) == [{"name": "red-grpc"}, {"name": "red-http"}]
+    assert names(BLUE) == [{"name": "blue-grpc"}, {"name": "blue-http"}]
 
 
 def test_an_exporter_without_a_token_is_refused(lumen):
@@ -72,5 +61,5 @@ def test_an_exporter_without_a_token_is_refused(lumen):
         pass
     assert results == [SpanExportResult.FAILURE]
     with pytest.raises(urllib.error.HTTPError) as e:
-        sql(lumen, "not-a-token-0123456789", "SELECT 1")
+        lumen_server.sql(lumen, "SELECT 1", headers={"authorization": "Bearer not-a-token-0123456789"})
     assert e.value.code == 401

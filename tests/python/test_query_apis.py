@@ -7,6 +7,7 @@ import urllib.parse
 import urllib.request
 
 import lumen_server
+from lumen_server import sql
 import pytest
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
@@ -37,12 +38,6 @@ def get(addrs, path, **params):
         return e.code, json.load(e)
 
 
-def sql(addrs, query):
-    req = urllib.request.Request(
-        f"http://{addrs['http']}/api/v1/sql", data=json.dumps({"query": query}).encode(),
-        headers={"content-type": "application/json"})
-    with urllib.request.urlopen(req) as res:
-        return json.load(res)["rows"]
 
 
 WORDS = ["timeout", "refused", "login", "cache", "payment"]

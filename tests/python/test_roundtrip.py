@@ -1,10 +1,9 @@
 """The Python OpenTelemetry SDK exports logs, spans and metrics to a real
 `lumen serve` over gRPC and HTTP/protobuf; the records are read back via SQL."""
 
-import json
-import urllib.request
 
 import lumen_server
+from lumen_server import sql
 import pytest
 from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
@@ -25,12 +24,6 @@ def lumen(tmp_path_factory):
     assert proc.wait(timeout=30) == 0
 
 
-def sql(addrs, query):
-    req = urllib.request.Request(
-        f"http://{addrs['http']}/api/v1/sql", data=json.dumps({"query": query}).encode(),
-        headers={"content-type": "application/json"})
-    with urllib.request.urlopen(req) as res:
-        return json.load(res)["rows"]
 
 
 def exporters(kind, addrs):

@@ -4,9 +4,7 @@ sets it) to a Lumen started with --tls-cert/--tls-key and --tenant-header,
 each naming its tenant in X-Scope-OrgID; the spans are read back over HTTPS,
 per tenant."""
 
-import json
 import os
-import ssl
 import subprocess
 import urllib.request
 
@@ -15,9 +13,6 @@ import lumen_server
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 
 @pytest.fixture(scope="module")
@@ -34,21 +29,8 @@ def lumen(tmp_path_factory):
     assert proc.wait(timeout=30) == 0
 
 
-def sql(addrs, org, query):
-    req = urllib.request.Request(
-        f"https://{addrs['http']}/api/v1/sql", data=json.dumps({"query": query}).encode(),
-        headers={"content-type": "application/json", "x-scope-orgid": org})
-    ctx = ssl.create_default_context(cafile=addrs["cert"])
-    with urllib.request.urlopen(req, context=ctx) as res:
-        return json.load(res)["rows"]
 
 
-def export(exporter, service, name):
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    with provider.get_tracer("py-tls").start_as_current_span(name):
-        pass
-    provider.shutdown()
 
 
 def test_exporters_over_tls_name_their_tenant(lumen, monkeypatch):
@@ -59,14 +41,20 @@ def test_exporters_over_tls_name_their_tenant(lumen, monkeypatch):
     with open(lumen["cert"], "rb") as f:
         creds = grpc.ssl_channel_credentials(root_certificates=f.read())
     for org in ["red", "blue"]:
-        export(GrpcSpanExporter(endpoint=f"https://{lumen['otlp_grpc']}", credentials=creds,
-                                headers={"x-scope-orgid": org}), f"{org}-svc", f"{org}-grpc")
-        export(HttpSpanExporter(endpoint=f"https://{lumen['otlp_http']}/v1/traces", certificate_file=lumen["cert"],
-                                headers={"X-Scope-OrgID": org}), f"{org}-svc", f"{org}-http")
-    assert sql(lumen, "red", "SELECT name FROM spans ORDER BY name") == [{"name": "red-grpc"}, {"name": "red-http"}]
-    assert sql(lumen, "blue", "SELECT name FROM spans ORDER BY name") == [{"name": "blue-grpc"}, {"name": "blue-http"}]
+        grpc_exporter = GrpcSpanExporter(endpoint=f"https://{lumen['otlp_grpc']}", credentials=creds,
+                                         headers={"x-scope-orgid": org})
+        http_exporter = HttpSpanExporter(endpoint=f"https://{lumen['otlp_http']}/v1/traces",
+                                         certificate_file=lumen["cert"], headers={"X-Scope-OrgID": org})
+        lumen_server.export_span(grpc_exporter, f"{org}-svc", f"{org}-grpc")
+        lumen_server.export_span(http_exporter, f"{org}-svc", f"{org}-http")
+
+    def names(org):
+        return lumen_server.sql(lumen, "SELECT name FROM spans ORDER BY name", ca_file=lumen["cert"],
+                                headers={"x-scope-orgid": org})
+    assert names("red") == [{"name": "red-grpc"}, {"name": "red-http"}]
+    assert names("blue") == [{"name": "blue-grpc"}, {"name": "blue-http"}]
     # No header: the default tenant, which holds neither.
-    assert sql(lumen, "", "SELECT count(*) AS n FROM spans") == [{"n": 0}]
+    assert names("") == []
 
 
 def test_plain_text_is_refused_on_a_tls_listener(lumen):
