@@ -98,6 +98,11 @@ pub(crate) struct ServeArgs {
     /// are dropped and the client told how many [default: 10000].
     #[arg(long, env = "LUMEN_TAIL_BUFFER", value_name = "N")]
     pub(crate) tail_buffer: Option<usize>,
+    /// Records a second one live-tail subscriber examines; past it batches
+    /// are skipped and reported as dropped, so tails cannot starve ingest
+    /// [default: 20000].
+    #[arg(long, env = "LUMEN_TAIL_MAX_RATE", value_name = "N")]
+    pub(crate) tail_max_rate: Option<usize>,
     /// Live-tail WebSocket subscribers at once [default: 256].
     #[arg(long, env = "LUMEN_TAIL_MAX_SUBSCRIBERS", value_name = "N")]
     pub(crate) tail_max_subscribers: Option<usize>,
@@ -165,6 +170,7 @@ pub(crate) struct FileConfig {
     pub(crate) sql_query_memory: Option<String>,
     pub(crate) tail_buffer: Option<usize>,
     pub(crate) tail_max_subscribers: Option<usize>,
+    pub(crate) tail_max_rate: Option<usize>,
     pub(crate) tenant_header: Option<bool>,
     pub(crate) max_tenants: Option<usize>,
     pub(crate) retention_logs: Option<String>,
@@ -214,6 +220,7 @@ pub(crate) struct Config {
     pub(crate) sql_query_memory: usize,
     pub(crate) tail_buffer: usize,
     pub(crate) tail_max_subscribers: usize,
+    pub(crate) tail_max_rate: usize,
     pub(crate) tenant_header: bool,
     pub(crate) max_tenants: usize,
     /// Logs, spans, metrics (by `Signal::index`); `None` keeps forever.
@@ -292,6 +299,7 @@ impl Config {
                 .tail_max_subscribers
                 .or(file.tail_max_subscribers)
                 .unwrap_or(256),
+            tail_max_rate: args.tail_max_rate.or(file.tail_max_rate).unwrap_or(20_000),
             tenant_header: args.tenant_header.or(file.tenant_header).unwrap_or(false),
             max_tenants: args.max_tenants.or(file.max_tenants).unwrap_or(100),
             retention: [
@@ -328,8 +336,12 @@ impl Config {
         if config.header_timeout.is_zero() {
             bail!("header-timeout must be positive");
         }
-        if config.max_request_size == 0 || config.sql_max_rows == 0 || config.tail_buffer == 0 {
-            bail!("max-request-size, sql-max-rows and tail-buffer must be positive");
+        if config.max_request_size == 0
+            || config.sql_max_rows == 0
+            || config.tail_buffer == 0
+            || config.tail_max_rate == 0
+        {
+            bail!("max-request-size, sql-max-rows, tail-buffer and tail-max-rate must be positive");
         }
         Ok(config)
     }

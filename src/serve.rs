@@ -93,6 +93,7 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         tail: TailLimits {
             buffer_records: config.tail_buffer,
             max_subscribers: config.tail_max_subscribers,
+            max_rate: config.tail_max_rate,
         },
         max_concurrent_queries: config.max_concurrent_queries,
         tenant_header: config.tenant_header,

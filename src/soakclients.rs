@@ -79,11 +79,11 @@ pub(crate) async fn run(args: SoakClientsArgs) -> Result<()> {
     let mut tasks = Vec::new();
     for i in 0..args.subscribers {
         let q = TAIL_QUERIES[i % TAIL_QUERIES.len()];
-        let url = format!(
-            "ws://{}/api/v1/tail?signal=logs&q={}",
-            args.http,
-            q.replace(' ', "%20")
-        );
+        let url = reqwest::Url::parse_with_params(
+            &format!("ws://{}/api/v1/tail", args.http),
+            [("signal", "logs"), ("q", q)],
+        )?
+        .to_string();
         let (ws, _) = tokio_tungstenite::connect_async(&url)
             .await
             .with_context(|| format!("connecting to {url}"))?;

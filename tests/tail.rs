@@ -330,6 +330,38 @@ fn a_client_that_stops_reading_is_told_what_it_missed_and_ingest_goes_on() {
     );
 }
 
+/// Past `--tail-max-rate` records a second, whole batches are skipped and
+/// reported as dropped; every record is delivered or counted, and once the
+/// rate allows again, batches flow.
+#[test]
+fn a_subscriber_examines_at_most_its_rate_the_rest_is_reported_dropped() {
+    let server = TestServer::start_with(&["--tail-max-rate", "1000"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut ws = connect(&rt, &server, &[("signal", "logs")]);
+    wait_subscribers(&server, 1.0);
+    let batch = |b: usize, n: usize| {
+        let records: Vec<Value> = (0..n)
+            .map(|i| json!({"timeUnixNano": (1_750_000_000_000_000_000u64 + (b * 10_000 + i) as u64).to_string(),
+                "body": {"stringValue": format!("batch {b} record {i}")}}))
+            .collect();
+        json!({"resourceLogs": [{"scopeLogs": [{"logRecords": records}]}]})
+    };
+    // 5 × 800 records at once: the first fits the second's 1,000, the rest not.
+    for b in 0..5 {
+        post(&server, "/v1/logs", &batch(b, 800));
+    }
+    let (records, dropped) = collect(&rt, &mut ws, 4000);
+    assert_eq!(records.len() as u64 + dropped, 4000);
+    assert!(dropped >= 1600, "{dropped} dropped");
+    assert!(!records.is_empty());
+    // A second later the budget is back.
+    std::thread::sleep(Duration::from_millis(1500));
+    post(&server, "/v1/logs", &batch(9, 800));
+    let (records, dropped) = collect(&rt, &mut ws, 800);
+    assert_eq!((records.len(), dropped), (800, 0));
+    assert_eq!(records[0]["body"], "batch 9 record 0");
+}
+
 #[test]
 fn bad_tail_requests_are_refused_clearly() {
     let server = TestServer::start_with(&["--tail-max-subscribers", "1"]);

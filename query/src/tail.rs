@@ -3,7 +3,11 @@
 //! drains the store's queue as batches arrive and keeps the matching records
 //! in a bounded queue of its own (oldest dropped, counted exactly), and a
 //! sender that writes frames as fast as the client reads them. A slow client
-//! only fills its own queue; ingest never waits for it.
+//! only fills its own queue; ingest never waits for it. Filtering and
+//! building JSON is CPU work: it runs on the blocking pool, not on the async
+//! workers that acknowledge exports, and each subscriber examines at most
+//! `max_rate` records a second (a firehose tail at full ingest cost more CPU
+//! than ingest itself): batches past it are skipped and reported dropped.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -33,6 +37,9 @@ pub struct TailLimits {
     pub buffer_records: usize,
     /// Concurrent subscribers; more are refused with an `error` frame.
     pub max_subscribers: usize,
+    /// Records a second one subscriber examines (with a second's burst);
+    /// batches past it are skipped and counted as dropped.
+    pub max_rate: usize,
 }
 
 impl Default for TailLimits {
@@ -40,6 +47,41 @@ impl Default for TailLimits {
         TailLimits {
             buffer_records: 10_000,
             max_subscribers: 256,
+            max_rate: 20_000,
+        }
+    }
+}
+
+/// A token bucket of records: `rate` a second, holding at most one second's.
+struct RateBudget {
+    rate: f64,
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl RateBudget {
+    fn new(rate: usize) -> Self {
+        let rate = rate.max(1) as f64;
+        RateBudget {
+            rate,
+            tokens: rate,
+            at: std::time::Instant::now(),
+        }
+    }
+
+    /// Whether `n` more records fit now (and takes them if so). A batch
+    /// bigger than a second's worth passes when the bucket is full, leaving
+    /// a debt the refill pays off.
+    fn take(&mut self, n: usize) -> bool {
+        let now = std::time::Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.rate);
+        self.at = now;
+        if self.tokens >= (n as f64).min(self.rate) {
+            self.tokens -= n as f64;
+            true
+        } else {
+            false
         }
     }
 }
@@ -374,20 +416,38 @@ async fn run(socket: WebSocket, state: Arc<AppState>, filter: Result<Filter>) {
     });
     let filtering = {
         let outbox = Arc::clone(&outbox);
+        let filter = Arc::new(filter);
+        let mut budget = RateBudget::new(state.tail.max_rate);
         tokio::spawn(async move {
             loop {
-                let (batches, dropped) = sub.recv().await;
-                let mut records = Vec::new();
-                for b in &batches {
-                    match filter.records(b) {
-                        Ok(r) => records.extend(r),
-                        Err(e) => {
-                            outbox.fail(e.to_string());
-                            return;
-                        }
+                let (batches, mut dropped) = sub.recv().await;
+                let (kept, skipped): (Vec<RecordBatch>, Vec<RecordBatch>) =
+                    batches.into_iter().partition(|b| budget.take(b.num_rows()));
+                dropped += skipped.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+                if kept.is_empty() {
+                    outbox.push(Vec::new(), dropped);
+                    continue;
+                }
+                let filter = Arc::clone(&filter);
+                let matched = tokio::task::spawn_blocking(move || {
+                    let mut records = Vec::new();
+                    for b in &kept {
+                        records.extend(filter.records(b)?);
+                    }
+                    Ok::<_, Error>(records)
+                })
+                .await;
+                match matched {
+                    Ok(Ok(records)) => outbox.push(records, dropped),
+                    Ok(Err(e)) => {
+                        outbox.fail(e.to_string());
+                        return;
+                    }
+                    Err(e) => {
+                        outbox.fail(format!("tail filter failed: {e}"));
+                        return;
                     }
                 }
-                outbox.push(records, dropped);
             }
         })
     };
