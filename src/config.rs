@@ -100,7 +100,7 @@ pub(crate) struct ServeArgs {
     pub(crate) tail_buffer: Option<usize>,
     /// Records a second one live-tail subscriber examines; past it batches
     /// are skipped and reported as dropped, so tails cannot starve ingest
-    /// [default: 20000].
+    /// [default: 5000].
     #[arg(long, env = "LUMEN_TAIL_MAX_RATE", value_name = "N")]
     pub(crate) tail_max_rate: Option<usize>,
     /// Live-tail WebSocket subscribers at once [default: 256].
@@ -299,7 +299,7 @@ impl Config {
                 .tail_max_subscribers
                 .or(file.tail_max_subscribers)
                 .unwrap_or(256),
-            tail_max_rate: args.tail_max_rate.or(file.tail_max_rate).unwrap_or(20_000),
+            tail_max_rate: args.tail_max_rate.or(file.tail_max_rate).unwrap_or(5_000),
             tenant_header: args.tenant_header.or(file.tenant_header).unwrap_or(false),
             max_tenants: args.max_tenants.or(file.max_tenants).unwrap_or(100),
             retention: [

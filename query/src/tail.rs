@@ -47,7 +47,7 @@ impl Default for TailLimits {
         TailLimits {
             buffer_records: 10_000,
             max_subscribers: 256,
-            max_rate: 20_000,
+            max_rate: 5_000,
         }
     }
 }
