@@ -280,7 +280,8 @@ fn span_and_metric_tails_filter_on_the_server() {
 
 #[test]
 fn a_client_that_stops_reading_is_told_what_it_missed_and_ingest_goes_on() {
-    let server = TestServer::start_with(&["--tail-buffer", "200"]);
+    // The rate limit is another test's: here only the buffer drops.
+    let server = TestServer::start_with(&["--tail-buffer", "200", "--tail-max-rate", "1000000"]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut ws = connect(&rt, &server, &[("signal", "logs")]);
     wait_subscribers(&server, 1.0);
