@@ -414,3 +414,27 @@ fn bad_searches_get_400_with_a_position_and_the_server_stays_up() {
     assert!(server.healthy());
     assert_eq!(search_all(&server, "", &[], 100).len(), 10);
 }
+
+/// A segment not indexed yet is scanned a batch at a time: matches past the
+/// first batch (8,192 rows) come back as the right records.
+#[test]
+fn an_unindexed_segment_larger_than_a_batch_is_searched_right() {
+    let server = TestServer::start_with(&["--flush-interval", "1s", "--index-delay", "1h"]);
+    post_batch(&server, 0, 20_000);
+    assert!(server.eventually(Duration::from_secs(60), || {
+        server.metric("lumen_segments") >= 1.0 && server.metric("lumen_segments_unindexed") >= 1.0
+    }));
+    // Record 16000 is a POST (every fourth is), in its attributes.
+    for (q, n) in [
+        ("\"#19999\"", 19999),
+        ("\"#8192\"", 8192),
+        ("\"#12345\"", 12345),
+        ("attr.http.method:POST \"#16000\"", 16000),
+    ] {
+        let want = sql_bodies(&server, &format!("body LIKE '%#{n}'"));
+        assert_eq!(want.len(), 1, "{q}");
+        assert_eq!(search_all(&server, q, &[], 10), want, "{q}");
+    }
+    let all = search_all(&server, "timeout", &[], 5000);
+    assert_eq!(all, sql_bodies(&server, "body LIKE '%timeout%'"));
+}

@@ -145,24 +145,41 @@ impl Sources {
     ) -> Result<Vec<Hit>> {
         let in_range = |ts: i64| ts >= start && ts <= end;
         let time_column = self.signal.time_column();
-        let scan = |batch: &RecordBatch| -> Result<Vec<Hit>> {
+        // `offset`: the batch's first row within its source.
+        let scan = |batch: &RecordBatch, offset: usize, hits: &mut Vec<Hit>| -> Result<()> {
             let ts = timestamps(batch, time_column)?;
             let views = index::row_views(self.signal, batch).map_err(internal)?;
-            Ok(views
-                .iter()
-                .enumerate()
-                .filter(|(r, v)| in_range(ts[*r]) && index::matches_row(q, v))
-                .map(|(r, _)| Hit {
-                    ts: ts[r],
-                    source: i,
-                    row: r as u32,
-                })
-                .collect())
+            hits.extend(
+                views
+                    .iter()
+                    .enumerate()
+                    .filter(|(r, v)| in_range(ts[*r]) && index::matches_row(q, v))
+                    .map(|(r, _)| Hit {
+                        ts: ts[r],
+                        source: i,
+                        row: (offset + r) as u32,
+                    }),
+            );
+            Ok(())
         };
+        let mut hits = Vec::new();
         match &self.list[i] {
-            Source::Buffer(batch) => scan(batch),
+            Source::Buffer(batch) => {
+                scan(batch, 0, &mut hits)?;
+                Ok(hits)
+            }
             Source::Segment(seg) => match store.segment_index(seg).map_err(internal)? {
-                None => scan(&read_segment(store, seg, None, None)?),
+                // Not indexed yet: scanned a batch at a time, so memory stays
+                // that of one batch however large the segment.
+                None => {
+                    let mut offset = 0;
+                    for_each_rows(store, seg, None, None, |b| {
+                        scan(b, offset, &mut hits)?;
+                        offset += b.num_rows();
+                        Ok(())
+                    })?;
+                    Ok(hits)
+                }
                 Some(idx) => {
                     if let Some(timed) = idx.search_timed(q).map_err(internal)? {
                         return Ok(timed
@@ -408,7 +425,7 @@ pub(crate) fn for_each_batch(
     columns: &[&str],
     f: impl FnMut(&RecordBatch) -> Result<()>,
 ) -> Result<()> {
-    for_each_rows(store, seg, None, columns, f)
+    for_each_rows(store, seg, None, Some(columns), f)
 }
 
 /// Rows `rows` (ascending) of columns `columns` of a segment, batch by
@@ -420,14 +437,15 @@ pub(crate) fn for_each_selected(
     columns: &[&str],
     f: impl FnMut(&RecordBatch) -> Result<()>,
 ) -> Result<()> {
-    for_each_rows(store, seg, Some(rows), columns, f)
+    for_each_rows(store, seg, Some(rows), Some(columns), f)
 }
 
+/// Rows `rows` (all: `None`) of columns `columns` (all: `None`), batch by batch.
 fn for_each_rows(
     store: &Store,
     seg: &SegmentMeta,
     rows: Option<&[u32]>,
-    columns: &[&str],
+    columns: Option<&[&str]>,
     mut f: impl FnMut(&RecordBatch) -> Result<()>,
 ) -> Result<()> {
     let key = segment_key(store, seg);
@@ -438,8 +456,8 @@ fn for_each_rows(
         Ok(())
     };
     match open_segment(store, seg)? {
-        SegmentFile::Local(file) => run(parquet_reader(&key, file, rows, Some(columns))?),
-        SegmentFile::Remote(b) => run(parquet_reader(&key, b, rows, Some(columns))?),
+        SegmentFile::Local(file) => run(parquet_reader(&key, file, rows, columns)?),
+        SegmentFile::Remote(b) => run(parquet_reader(&key, b, rows, columns)?),
     }
 }
 
