@@ -346,3 +346,16 @@ fn hostile_requests_get_clear_4xx_and_change_nothing() {
     assert_eq!(v["rows"], json!([{"n": n, "d": n}]), "{v}");
     assert!(!std::path::Path::new("/tmp/lumen-hostile.csv").exists());
 }
+
+/// Found by fuzzing (the `promql` target): the PromQL parser panicked on a
+/// duration past `Duration`'s range and the request got no answer at all.
+#[test]
+fn promql_durations_out_of_range_are_bad_data() {
+    let s = TestServer::start();
+    for q in ["x[1e99]", "rate(x[1e308])"] {
+        let (code, v) = s.get_json("/api/v1/query", &[("query", q)]);
+        assert_eq!(code, 400, "{q}: {v}");
+        assert_eq!(v["errorType"], "bad_data");
+    }
+    assert!(s.healthy());
+}

@@ -114,7 +114,11 @@ pub fn parse(q: &str) -> Result<promql_parser::parser::Expr, String> {
     if max_depth > MAX_NESTING || max_signs > MAX_NESTING {
         return Err(format!("the query nests deeper than {MAX_NESTING} levels"));
     }
-    promql_parser::parser::parse(q)
+    // The parser panics on some input (fuzzing found `x[1e99]`: a duration
+    // past `Duration`'s range); a panic there is a bad query, not a crash.
+    std::panic::catch_unwind(|| promql_parser::parser::parse(q)).unwrap_or_else(|_| {
+        Err("the query cannot be parsed (a number or duration out of range?)".into())
+    })
 }
 
 /// The matchers of a selector (its name as `__name__=`), one list per
@@ -189,6 +193,20 @@ pub fn labels_string(l: &Labels) -> String {
 mod tests {
     use super::promqltest::MemStorage;
     use super::*;
+
+    /// Found by the `promql` fuzz target: the parser panicked on it.
+    #[test]
+    fn durations_out_of_range_are_errors_not_panics() {
+        for q in [
+            "x[1e99]",
+            "5-temperaturx99[1e99]%%",
+            "rate(x[1e308])",
+            "x offset 1e99",
+        ] {
+            assert!(parse(q).is_err(), "{q}");
+        }
+        assert!(parse("rate(x[5m])").is_ok());
+    }
 
     /// Enough points for range functions to split the series between two
     /// threads: every series must come back, with its own rate.
