@@ -103,17 +103,11 @@ pub(crate) async fn serve_http(
             let (h1, h2) = &*builders;
             match tls {
                 Some(acceptor) => {
-                    let Ok(Ok(stream)) =
-                        tokio::time::timeout(header_timeout, acceptor.accept(stream)).await
-                    else {
+                    let Some(stream) = handshake(&acceptor, stream, header_timeout).await else {
                         return; // a failed or stalled handshake: nothing to answer
                     };
-                    let builder = if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                        h2
-                    } else {
-                        h1
-                    };
-                    let conn = builder
+                    let is_h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let conn = if is_h2 { h2 } else { h1 }
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .into_owned();
                     let _ = watcher.watch(conn).await;
@@ -123,8 +117,7 @@ pub(crate) async fn serve_http(
                     else {
                         return;
                     };
-                    let builder = if is_h2 { h2 } else { h1 };
-                    let conn = builder
+                    let conn = if is_h2 { h2 } else { h1 }
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .into_owned();
                     let _ = watcher.watch(conn).await;
@@ -134,6 +127,18 @@ pub(crate) async fn serve_http(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// A TLS handshake within `limit`; `None` when it fails or stalls.
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    limit: Duration,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    tokio::time::timeout(limit, acceptor.accept(stream))
+        .await
+        .ok()?
+        .ok()
 }
 
 /// Whether a plain-text client opens with the HTTP/2 preface, read without
@@ -182,9 +187,7 @@ pub(crate) fn tls_incoming(
             let acceptor = acceptor.clone();
             let handed = tx.clone();
             tokio::spawn(async move {
-                if let Ok(Ok(tls)) =
-                    tokio::time::timeout(header_timeout, acceptor.accept(stream)).await
-                {
+                if let Some(tls) = handshake(&acceptor, stream, header_timeout).await {
                     let _ = handed.send(tls).await;
                 }
             });

@@ -9,6 +9,14 @@ mod common;
 use common::TestServer;
 use serde_json::json;
 
+fn post_logs(s: &TestServer, body: &serde_json::Value) -> reqwest::blocking::Response {
+    s.client()
+        .post(s.otlp_http_url("/v1/logs"))
+        .json(body)
+        .send()
+        .unwrap()
+}
+
 #[test]
 fn extra_attributes_are_dropped_and_counted_long_values_cut() {
     let s = TestServer::start_with(&["--max-attributes", "5", "--max-attribute-length", "100"]);
@@ -18,12 +26,7 @@ fn extra_attributes_are_dropped_and_counted_long_values_cut() {
     let body = json!({"resourceLogs": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "limits"}}]},
         "scopeLogs": [{"logRecords": [{"timeUnixNano": "1700000000000000000", "body": {"stringValue": "b".repeat(1000)},
             "attributes": attrs, "droppedAttributesCount": 1}]}]}]});
-    let r = s
-        .client()
-        .post(s.otlp_http_url("/v1/logs"))
-        .json(&body)
-        .send()
-        .unwrap();
+    let r = post_logs(&s, &body);
     assert_eq!(r.status().as_u16(), 200, "{}", r.text().unwrap());
     let rows = s.sql_rows(
         "SELECT cardinality(map_keys(log_attributes)) AS n, dropped_attributes_count AS d, \
@@ -122,12 +125,7 @@ fn values_nested_too_deep_are_cut_at_the_depth_limit() {
     }
     let body = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [
         {"timeUnixNano": "1700000000000000000", "body": v, "attributes": [{"key": "shallow", "value": {"arrayValue": {"values": [{"intValue": "1"}]}}}]}]}]}]});
-    let r = s
-        .client()
-        .post(s.otlp_http_url("/v1/logs"))
-        .json(&body)
-        .send()
-        .unwrap();
+    let r = post_logs(&s, &body);
     assert_eq!(r.status().as_u16(), 200, "{}", r.text().unwrap());
     let rows = s.sql_rows("SELECT body, log_attributes['shallow'] AS shallow FROM logs");
     assert_eq!(rows, vec![json!({"body": "[[[[]]]]", "shallow": "[1]"})]);

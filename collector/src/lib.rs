@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use datafusion::arrow::error::ArrowError;
 use lumen_store::auth::{Auth, AuthError, Scope};
-use lumen_store::tenants::Tenants;
+use lumen_store::tenants::{TENANT_HEADER, Tenants};
 use lumen_store::{Signal, Store};
 
 /// Everything that can go wrong with an export request, mapped to HTTP and
@@ -157,9 +157,6 @@ pub struct Collector {
     tenant_header: bool,
 }
 
-/// The header Grafana's Loki, Tempo and Mimir data sources name a tenant in.
-pub const TENANT_HEADER: &str = "x-scope-orgid";
-
 /// Decoded protobuf and Arrow together take a few times the wire size.
 const DECODED_FACTOR: usize = 4;
 
@@ -185,26 +182,16 @@ impl Collector {
     /// its first export).
     pub async fn authorize(&self, headers: &::http::HeaderMap) -> Result<Arc<Store>> {
         if !self.auth.enabled() {
-            let Some(org) = headers.get(TENANT_HEADER).filter(|_| self.tenant_header) else {
-                return Ok(Arc::clone(self.store()));
-            };
-            let org = org
-                .to_str()
-                .map_err(|_| Error::InvalidArgument("X-Scope-OrgID is not text".into()))?
-                .trim()
-                .to_owned();
-            if org.is_empty() {
+            if !self.tenant_header {
                 return Ok(Arc::clone(self.store()));
             }
-            if let Some(s) = self.tenants.get(&org) {
-                return Ok(s);
-            }
-            let tenants = Arc::clone(&self.tenants);
-            return match tokio::task::spawn_blocking(move || tenants.get_or_open(&org)).await {
-                Ok(Ok(s)) => Ok(s),
-                Ok(Err(lumen_store::Error::Tenant(msg))) => Err(Error::InvalidArgument(msg)),
-                Ok(Err(e)) => Err(e.into()),
-                Err(e) => Err(Error::Internal(e.to_string())),
+            let org =
+                lumen_store::tenants::from_header(headers.get(TENANT_HEADER).map(|v| v.as_bytes()))
+                    .map_err(Error::InvalidArgument)?;
+            return match self.tenants.open_async(&org).await {
+                Ok(s) => Ok(s),
+                Err(lumen_store::Error::Tenant(msg)) => Err(Error::InvalidArgument(msg)),
+                Err(e) => Err(e.into()),
             };
         }
         let token = headers

@@ -189,12 +189,9 @@ impl Dispatch {
         if let Some(r) = self.cached(tenant) {
             return Ok(r);
         }
-        let tenants = Arc::clone(&self.tenants);
-        let name = tenant.to_owned();
-        let store = match tokio::task::spawn_blocking(move || tenants.get_or_open(&name)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(lumen_store::Error::Tenant(msg))) => return Err(Error::BadRequest(msg)),
-            Ok(Err(e)) => return Err(Error::Internal(e.to_string())),
+        let store = match self.tenants.open_async(tenant).await {
+            Ok(s) => s,
+            Err(lumen_store::Error::Tenant(msg)) => return Err(Error::BadRequest(msg)),
             Err(e) => return Err(Error::Internal(e.to_string())),
         };
         let mut routers = self
@@ -224,15 +221,14 @@ async fn dispatch(State(d): State<Arc<Dispatch>>, req: axum::extract::Request) -
             Ok(t) => t,
             Err(res) => return *res,
         },
-        Some(Scope::Read) if d.config.tenant_header => {
-            match req.headers().get("x-scope-orgid").map(|v| v.to_str()) {
-                Some(Ok(t)) if !t.trim().is_empty() => t.trim().to_owned(),
-                None | Some(Ok(_)) => lumen_store::auth::DEFAULT_TENANT.to_owned(),
-                Some(Err(_)) => {
-                    return Error::BadRequest("X-Scope-OrgID is not text".into()).into_response();
-                }
-            }
-        }
+        Some(Scope::Read) if d.config.tenant_header => match lumen_store::tenants::from_header(
+            req.headers()
+                .get(lumen_store::tenants::TENANT_HEADER)
+                .map(|v| v.as_bytes()),
+        ) {
+            Ok(t) => t,
+            Err(msg) => return Error::BadRequest(msg).into_response(),
+        },
         _ => lumen_store::auth::DEFAULT_TENANT.to_owned(),
     };
     let router = match d.router_for(&tenant).await {

@@ -20,6 +20,23 @@ pub fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+/// The header Grafana's Loki, Tempo and Mimir data sources name a tenant in.
+pub const TENANT_HEADER: &str = "x-scope-orgid";
+
+/// The tenant an `X-Scope-OrgID` value names: the default one for no value
+/// or a blank one; an error for one that is not text. (Whether the name is
+/// valid is [`Tenants::open_async`]'s to say.)
+pub fn from_header(value: Option<&[u8]>) -> std::result::Result<String, String> {
+    let Some(raw) = value else {
+        return Ok(DEFAULT_TENANT.to_owned());
+    };
+    let text = std::str::from_utf8(raw).map_err(|_| "X-Scope-OrgID is not text".to_owned())?;
+    match text.trim() {
+        "" => Ok(DEFAULT_TENANT.to_owned()),
+        t => Ok(t.to_owned()),
+    }
+}
+
 pub struct Tenants {
     default: Arc<Store>,
     stores: RwLock<BTreeMap<String, Arc<Store>>>,
@@ -134,20 +151,28 @@ impl Tenants {
         Ok(store)
     }
 
+    /// [`Tenants::get_or_open`] from async code: the file system work of
+    /// opening runs on the blocking pool.
+    pub async fn open_async(self: &Arc<Self>, tenant: &str) -> Result<Arc<Store>> {
+        if let Some(s) = self.get(tenant) {
+            return Ok(s);
+        }
+        let (tenants, name) = (Arc::clone(self), tenant.to_owned());
+        tokio::task::spawn_blocking(move || tenants.get_or_open(&name))
+            .await
+            .unwrap_or_else(|e| Err(Error::Config(format!("opening a tenant failed: {e}"))))
+    }
+
     pub fn default_store(&self) -> &Arc<Store> {
         &self.default
     }
 
     /// Tenants open now.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.stores
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        false // the default tenant is always open
     }
 
     /// Every open tenant and its store, by name.
