@@ -607,3 +607,34 @@ fn sql_limits_give_clear_errors() {
     assert_eq!(server.sql_raw("SELECT 1 AS one").0, 200);
     assert!(server.healthy());
 }
+
+#[test]
+fn searches_past_the_time_limit_are_408() {
+    // With no time at all, every search gives up at its first source.
+    let server = TestServer::start_with(&["--sql-timeout", "0ms"]);
+    good(&server, "late");
+    let span = json!({"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"svc"}}]},
+    "scopeSpans":[{"spans":[{"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708","name":"op","startTimeUnixNano":"1","endTimeUnixNano":"2"}]}]}]});
+    let r = post(
+        &server,
+        "/v1/traces",
+        "application/json",
+        None,
+        span.to_string().into_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    for (path, params) in [
+        ("/api/v1/logs/search", vec![("q", "late")]),
+        ("/api/v1/logs/histogram", vec![("q", "late")]),
+        ("/api/traces", vec![("service", "svc")]),
+    ] {
+        let (status, body) = server.get_json(path, &params);
+        assert_eq!(status, 408, "{path} -> {body}");
+        let msg = body["error"]
+            .as_str()
+            .or(body["errors"][0]["msg"].as_str())
+            .unwrap_or_default();
+        assert!(msg.contains("time limit"), "{path} -> {body}");
+    }
+    assert!(server.healthy());
+}

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use lumen_store::index::{self, Query, SegmentIndex, TermField};
+use lumen_store::scan::Matcher;
 use lumen_store::{Signal, Store, StoreConfig};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -343,6 +344,15 @@ fn read_segment(path: &std::path::Path) -> RecordBatch {
     datafusion::arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
 }
 
+/// Only the named columns of a batch (those present).
+fn project(batch: &RecordBatch, columns: &[&str]) -> RecordBatch {
+    let indices: Vec<usize> = columns
+        .iter()
+        .filter_map(|c| batch.schema().index_of(c).ok())
+        .collect();
+    batch.project(&indices).unwrap()
+}
+
 #[derive(Default)]
 struct Checked {
     total: usize,
@@ -397,6 +407,15 @@ fn check_segments(
                 .map(|(i, _)| i as u32)
                 .collect();
             assert_eq!(from_index, from_scan, "seed {seed}, {signal}, query {q:?}");
+            // The scan path (fresh segments, the buffer, the tail) agrees,
+            // reading only the columns it says it needs.
+            let matcher = Matcher::new(signal, &q);
+            let projected = project(&batch, matcher.columns());
+            assert_eq!(
+                matcher.matching_rows(&projected).unwrap(),
+                from_scan,
+                "seed {seed}, {signal}, scan of query {q:?}"
+            );
             checked.total += 1;
             checked.some += usize::from(!from_scan.is_empty());
             checked.selective += usize::from(from_scan.len() < rows.len());

@@ -152,6 +152,8 @@ pub struct TraceQuery {
     pub start: i64,
     pub end: i64,
     pub limit: usize,
+    /// When the search gives up with `Error::Timeout`.
+    pub deadline: Option<std::time::Instant>,
 }
 
 /// A condition on a span's columns that the index does not hold.
@@ -235,9 +237,10 @@ pub fn search_traces(store: &Store, q: &TraceQuery) -> Result<Vec<String>> {
     let index_query = Query::And(index_terms);
     let duration_ok =
         |d: i64| !(q.min_duration.is_some_and(|m| d < m) || q.max_duration.is_some_and(|m| d > m));
-    let sources = Sources::new(store, Signal::Spans, q.start, q.end);
+    let sources = Sources::new(store, Signal::Spans, q.start, q.end).until(q.deadline);
     let mut newest: HashMap<String, i64> = HashMap::new();
     for i in 0..sources.list.len() {
+        sources.check_deadline()?;
         // Sources come newest first: once `limit` traces are newer than all
         // a source holds, it cannot change which traces are chosen.
         if kth_newest(&newest, q.limit).is_some_and(|k| sources.max_time(i) < k) {
@@ -922,6 +925,7 @@ pub async fn find_traces(
         start,
         end,
         limit,
+        deadline: Some(std::time::Instant::now() + s.sql.limits().timeout),
     };
     let started = std::time::Instant::now();
     let traces = blocking(move || {

@@ -578,6 +578,7 @@ async fn logs_search(
             .get("cursor")
             .map(|c| search::Cursor::decode(c))
             .transpose()?,
+        deadline: Some(Instant::now() + s.sql.limits().timeout),
     };
     let started = Instant::now();
     let store = Arc::clone(&s.store);
@@ -597,8 +598,9 @@ async fn logs_histogram(
     let (query, start, end) = query_and_range(&p)?;
     let buckets = count_param(&p, "buckets", 60, search::MAX_BUCKETS)?;
     let store = Arc::clone(&s.store);
+    let deadline = Some(Instant::now() + s.sql.limits().timeout);
     Ok(Json(
-        blocking(move || search::histogram(&store, &query, start, end, buckets)).await?,
+        blocking(move || search::histogram(&store, &query, start, end, buckets, deadline)).await?,
     ))
 }
 

@@ -9,6 +9,7 @@
 //! timestamp and key) resumes exactly where a page ended.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::compute::{concat_batches, take_record_batch};
@@ -19,7 +20,8 @@ use datafusion::parquet::arrow::arrow_reader::{
     RowSelector,
 };
 use datafusion::parquet::file::reader::ChunkReader;
-use lumen_store::index::{self, Query};
+use lumen_store::index::Query;
+use lumen_store::scan::Matcher;
 use lumen_store::{SegmentMeta, Signal, Store};
 use serde_json::{Map, Value};
 
@@ -64,6 +66,8 @@ pub struct SearchRequest {
     pub end: i64,
     pub limit: usize,
     pub cursor: Option<Cursor>,
+    /// When the search gives up with `Error::Timeout`.
+    pub deadline: Option<Instant>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -108,6 +112,8 @@ pub(crate) struct Hit {
 pub(crate) struct Sources {
     pub signal: Signal,
     pub list: Vec<Source>,
+    /// When scanning gives up (`Error::Timeout`).
+    deadline: Option<Instant>,
 }
 
 impl Sources {
@@ -123,7 +129,28 @@ impl Sources {
         segs.sort_by_key(|s| std::cmp::Reverse(s.max_time));
         let mut list: Vec<Source> = snap.batches.into_iter().map(Source::Buffer).collect();
         list.extend(segs.into_iter().map(Source::Segment));
-        Sources { signal, list }
+        Sources {
+            signal,
+            list,
+            deadline: None,
+        }
+    }
+
+    /// The same sources, with scans that stop at `deadline`.
+    pub(crate) fn until(mut self, deadline: Option<Instant>) -> Sources {
+        self.deadline = deadline;
+        self
+    }
+
+    /// `Error::Timeout` once the deadline has passed.
+    pub(crate) fn check_deadline(&self) -> Result<()> {
+        match self.deadline {
+            Some(d) if Instant::now() > d => Err(Error::Timeout(
+                "the search ran past its time limit (--sql-timeout): narrow the time range or the query"
+                    .into(),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Newest time a source can hold (buffers: unknown, so the maximum).
@@ -143,18 +170,20 @@ impl Sources {
         start: i64,
         end: i64,
     ) -> Result<Vec<Hit>> {
+        self.check_deadline()?;
         let in_range = |ts: i64| ts >= start && ts <= end;
         let time_column = self.signal.time_column();
+        let matcher = Matcher::new(self.signal, q);
+        let mut scratch = String::new();
         // `offset`: the batch's first row within its source.
-        let scan = |batch: &RecordBatch, offset: usize, hits: &mut Vec<Hit>| -> Result<()> {
+        let mut scan = |batch: &RecordBatch, offset: usize, hits: &mut Vec<Hit>| -> Result<()> {
+            self.check_deadline()?;
             let ts = timestamps(batch, time_column)?;
-            let views = index::row_views(self.signal, batch).map_err(internal)?;
+            let cols = matcher.bind(batch).map_err(internal)?;
             hits.extend(
-                views
-                    .iter()
-                    .enumerate()
-                    .filter(|(r, v)| in_range(ts[*r]) && index::matches_row(q, v))
-                    .map(|(r, _)| Hit {
+                (0..batch.num_rows())
+                    .filter(|&r| in_range(ts[r]) && matcher.matches(&cols, r, &mut scratch))
+                    .map(|r| Hit {
                         ts: ts[r],
                         source: i,
                         row: (offset + r) as u32,
@@ -170,10 +199,13 @@ impl Sources {
             }
             Source::Segment(seg) => match store.segment_index(seg).map_err(internal)? {
                 // Not indexed yet: scanned a batch at a time, so memory stays
-                // that of one batch however large the segment.
+                // that of one batch however large the segment, reading only
+                // the columns the query looks at.
                 None => {
+                    let mut columns = matcher.columns().to_vec();
+                    columns.push(time_column);
                     let mut offset = 0;
-                    for_each_rows(store, seg, None, None, |b| {
+                    for_each_rows(store, seg, None, Some(&columns), |b| {
                         scan(b, offset, &mut hits)?;
                         offset += b.num_rows();
                         Ok(())
@@ -522,7 +554,7 @@ fn keep_newest(hits: &mut Vec<Hit>, n: usize) {
 /// One page of records matching `req`, newest first.
 pub fn search(store: &Store, req: &SearchRequest) -> Result<Page> {
     let end = req.cursor.map_or(req.end, |c| c.ts.min(req.end));
-    let sources = Sources::new(store, Signal::Logs, req.start, end);
+    let sources = Sources::new(store, Signal::Logs, req.start, end).until(req.deadline);
     let need = req.limit + 1;
     // Hits at the cursor's own time come after it only if their key is
     // lower, which needs the record: they are kept aside, all of them.
@@ -594,8 +626,9 @@ pub fn histogram(
     start: i64,
     end: i64,
     buckets: usize,
+    deadline: Option<Instant>,
 ) -> Result<Histogram> {
-    let sources = Sources::new(store, Signal::Logs, start, end);
+    let sources = Sources::new(store, Signal::Logs, start, end).until(deadline);
     let in_range = |ts: i64| ts >= start && ts <= end;
     let need_bounds = start == i64::MIN || end == i64::MAX;
     let (mut data_lo, mut data_hi) = (i64::MAX, i64::MIN);
@@ -654,6 +687,7 @@ pub fn histogram(
     };
     collected.into_iter().for_each(&mut count);
     for idx in streamed {
+        sources.check_deadline()?;
         idx.for_each_timed(q, |t| {
             if in_range(t.time) {
                 count(t.time);

@@ -22,7 +22,8 @@ use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::Int64Type;
 use futures::{SinkExt, StreamExt};
 use lumen_store::Signal;
-use lumen_store::index::{self, Query, TermField};
+use lumen_store::index::{Query, TermField};
+use lumen_store::scan::Matcher;
 use serde_json::{Map, Value, json};
 
 use crate::json::str_col;
@@ -245,13 +246,9 @@ impl Filter {
         let n = batch.num_rows();
         let keep: Vec<u32> = match self {
             Filter::Logs(Query::All) => (0..n as u32).collect(),
-            Filter::Logs(q) => {
-                let views = index::row_views(Signal::Logs, batch).map_err(internal)?;
-                (0..n)
-                    .filter(|&i| index::matches_row(q, &views[i]))
-                    .map(|i| i as u32)
-                    .collect()
-            }
+            Filter::Logs(q) => Matcher::new(Signal::Logs, q)
+                .matching_rows(batch)
+                .map_err(internal)?,
             Filter::Spans {
                 query,
                 min_duration,
@@ -262,19 +259,14 @@ impl Filter {
                     .and_then(|c| c.as_primitive_opt::<Int64Type>())
                     .ok_or_else(|| Error::Internal("spans duration_ns missing".into()))?;
                 let status = str_col(batch, "status_code")?;
-                // Row views copy every string of the batch: only when needed.
-                let views = if matches!(query, Query::All) {
-                    None
-                } else {
-                    Some(index::row_views(Signal::Spans, batch).map_err(internal)?)
-                };
+                let matcher = Matcher::new(Signal::Spans, query);
+                let cols = matcher.bind(batch).map_err(internal)?;
+                let mut scratch = String::new();
                 (0..n)
                     .filter(|&i| {
                         min_duration.is_none_or(|m| duration.value(i) >= m)
                             && error.is_none_or(|e| (status.value(i) == "STATUS_CODE_ERROR") == e)
-                            && views
-                                .as_ref()
-                                .is_none_or(|v| index::matches_row(query, &v[i]))
+                            && matcher.matches(&cols, i, &mut scratch)
                     })
                     .map(|i| i as u32)
                     .collect()

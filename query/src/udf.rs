@@ -14,7 +14,9 @@ use datafusion::logical_expr::{
     ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::scalar::ScalarValue;
-use lumen_store::index::{self, Query, RowView};
+use lumen_store::Signal;
+use lumen_store::index::Query;
+use lumen_store::scan::Matcher;
 
 use crate::lang;
 
@@ -76,12 +78,9 @@ impl Matches {
     }
 }
 
+#[cfg(test)]
 fn matches_text(q: &Query, text: &str) -> bool {
-    let row = RowView {
-        body: Some(text.to_owned()),
-        ..RowView::default()
-    };
-    index::matches_row(q, &row)
+    Matcher::new(Signal::Logs, q).matches_body(text, &mut String::new())
 }
 
 impl ScalarUDFImpl for Matches {
@@ -119,11 +118,13 @@ impl ScalarUDFImpl for Matches {
         };
         let array = datafusion::arrow::compute::cast(&array, &DataType::Utf8)?;
         let strings = array.as_string::<i32>();
+        let matcher = Matcher::new(Signal::Logs, &q);
+        let mut scratch = String::new();
         let out: BooleanArray = (0..strings.len())
             .map(|i| {
                 strings
                     .is_valid(i)
-                    .then(|| matches_text(&q, strings.value(i)))
+                    .then(|| matcher.matches_body(strings.value(i), &mut scratch))
             })
             .collect();
         Ok(match text {

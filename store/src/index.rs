@@ -63,7 +63,7 @@ pub enum TermField {
 
 impl TermField {
     /// The segment column the field indexes.
-    fn column(self) -> &'static str {
+    pub(crate) fn column(self) -> &'static str {
         match self {
             TermField::Service => "service_name",
             TermField::SeverityText => "severity_text",
@@ -75,7 +75,7 @@ impl TermField {
 
     /// Trace and span ids: indexed as bytes, not hex text (half the term
     /// dictionary, where these near-unique terms dominate).
-    fn is_id(self) -> bool {
+    pub(crate) fn is_id(self) -> bool {
         matches!(self, TermField::TraceId | TermField::SpanId)
     }
 
@@ -317,7 +317,7 @@ fn register(index: &Index) {
 }
 
 /// The exact-value fields a signal's index has.
-fn term_fields(signal: Signal) -> &'static [TermField] {
+pub(crate) fn term_fields(signal: Signal) -> &'static [TermField] {
     match signal {
         Signal::Logs => &[
             TermField::Service,
@@ -336,7 +336,7 @@ fn term_fields(signal: Signal) -> &'static [TermField] {
 }
 
 /// The column of a signal's record attributes.
-fn record_attrs_column(signal: Signal) -> &'static str {
+pub(crate) fn record_attrs_column(signal: Signal) -> &'static str {
     match signal {
         Signal::Logs => "log_attributes",
         Signal::Spans => "span_attributes",

@@ -15,6 +15,7 @@ mod fsutil;
 pub mod index;
 pub mod metrics;
 pub mod objects;
+pub mod scan;
 pub mod schema;
 mod segment;
 pub mod series;
