@@ -23,6 +23,9 @@ for t in "${TARGETS[@]}"; do
   [ -d "$seeds" ] || seeds=""
   log="$(mktemp)"
   status=0
+  # WAL replay writes, truncates and fsyncs real files: on a tmpfs, where
+  # fsync is free, it runs ~100x faster.
+  [ -w /dev/shm ] && export TMPDIR=/dev/shm
   cargo +nightly fuzz run --debug-assertions --sanitizer none "$t" "corpus/$t" $seeds -- \
     -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
     -print_final_stats=1 > "$log" 2>&1 || status=$?

@@ -57,11 +57,52 @@ pub fn encode_batch(batch: &RecordBatch) -> Result<Vec<u8>> {
 }
 
 fn decode_batch(payload: &[u8]) -> Result<RecordBatch> {
+    check_ipc_lengths(payload)?;
     let mut reader = StreamReader::try_new(payload, None)?;
     match reader.next() {
         Some(batch) => Ok(batch?),
         None => Err(Error::Corrupt("WAL frame holds no record batch".into())),
     }
+}
+
+/// Checks that every length an Arrow IPC stream claims fits inside it. The
+/// stream reader allocates (zero-filled) what a message's metadata and body
+/// lengths say before it reads them, so a damaged frame whose checksum still
+/// matched could ask for gigabytes (found by the `wal_replay` fuzz target: 21
+/// bytes asked for 2 GiB).
+fn check_ipc_lengths(mut b: &[u8]) -> Result<()> {
+    let corrupt = |what: String| Err(Error::Corrupt(format!("WAL frame: {what}")));
+    let take4 = |b: &mut &[u8]| -> Option<[u8; 4]> {
+        let (head, rest) = b.split_first_chunk::<4>()?;
+        *b = rest;
+        Some(*head)
+    };
+    // As the reader: an optional continuation marker, then the metadata
+    // length; the end is a zero length or the end of the bytes.
+    while let Some(mut len) = take4(&mut b) {
+        if len == [0xff; 4] {
+            let Some(l) = take4(&mut b) else {
+                return corrupt("cut after a continuation marker".into());
+            };
+            len = l;
+        }
+        let meta_len = i32::from_le_bytes(len);
+        if meta_len == 0 {
+            return Ok(());
+        }
+        let Some(meta) = usize::try_from(meta_len).ok().and_then(|n| b.get(..n)) else {
+            return corrupt(format!("metadata length {meta_len} past the frame's end"));
+        };
+        let message = datafusion::arrow::ipc::root_as_message(meta)
+            .map_err(|e| Error::Corrupt(format!("WAL frame: unreadable IPC message: {e}")))?;
+        let rest = &b[meta.len()..];
+        let body = message.bodyLength();
+        let Some(next) = usize::try_from(body).ok().and_then(|n| rest.get(n..)) else {
+            return corrupt(format!("body length {body} past the frame's end"));
+        };
+        b = next;
+    }
+    Ok(())
 }
 
 /// Replays WAL files made of `files` (each the whole content of one file)
@@ -549,5 +590,54 @@ impl Writer {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    fn batch() -> RecordBatch {
+        let schema = Schema::new(vec![
+            Field::new("n", DataType::Int64, false),
+            Field::new("s", DataType::Utf8, true),
+        ]);
+        RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2, 3])),
+                Arc::new(StringArray::from(vec![Some("a"), None, Some("c")])),
+            ],
+        )
+        .expect("batch")
+    }
+
+    #[test]
+    fn ipc_lengths_of_real_frames_pass_and_cut_ones_fail() {
+        let bytes = encode_batch(&batch()).expect("encode");
+        check_ipc_lengths(&bytes).expect("a whole stream fits");
+        assert_eq!(decode_batch(&bytes).expect("decode"), batch());
+        // Cut inside the schema message or the batch's body: a length points past the end.
+        for cut in [6, 20, bytes.len() - 16] {
+            assert!(check_ipc_lengths(&bytes[..cut]).is_err(), "cut at {cut}");
+            assert!(decode_batch(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    /// Regression (the `wal_replay` fuzz target): a frame of 17 garbage
+    /// bytes, checksum correct, claimed a ~2 GiB IPC message, which the
+    /// stream reader allocated zero-filled before failing.
+    #[test]
+    fn a_frame_claiming_a_huge_ipc_message_is_refused_without_allocating_it() {
+        let payload = [
+            0xfc, 0x02, 0x00, 0x7f, 0x00, 0xdf, 0xdf, 0x00, 0x15, 0xdf, 0x00, 0x0a, 0, 0, 0, 0, 0,
+        ];
+        let err = decode_batch(&payload).expect_err("corrupt");
+        assert!(err.to_string().contains("past the frame's end"), "{err}");
+        let file = fuzz_frame(1, 3, &payload);
+        assert_eq!(fuzz_replay(&[file]).expect("replays"), 0);
     }
 }
