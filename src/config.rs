@@ -78,7 +78,8 @@ pub(crate) struct ServeArgs {
     /// on its own; until then search scans it [default: 30s].
     #[arg(long, env = "LUMEN_INDEX_DELAY", value_name = "DURATION")]
     pub(crate) index_delay: Option<String>,
-    /// Time limit of one SQL query [default: 30s].
+    /// Time limit of one query: SQL, PromQL, log search and histogram, Jaeger
+    /// trace search [default: 30s].
     #[arg(long, env = "LUMEN_SQL_TIMEOUT", value_name = "DURATION")]
     pub(crate) sql_timeout: Option<String>,
     /// Query API requests (SQL, search, traces, PromQL) running at once;

@@ -240,6 +240,9 @@ fn the_tail_websocket_takes_a_token_as_a_header_or_a_parameter() {
             .unwrap();
         assert_eq!(res.status().as_u16(), 101);
         // The subscription is live (not refused for the extra parameter).
+        tokio::task::block_in_place(|| {
+            s.wait_tail_subscribers(1, &[("authorization", &format!("Bearer {ADMIN}"))])
+        });
         let code = tokio::task::block_in_place(|| {
             s.client()
                 .post(s.otlp_http_url("/v1/logs"))

@@ -385,8 +385,15 @@ fn attr_terms(map: &MapArray, i: usize, mut f: impl FnMut(&str, &str)) {
 /// The indexed term of one attribute: key and value joined by NUL, which
 /// OTLP keys do not contain in practice.
 fn attr_term(key: &str, value: &str) -> Option<String> {
-    let term = format!("{key}\0{value}");
-    (term.len() <= MAX_ATTR_TERM_BYTES).then_some(term)
+    let len = key.len() + 1 + value.len();
+    if len > MAX_ATTR_TERM_BYTES {
+        return None;
+    }
+    let mut term = String::with_capacity(len);
+    term.push_str(key);
+    term.push('\0');
+    term.push_str(value);
+    Some(term)
 }
 
 /// Builds a segment's index from its batches, in the segment's row order.

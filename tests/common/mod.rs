@@ -175,6 +175,28 @@ impl TestServer {
             .unwrap()
     }
 
+    /// Waits (up to 10 s) until `n` live-tail subscribers are registered:
+    /// a WebSocket upgrade is answered before its subscription starts, so a
+    /// record sent right after connecting may not be tailed. `headers`: a
+    /// token with the `admin` scope when auth is on, or the tenant's
+    /// `X-Scope-OrgID` (the gauge is per tenant).
+    pub fn wait_tail_subscribers(&self, n: usize, headers: &[(&str, &str)]) {
+        let want = format!("lumen_tail_subscribers {n}");
+        let mut seen = String::new();
+        let ok = self.eventually(Duration::from_secs(10), || {
+            let mut req = self.http.get(self.url("/metrics"));
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            seen = req.send().and_then(|r| r.text()).unwrap_or_default();
+            seen.lines().any(|l| l == want)
+        });
+        let line = seen
+            .lines()
+            .find(|l| l.starts_with("lumen_tail_subscribers"));
+        assert!(ok, "expected {n} tail subscribers, got {line:?}");
+    }
+
     /// The value of one unlabelled metric line, e.g. `lumen_segments`.
     pub fn metric(&self, name: &str) -> f64 {
         let text = self.metrics_text();
