@@ -79,6 +79,22 @@ fn media_type(headers: &HeaderMap) -> Result<Encoding> {
 const DRAIN_LIMIT: u64 = 64 << 20;
 
 /// Reads the body, refusing it past `max` bytes on the wire or once decompressed.
+/// Reads and discards a body (up to [`DRAIN_LIMIT`] bytes, within
+/// `timeout`), so a client refused before its body was read gets to read
+/// the answer instead of a reset connection while it is still sending.
+async fn drain(mut body: Body, timeout: std::time::Duration) {
+    let _ = tokio::time::timeout(timeout, async {
+        let mut seen = 0u64;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Vec<u8>> {
     let too_large =
         |what: &str| Error::PayloadTooLarge(format!("{what} exceeds the limit of {max} bytes"));
@@ -209,15 +225,21 @@ where
         let wire = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-        // Reserve before reading so a flood of large bodies cannot pass the budget.
-        let early = collector.reserve(
-            signal,
-            wire.unwrap_or(64 << 10)
-                .min(collector.limits().max_request_bytes),
-        )?;
         // A client that trickles its body (slowloris) holds memory and a
         // connection: it gets until the deadline.
         let limit = collector.limits().body_timeout;
+        // Reserve before reading so a flood of large bodies cannot pass the budget.
+        let early = match collector.reserve(
+            signal,
+            wire.unwrap_or(64 << 10)
+                .min(collector.limits().max_request_bytes),
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                drain(body, limit).await;
+                return Err(e);
+            }
+        };
         let bytes = tokio::time::timeout(
             limit,
             read_body(&headers, body, collector.limits().max_request_bytes),
