@@ -230,6 +230,10 @@ pub(crate) fn replay(dir: &Path, mut on_record: impl FnMut(Replayed)) -> Result<
             max_lsn: [None; 3],
         };
         let file = File::open(&path).map_err(|e| Error::io("opening WAL file", &path, e))?;
+        let file_len = file
+            .metadata()
+            .map_err(|e| Error::io("reading the size of WAL file", &path, e))?
+            .len();
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let mut good_offset = 0u64;
         let mut header = [0u8; HEADER];
@@ -251,6 +255,11 @@ pub(crate) fn replay(dir: &Path, mut on_record: impl FnMut(Replayed)) -> Result<
             let tag = header[16];
             if len > MAX_FRAME {
                 break Some(format!("frame length {len} is implausible"));
+            }
+            // A torn header can claim any length: do not allocate (and
+            // zero) more than the file still holds.
+            if good_offset + (HEADER + len) as u64 > file_len {
+                break Some("frame cut short".into());
             }
             payload.resize(len, 0);
             match read_full(&mut reader, &mut payload) {
@@ -625,6 +634,19 @@ mod tests {
             assert!(check_ipc_lengths(&bytes[..cut]).is_err(), "cut at {cut}");
             assert!(decode_batch(&bytes[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    /// A torn header claiming a huge frame is cut without reading (or
+    /// allocating) what it claims; the good frame before it stays.
+    #[test]
+    fn a_torn_header_claiming_more_than_the_file_is_cut() {
+        let mut file = fuzz_frame(1, 1, &encode_batch(&batch()).expect("encode"));
+        let mut header = vec![0u8; HEADER];
+        header[..4].copy_from_slice(&500_000_000u32.to_le_bytes());
+        header[8] = 2;
+        file.extend_from_slice(&header);
+        file.extend_from_slice(b"a few bytes");
+        assert_eq!(fuzz_replay(&[file]).expect("replays"), 1);
     }
 
     /// Regression (the `wal_replay` fuzz target): a frame of 17 garbage

@@ -78,6 +78,69 @@ pub enum EvalError {
 /// thousands of `(` would overflow the stack of the thread serving it.
 pub const MAX_NESTING: usize = 128;
 
+/// Longest duration (or `@` time) a query may write as a number, in seconds:
+/// about 31 million years, far inside what `Duration` holds.
+const MAX_DURATION_SECONDS: f64 = 1e15;
+
+/// A number written where the parser makes a `Duration` of it (in `[...]`,
+/// after `offset` or `@`) that is too large or too long: promql-parser
+/// panics on them (`x[1e99]`, `x[1222…2299]`, found by fuzzing). Refused
+/// up front, so that a hostile query does not even print a panic.
+fn duration_out_of_range(q: &str) -> Option<String> {
+    let too_big = |w: &str| {
+        let digits = w.chars().filter(char::is_ascii_hexdigit).count();
+        digits > 15
+            || w.parse::<f64>()
+                .is_ok_and(|v| !v.is_finite() || v > MAX_DURATION_SECONDS)
+    };
+    let (mut square, mut quote, mut escaped) = (0usize, None::<char>, false);
+    let mut word = String::new();
+    // Whether the word being read follows `offset` or `@`.
+    let (mut after_keyword, mut keyword_next) = (false, false);
+    for c in q.chars().chain(std::iter::once(' ')) {
+        if let Some(open) = quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' && open != '`' {
+                escaped = true;
+            } else if c == open {
+                quote = None;
+            }
+            continue;
+        }
+        let exponent_sign = (c == '+' || c == '-')
+            && word.starts_with(|d: char| d.is_ascii_digit())
+            && word.ends_with(['e', 'E']);
+        if c.is_alphanumeric() || c == '.' || c == '_' || exponent_sign {
+            if word.is_empty() {
+                after_keyword = keyword_next;
+            }
+            word.push(c);
+            continue;
+        }
+        if !word.is_empty() {
+            if word.starts_with(|d: char| d.is_ascii_digit())
+                && (square > 0 || after_keyword)
+                && too_big(&word)
+            {
+                return Some(word);
+            }
+            keyword_next = word.eq_ignore_ascii_case("offset");
+            word.clear();
+        }
+        match c {
+            '"' | '\'' | '`' => quote = Some(c),
+            '[' => square += 1,
+            ']' => square = square.saturating_sub(1),
+            '@' => keyword_next = true,
+            c if c.is_whitespace() => {}
+            '-' | '+' => {}
+            _ => keyword_next = false,
+        }
+    }
+    None
+}
+
 /// Parses a query, refusing nesting past [`MAX_NESTING`] before the parser
 /// sees it.
 pub fn parse(q: &str) -> Result<promql_parser::parser::Expr, String> {
@@ -113,6 +176,11 @@ pub fn parse(q: &str) -> Result<promql_parser::parser::Expr, String> {
     }
     if max_depth > MAX_NESTING || max_signs > MAX_NESTING {
         return Err(format!("the query nests deeper than {MAX_NESTING} levels"));
+    }
+    if let Some(word) = duration_out_of_range(q) {
+        return Err(format!(
+            "duration {word:?} is out of range (at most {MAX_DURATION_SECONDS:e} seconds)"
+        ));
     }
     // The parser panics on some input (fuzzing found `x[1e99]`: a duration
     // past `Duration`'s range); a panic there is a bad query, not a crash.
@@ -202,10 +270,28 @@ mod tests {
             "5-temperaturx99[1e99]%%",
             "rate(x[1e308])",
             "x offset 1e99",
+            "x99\x0c[1222222222222222222222222222222222299]%%",
+            "x[1e+99]",
+            "x @ 1e99",
+            "x[5m:1e99]",
         ] {
-            assert!(parse(q).is_err(), "{q}");
+            let err = parse(q).expect_err(q);
+            assert!(err.contains("out of range"), "{q}: {err}");
+            assert!(duration_out_of_range(q).is_some(), "{q}");
+        }
+        // Large numbers elsewhere, and in strings, are fine.
+        for q in [
+            "rate(x[5m])",
+            "x[1h30m] offset 1w",
+            "x * 1e99",
+            "x{a=\"[1e99]\"}",
+            "x[90d] @ 1700000000",
+            "sum(x offset 5m) > 1e20",
+        ] {
+            assert_eq!(duration_out_of_range(q), None, "{q}");
         }
         assert!(parse("rate(x[5m])").is_ok());
+        assert!(parse("x * 1e99").is_ok());
     }
 
     /// Enough points for range functions to split the series between two
