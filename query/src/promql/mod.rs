@@ -78,6 +78,28 @@ pub enum EvalError {
 /// thousands of `(` would overflow the stack of the thread serving it.
 pub const MAX_NESTING: usize = 128;
 
+/// The characters of a query, each with whether it is inside a string
+/// literal (the opening quote is not, the closing one is).
+fn chars_and_quoting(q: &str) -> impl Iterator<Item = (char, bool)> + '_ {
+    let (mut quote, mut escaped) = (None::<char>, false);
+    q.chars().map(move |c| {
+        if let Some(open) = quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' && open != '`' {
+                escaped = true;
+            } else if c == open {
+                quote = None;
+            }
+            return (c, true);
+        }
+        if matches!(c, '"' | '\'' | '`') {
+            quote = Some(c);
+        }
+        (c, false)
+    })
+}
+
 /// Longest duration (or `@` time) a query may write as a number, in seconds:
 /// about 31 million years, far inside what `Duration` holds.
 const MAX_DURATION_SECONDS: f64 = 1e15;
@@ -93,19 +115,12 @@ fn duration_out_of_range(q: &str) -> Option<String> {
             || w.parse::<f64>()
                 .is_ok_and(|v| !v.is_finite() || v > MAX_DURATION_SECONDS)
     };
-    let (mut square, mut quote, mut escaped) = (0usize, None::<char>, false);
+    let mut square = 0usize;
     let mut word = String::new();
     // Whether the word being read follows `offset` or `@`.
     let (mut after_keyword, mut keyword_next) = (false, false);
-    for c in q.chars().chain(std::iter::once(' ')) {
-        if let Some(open) = quote {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' && open != '`' {
-                escaped = true;
-            } else if c == open {
-                quote = None;
-            }
+    for (c, quoted) in chars_and_quoting(q).chain(std::iter::once((' ', false))) {
+        if quoted {
             continue;
         }
         let exponent_sign = (c == '+' || c == '-')
@@ -129,7 +144,6 @@ fn duration_out_of_range(q: &str) -> Option<String> {
             word.clear();
         }
         match c {
-            '"' | '\'' | '`' => quote = Some(c),
             '[' => square += 1,
             ']' => square = square.saturating_sub(1),
             '@' => keyword_next = true,
@@ -145,21 +159,11 @@ fn duration_out_of_range(q: &str) -> Option<String> {
 /// sees it.
 pub fn parse(q: &str) -> Result<promql_parser::parser::Expr, String> {
     let (mut depth, mut max_depth, mut signs, mut max_signs) = (0usize, 0usize, 0usize, 0usize);
-    let mut quote: Option<char> = None;
-    let mut escaped = false;
-    for c in q.chars() {
-        if let Some(open) = quote {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' && open != '`' {
-                escaped = true;
-            } else if c == open {
-                quote = None;
-            }
+    for (c, quoted) in chars_and_quoting(q) {
+        if quoted {
             continue;
         }
         match c {
-            '"' | '\'' | '`' => quote = Some(c),
             '(' | '[' | '{' => {
                 depth += 1;
                 max_depth = max_depth.max(depth);
