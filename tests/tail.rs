@@ -50,15 +50,6 @@ fn next_frame(rt: &tokio::runtime::Runtime, ws: &mut Ws, wait: Duration) -> Opti
     })
 }
 
-fn wait_subscribers(server: &TestServer, n: f64) {
-    assert!(
-        server.eventually(Duration::from_secs(10), || server
-            .metric("lumen_tail_subscribers")
-            == n),
-        "expected {n} tail subscribers"
-    );
-}
-
 /// Reads frames until `want` records arrived (or 30 s passed): records and
 /// the sum of `dropped` counts.
 fn collect(rt: &tokio::runtime::Runtime, ws: &mut Ws, want: usize) -> (Vec<Value>, u64) {
@@ -108,7 +99,7 @@ fn a_tail_sees_exactly_the_matching_records_in_order() {
         ],
     );
     let mut all = connect(&rt, &server, &[]);
-    wait_subscribers(&server, 2.0);
+    server.wait_tail_subscribers(2, &[]);
 
     // Through the SDK, one request per record: acknowledgement order is
     // emission order.
@@ -168,7 +159,7 @@ fn a_tail_sees_exactly_the_matching_records_in_order() {
     // Closing unsubscribes.
     rt.block_on(ws.close(None)).unwrap();
     rt.block_on(all.close(None)).unwrap();
-    wait_subscribers(&server, 0.0);
+    server.wait_tail_subscribers(0, &[]);
 }
 
 fn post(server: &TestServer, path: &str, body: &Value) {
@@ -208,7 +199,7 @@ fn span_and_metric_tails_filter_on_the_server() {
         &server,
         &[("signal", "metrics"), ("metric", "queue.depth")],
     );
-    wait_subscribers(&server, 3.0);
+    server.wait_tail_subscribers(3, &[]);
 
     let now = 1_750_000_000_000_000_000u64;
     let mut spans = Vec::new();
@@ -284,7 +275,7 @@ fn a_client_that_stops_reading_is_told_what_it_missed_and_ingest_goes_on() {
     let server = TestServer::start_with(&["--tail-buffer", "200", "--tail-max-rate", "1000000"]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut ws = connect(&rt, &server, &[("signal", "logs")]);
-    wait_subscribers(&server, 1.0);
+    server.wait_tail_subscribers(1, &[]);
 
     // The client reads nothing while 24,000 records of 2 KB arrive.
     let filler = "x".repeat(2000);
@@ -339,7 +330,7 @@ fn a_subscriber_examines_at_most_its_rate_the_rest_is_reported_dropped() {
     let server = TestServer::start_with(&["--tail-max-rate", "1000"]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut ws = connect(&rt, &server, &[("signal", "logs")]);
-    wait_subscribers(&server, 1.0);
+    server.wait_tail_subscribers(1, &[]);
     let batch = |b: usize, n: usize| {
         let records: Vec<Value> = (0..n)
             .map(|i| json!({"timeUnixNano": (1_750_000_000_000_000_000u64 + (b * 10_000 + i) as u64).to_string(),
@@ -397,7 +388,7 @@ fn bad_tail_requests_are_refused_clearly() {
 
     // One subscriber allowed: the second is refused, the first keeps working.
     let _first = connect(&rt, &server, &[]);
-    wait_subscribers(&server, 1.0);
+    server.wait_tail_subscribers(1, &[]);
     let mut second = connect(&rt, &server, &[]);
     let f = next_frame(&rt, &mut second, Duration::from_secs(5)).unwrap();
     assert_eq!(f["type"], "error");

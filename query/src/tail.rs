@@ -132,9 +132,10 @@ const METRIC_COLUMNS: &[(&str, &str)] = &[
 /// What a subscriber wants to see.
 #[derive(Debug, Clone)]
 pub enum Filter {
-    Logs(Query),
+    /// Compiled once per subscription, not per batch.
+    Logs(Matcher),
     Spans {
-        query: Query,
+        query: Matcher,
         min_duration: Option<i64>,
         error: Option<bool>,
     },
@@ -188,7 +189,8 @@ impl Filter {
         match p.get("signal").map_or("logs", String::as_str) {
             "logs" => {
                 only(&["q"], "logs")?;
-                Ok(Filter::Logs(q(lang::Target::Logs).map_err(Error::Syntax)?))
+                let query = q(lang::Target::Logs).map_err(Error::Syntax)?;
+                Ok(Filter::Logs(Matcher::new(Signal::Logs, &query)))
             }
             "spans" => {
                 only(
@@ -218,12 +220,13 @@ impl Filter {
                 };
                 // No conditions at all match everything.
                 all.retain(|q| *q != Query::All);
+                let query = if all.is_empty() {
+                    Query::All
+                } else {
+                    Query::And(all)
+                };
                 Ok(Filter::Spans {
-                    query: if all.is_empty() {
-                        Query::All
-                    } else {
-                        Query::And(all)
-                    },
+                    query: Matcher::new(Signal::Spans, &query),
                     min_duration,
                     error,
                 })
@@ -245,10 +248,7 @@ impl Filter {
     pub fn records(&self, batch: &RecordBatch) -> Result<Vec<Map<String, Value>>> {
         let n = batch.num_rows();
         let keep: Vec<u32> = match self {
-            Filter::Logs(Query::All) => (0..n as u32).collect(),
-            Filter::Logs(q) => Matcher::new(Signal::Logs, q)
-                .matching_rows(batch)
-                .map_err(internal)?,
+            Filter::Logs(matcher) => matcher.matching_rows(batch).map_err(internal)?,
             Filter::Spans {
                 query,
                 min_duration,
@@ -259,14 +259,13 @@ impl Filter {
                     .and_then(|c| c.as_primitive_opt::<Int64Type>())
                     .ok_or_else(|| Error::Internal("spans duration_ns missing".into()))?;
                 let status = str_col(batch, "status_code")?;
-                let matcher = Matcher::new(Signal::Spans, query);
-                let cols = matcher.bind(batch).map_err(internal)?;
+                let cols = query.bind(batch).map_err(internal)?;
                 let mut scratch = String::new();
                 (0..n)
                     .filter(|&i| {
                         min_duration.is_none_or(|m| duration.value(i) >= m)
                             && error.is_none_or(|e| (status.value(i) == "STATUS_CODE_ERROR") == e)
-                            && matcher.matches(&cols, i, &mut scratch)
+                            && query.matches(&cols, i, &mut scratch)
                     })
                     .map(|i| i as u32)
                     .collect()

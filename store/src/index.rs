@@ -1187,8 +1187,9 @@ pub fn matches_row(q: &Query, row: &RowView) -> bool {
     }
 }
 
-/// The [`RowView`]s of a batch of `signal` (logs or spans), for evaluating
-/// queries by scan: over the fresh buffer, and as the reference in tests.
+/// The [`RowView`]s of a batch of `signal` (logs or spans): the brute-force
+/// reference the property test holds the index and [`crate::scan::Matcher`]
+/// (which scans without these copies) to.
 pub fn row_views(signal: Signal, batch: &RecordBatch) -> Result<Vec<RowView>> {
     if !indexed(signal) {
         return Err(Error::Corrupt("metrics have no search".into()));
