@@ -6,7 +6,9 @@
 #   2. overload: OVERLOAD_RATE records/s offered over 16 connections for
 #      OVERLOAD seconds;
 #   3. recovery: 30 s at a quarter of RATE, which must see no refusals.
-# RSS and the budget gauge are sampled every 2 s into $OUT/samples.tsv.
+# RSS, the budget gauge and the count of segments not indexed yet (the
+# compaction backlog: bounded only if indexing keeps up with the rate) are
+# sampled every 2 s into $OUT/samples.tsv.
 # Not part of CI.
 #   RATE=150000 SOAK=600 OVERLOAD_RATE=400000 OVERLOAD=120 ./scripts/soak.sh
 set -euo pipefail
@@ -29,14 +31,19 @@ SERVER=$!
 until curl -sf 127.0.0.1:27070/health > /dev/null; do sleep 0.2; done
 
 rss() { awk '/VmRSS/ {print int($2 / 1024)}' "/proc/$SERVER/status"; }
-used() { curl -sf 127.0.0.1:27070/metrics | awk '/^lumen_memory_budget_used_bytes/ {print int($2 / 1048576)}'; }
+gauges() { # budget use (MiB), segments not indexed yet
+  curl -sf 127.0.0.1:27070/metrics | awk '/^lumen_memory_budget_used_bytes/ {u = int($2 / 1048576)}
+    /^lumen_segments_unindexed/ {x += $2} END {printf "%d\t%d", u, x}'
+}
 ( while kill -0 "$SERVER" 2>/dev/null; do
-    printf '%s\t%s\t%s\t%s\n' "$(date +%s)" "$(cat "$OUT/phase" 2>/dev/null || echo start)" "$(rss)" "$(used)"
+    printf '%s\t%s\t%s\t%s\n' "$(date +%s)" "$(cat "$OUT/phase" 2>/dev/null || echo start)" "$(rss)" "$(gauges)"
     sleep 2
   done ) > "$OUT/samples.tsv" &
-summary() { # phase → start, peak and end RSS and peak budget use (MiB)
-  awk -F'\t' -v p="$1" '$2 == p { if (!n++) first = $3; last = $3; if ($3 > peak) peak = $3; if ($4 > bpeak) bpeak = $4 }
-    END { printf "%s: rss_start_mib=%d rss_peak_mib=%d rss_end_mib=%d budget_used_peak_mib=%d samples=%d\n", p, first, peak, last, bpeak, n }' "$OUT/samples.tsv"
+summary() { # phase → RSS start, peak and end, peak budget use (MiB), backlog
+  awk -F'\t' -v p="$1" '$2 == p { if (!n++) { first = $3; ufirst = $5 } last = $3; ulast = $5
+      if ($3 > peak) peak = $3; if ($4 > bpeak) bpeak = $4; if ($5 > upeak) upeak = $5 }
+    END { printf "%s: rss_start_mib=%d rss_peak_mib=%d rss_end_mib=%d budget_used_peak_mib=%d unindexed_start=%d unindexed_peak=%d unindexed_end=%d samples=%d\n",
+      p, first, peak, last, bpeak, ufirst, upeak, ulast, n }' "$OUT/samples.tsv"
 }
 echo "rss at start: $(rss) MiB"
 

@@ -58,6 +58,14 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         ..StoreConfig::new(&data_dir)
     };
     store_config.compaction.index_delay = config.index_delay;
+    // Test hook (crash tests): concatenate indexed segments however small,
+    // so a test reaches that path with a few records.
+    if let Some(rows) = std::env::var("LUMEN_TEST_CONCAT_MIN_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        store_config.compaction.concat_min_rows = rows;
+    }
     let auth = Arc::new(config.auth()?);
     let tenant_names = auth.tenants();
     let max_tenants = config.max_tenants;

@@ -169,6 +169,33 @@ fn a_crash_at_any_step_of_a_compaction_loses_and_duplicates_nothing() {
 }
 
 #[test]
+fn a_crash_while_concatenating_indexed_segments_loses_and_duplicates_nothing() {
+    for point in ["concat-parquet-written", "concat-index-written"] {
+        // Every flush is indexed alone after a second; four indexed segments
+        // of one size are then concatenated (however small, by the hook).
+        let server = TestServer::start_with_env(
+            &["--flush-interval", "1s", "--index-delay", "1s"],
+            &[
+                ("LUMEN_TEST_CRASH_AT", point),
+                ("LUMEN_TEST_CONCAT_MIN_ROWS", "1"),
+            ],
+        );
+        let t = now_ns();
+        let mut acked = Vec::new();
+        for round in 0..8 {
+            let b = batch(&format!("{point}-{round}"), 100);
+            if !post(&server, &b, t + round) {
+                break;
+            }
+            acked.extend(b);
+            std::thread::sleep(Duration::from_millis(2500));
+        }
+        wait_for_crash(&server, point);
+        check_after_restart(server, &acked, &[], point);
+    }
+}
+
+#[test]
 fn a_crash_in_retention_keeps_live_data_and_drops_expired_data_for_good() {
     let point = "retention-after-commit";
     let server = TestServer::start_with_env(

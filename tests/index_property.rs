@@ -1,10 +1,12 @@
 //! Index = scan, property-tested: random OTLP logs and spans go through the
 //! real converter and store (WAL, flush, sorted Parquet segment, tantivy
-//! index); random queries answered from each segment's index must return
-//! exactly the rows a brute-force scan of the segment's Parquet file returns.
+//! index, concatenation of indexed segments); random queries answered from
+//! each segment's index must return exactly the rows a brute-force scan of
+//! the segment's Parquet file returns.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -386,7 +388,7 @@ fn check_segments(
             c.as_primitive::<datafusion::arrow::datatypes::Int64Type>()
                 .clone()
         });
-        for _ in 0..500 {
+        for _ in 0..300 {
             let q = query(rng, signal, &rows, 2);
             let from_index = idx.search(&q).unwrap();
             assert_eq!(in_memory.search(&q).unwrap(), from_index);
@@ -430,24 +432,34 @@ fn index_answers_equal_a_brute_force_scan() {
         .build()
         .unwrap();
     let mut checked = Checked::default();
+    let mut concatenated = 0;
     for seed in 1..=12u64 {
         let mut rng = Rng(seed);
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let mut config = StoreConfig::new(dir.path());
+        // Every merge of indexed segments concatenates them, however small.
+        config.compaction.concat_min_rows = 1;
+        config.compaction.min_inputs = 2;
+        let store = Store::open(config).unwrap();
         let trace_ids: Vec<Vec<u8>> = (0..20).map(|_| id(&mut rng, 16)).collect();
         for _ in 0..4 {
-            let logs = lumen_collector::convert::logs(&logs_request(&mut rng, &trace_ids)).unwrap();
-            let spans =
-                lumen_collector::convert::spans(&spans_request(&mut rng, &trace_ids)).unwrap();
-            rt.block_on(async {
-                store.append(Signal::Logs, logs.batch).await.unwrap();
-                store.append(Signal::Spans, spans.batch).await.unwrap();
-            });
-            // Several flushes: several segments, each with its own index.
-            store.flush_all().unwrap();
+            for _ in 0..2 {
+                let logs =
+                    lumen_collector::convert::logs(&logs_request(&mut rng, &trace_ids)).unwrap();
+                let spans =
+                    lumen_collector::convert::spans(&spans_request(&mut rng, &trace_ids)).unwrap();
+                rt.block_on(async {
+                    store.append(Signal::Logs, logs.batch).await.unwrap();
+                    store.append(Signal::Spans, spans.batch).await.unwrap();
+                });
+                // Several flushes: several segments.
+                store.flush_all().unwrap();
+            }
+            // Flushed segments get their index from compaction (a rewrite);
+            // indexed ones of about one size are then concatenated.
+            store.compact_all().unwrap();
         }
-        // Flushed segments get their index from compaction.
-        store.compact_all().unwrap();
+        concatenated += store.metrics().concatenations.load(Ordering::Relaxed);
         check_segments(&store, Signal::Logs, &mut rng, seed, &mut checked);
         check_segments(&store, Signal::Spans, &mut rng, seed, &mut checked);
     }
@@ -458,6 +470,7 @@ fn index_answers_equal_a_brute_force_scan() {
         selective,
     } = checked;
     assert!(total > 10_000, "only {total} queries checked");
+    assert!(concatenated >= 12, "only {concatenated} concatenations");
     assert!(
         some * 2 > total && selective * 2 > total,
         "{some} matched, {selective} selective of {total}"

@@ -45,6 +45,10 @@ pub struct CompactionConfig {
     /// cost ingest three quarters of its rate); compaction builds it. A
     /// flushed segment this old is compacted, alone if need be, for its index.
     pub index_delay: Duration,
+    /// Indexed segments of at least this many rows each are merged by
+    /// concatenation ([`segment::concat`]); smaller ones are rewritten, since
+    /// concatenation keeps their small row groups.
+    pub concat_min_rows: u64,
 }
 
 impl Default for CompactionConfig {
@@ -58,6 +62,7 @@ impl Default for CompactionConfig {
             max_inputs: 16,
             pause: Duration::from_millis(500),
             index_delay: Duration::from_secs(30),
+            concat_min_rows: segment::CONCAT_MIN_ROWS,
         }
     }
 }
@@ -202,24 +207,42 @@ pub(crate) fn merge(shared: &Shared, signal: Signal, group: &[Arc<SegmentMeta>])
         .first()
         .map(|s| s.partition.clone())
         .ok_or_else(|| Error::Corrupt("empty merge".into()))?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("starting the compaction runtime", dir, e))?;
-    let mut stream = merged_stream(objects, signal, group)?;
-    let batches = std::iter::from_fn(|| {
-        rt.block_on(stream.next())
-            .map(|r| r.map_err(|e| Error::Corrupt(format!("merging segments: {e}"))))
-    });
-    let merged = vec![segment::write_sorted(
-        objects,
-        signal,
-        batches,
-        &partition,
-        (min_lsn, max_lsn),
-        segment::COMPACT_ZSTD_LEVEL,
-        true,
-    )?];
+    // Indexed segments were sorted and indexed by an earlier merge: append
+    // them to each other rather than sort, encode and index their rows again.
+    let concatenable = crate::index::indexed(signal)
+        && group.len() >= 2
+        && group
+            .iter()
+            .all(|s| s.index_bytes > 0 && s.rows >= shared.config.compaction.concat_min_rows);
+    let concatenated = if concatenable {
+        segment::concat(objects, signal, group, &partition, (min_lsn, max_lsn))?
+    } else {
+        None
+    };
+    let concat = concatenated.is_some();
+    let merged = match concatenated {
+        Some(m) => vec![m],
+        None => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::io("starting the compaction runtime", dir, e))?;
+            let mut stream = merged_stream(objects, signal, group)?;
+            let batches = std::iter::from_fn(|| {
+                rt.block_on(stream.next())
+                    .map(|r| r.map_err(|e| Error::Corrupt(format!("merging segments: {e}"))))
+            });
+            vec![segment::write_sorted(
+                objects,
+                signal,
+                batches,
+                &partition,
+                (min_lsn, max_lsn),
+                segment::COMPACT_ZSTD_LEVEL,
+                true,
+            )?]
+        }
+    };
     crate::crash_point("compaction-before-commit");
     let paths: std::collections::HashSet<&str> = group.iter().map(|s| s.path.as_str()).collect();
     {
@@ -261,12 +284,16 @@ pub(crate) fn merge(shared: &Shared, signal: Signal, group: &[Arc<SegmentMeta>])
         %partition,
         inputs = group.len(),
         rows,
+        how = if concat { "concatenated" } else { "rewritten" },
         seconds = format!("{seconds:.1}"),
         rows_per_s = (rows as f64 / seconds.max(1e-9)) as u64,
         "merged segments"
     );
     let m = &shared.metrics;
     m.compactions.fetch_add(1, Ordering::Relaxed);
+    if concat {
+        m.concatenations.fetch_add(1, Ordering::Relaxed);
+    }
     m.compacted_rows
         .fetch_add(group.iter().map(|s| s.rows).sum(), Ordering::Relaxed);
     m.compaction_seconds

@@ -199,6 +199,9 @@ fn analyzer() -> TextAnalyzer {
 }
 
 struct Fields {
+    /// The row in the segment the document was indexed for: orders the
+    /// writer's parts in [`Builder::finish`]. Readers use document ids, which
+    /// stay rows when indexes are concatenated (this field does not).
     row: Field,
     body: Option<Field>,
     severity: Option<Field>,
@@ -542,6 +545,57 @@ impl Builder {
     }
 }
 
+/// Writes to `out` (not synced) the index of the concatenation of segments
+/// whose index bundles are `bundles`, in that order, and returns its length;
+/// `None` if an input can't be concatenated (a bundle of an early format or
+/// with other than one part): then the caller rebuilds the index.
+///
+/// tantivy merges the inputs' postings, term dictionaries and fast fields
+/// without analysing any text again, and numbers the documents in the order
+/// given, so document ids stay rows. This is what makes compaction index each
+/// row once: only the first merge of flushed segments builds an index.
+pub(crate) fn concat(
+    signal: Signal,
+    bundles: Vec<FileSlice>,
+    scratch: &Path,
+    out: &Path,
+) -> Result<Option<u64>> {
+    let (current, _) = schema(signal)?;
+    let mut indexes = Vec::with_capacity(bundles.len());
+    for bundle in bundles {
+        let index = Bundle::open(bundle)?;
+        if index.schema() != current || index.searchable_segment_metas()?.len() != 1 {
+            return Ok(None);
+        }
+        indexes.push(index);
+    }
+    std::fs::create_dir_all(scratch).map_err(|e| Error::io("creating", scratch, e))?;
+    let dir = tempfile::Builder::new()
+        .prefix("concat-")
+        .tempdir_in(scratch)
+        .map_err(|e| Error::io("creating a scratch directory in", scratch, e))?;
+    let mmap = MmapDirectory::open(dir.path())
+        .map_err(|e| Error::Corrupt(format!("opening scratch index directory: {e}")))?;
+    let merged = tantivy::indexer::merge_indices(&indexes, mmap)?;
+    Bundle::write(&merged, dir.path(), out).map(Some)
+}
+
+/// A bundle in a local file, read on demand (see [`SegmentIndex::open_file`]).
+pub(crate) fn bundle_file(path: &Path) -> Result<FileSlice> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io("opening", path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("reading the size of", path, e))?
+        .len();
+    let len = usize::try_from(len).map_err(|_| Error::Corrupt("index too large".into()))?;
+    Ok(FileSlice::new(std::sync::Arc::new(LocalFile { file, len })))
+}
+
+/// A bundle held in memory.
+pub(crate) fn bundle_bytes(bytes: &[u8]) -> FileSlice {
+    FileSlice::from(bytes.to_vec())
+}
+
 /// One file holding a whole tantivy index:
 ///
 /// ```text
@@ -755,45 +809,39 @@ pub struct SegmentIndex {
     fields: Fields,
     /// The index has the `time` (and spans' `duration`) fast fields.
     timed: bool,
-    /// Document ids equal rows (one tantivy segment, parts merged in
-    /// order), so a row's fast fields are read directly; checked once.
-    doc_is_row: std::sync::OnceLock<bool>,
+    /// One tantivy segment, whose document ids are the segment's rows: every
+    /// bundle is written so ([`Builder::finish`] merges its parts in row
+    /// order, [`concat`] appends whole indexes in row order). Only bundles of
+    /// an early version may have several; their rows come from the `row` field.
+    doc_is_row: bool,
 }
 
 impl SegmentIndex {
     /// Opens an index bundle of a segment of `signal` held in memory.
     pub fn open(signal: Signal, bundle: &[u8]) -> Result<Self> {
-        Self::open_slice(signal, FileSlice::from(bundle.to_vec()))
+        Self::open_slice(signal, bundle_bytes(bundle))
     }
 
     /// Opens the index bundle in a local file, reading it on demand.
     pub fn open_file(signal: Signal, path: &Path) -> Result<Self> {
-        let file = std::fs::File::open(path).map_err(|e| Error::io("opening", path, e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io("reading the size of", path, e))?
-            .len();
-        let len = usize::try_from(len).map_err(|_| Error::Corrupt("index too large".into()))?;
-        Self::open_slice(
-            signal,
-            FileSlice::new(std::sync::Arc::new(LocalFile { file, len })),
-        )
+        Self::open_slice(signal, bundle_file(path)?)
     }
 
     fn open_slice(signal: Signal, bundle: FileSlice) -> Result<Self> {
         let index = Bundle::open(bundle)?;
         let (_, fields) = schema(signal)?;
         let timed = index.schema().get_field("time").is_ok();
-        let reader = index
+        let reader: tantivy::IndexReader = index
             .reader_builder()
             .reload_policy(tantivy::ReloadPolicy::Manual)
             .try_into()?;
+        let doc_is_row = reader.searcher().segment_readers().len() == 1;
         Ok(SegmentIndex {
             index,
             reader,
             fields,
             timed,
-            doc_is_row: std::sync::OnceLock::new(),
+            doc_is_row,
         })
     }
 
@@ -824,10 +872,8 @@ impl SegmentIndex {
         }
         let set = self.eval(q)?;
         let searcher = self.reader.searcher();
-        let single = searcher.segment_readers().len() == 1;
         for seg in searcher.segment_readers() {
             let ff = seg.fast_fields();
-            let rows = ff.u64("row")?;
             let time = ff.i64("time")?;
             let duration = match self.fields.duration {
                 Some(_) => Some(ff.i64("duration")?),
@@ -838,13 +884,10 @@ impl SegmentIndex {
                 time: time.first(doc).unwrap_or(i64::MIN),
                 duration: duration.as_ref().and_then(|d| d.first(doc)).unwrap_or(0),
             };
-            let doc_is_row = single
-                && *self.doc_is_row.get_or_init(|| {
-                    (0..seg.max_doc()).all(|d| rows.first(d) == Some(u64::from(d)))
-                });
-            if doc_is_row {
+            if self.doc_is_row {
                 set.for_each(|r| f(timed(r, r)));
             } else {
+                let rows = ff.u64("row")?;
                 for doc in 0..seg.max_doc() {
                     if let Some(row) = rows.first(doc).and_then(|r| u32::try_from(r).ok())
                         && set.contains(row)
@@ -915,10 +958,13 @@ impl SegmentIndex {
             }
             leaf => match self.leaf(leaf) {
                 None => RowSet::empty(n),
-                Some(query) => self
-                    .reader
-                    .searcher()
-                    .search(&*query, &RowCollector { rows: n })?,
+                Some(query) => self.reader.searcher().search(
+                    &*query,
+                    &RowCollector {
+                        rows: n,
+                        doc_is_row: self.doc_is_row,
+                    },
+                )?,
             },
         })
     }
@@ -1077,13 +1123,15 @@ impl RowSet {
     }
 }
 
-/// Collects the `row` fast field of every match into a [`RowSet`].
+/// Collects the rows of every match into a [`RowSet`]: their document ids,
+/// or for an early multi-segment bundle their `row` fast field.
 struct RowCollector {
     rows: u32,
+    doc_is_row: bool,
 }
 
 struct RowSegmentCollector {
-    column: tantivy::columnar::Column<u64>,
+    column: Option<tantivy::columnar::Column<u64>>,
     set: RowSet,
 }
 
@@ -1092,8 +1140,13 @@ impl Collector for RowCollector {
     type Child = RowSegmentCollector;
 
     fn for_segment(&self, _ord: u32, segment: &SegmentReader) -> tantivy::Result<Self::Child> {
+        let column = if self.doc_is_row {
+            None
+        } else {
+            Some(segment.fast_fields().u64("row")?)
+        };
         Ok(RowSegmentCollector {
-            column: segment.fast_fields().u64("row")?,
+            column,
             set: RowSet::empty(self.rows),
         })
     }
@@ -1115,8 +1168,13 @@ impl SegmentCollector for RowSegmentCollector {
     type Fruit = RowSet;
 
     fn collect(&mut self, doc: DocId, _score: tantivy::Score) {
-        if let Some(row) = self.column.first(doc) {
-            self.set.insert(row as u32);
+        match &self.column {
+            None => self.set.insert(doc),
+            Some(column) => {
+                if let Some(row) = column.first(doc) {
+                    self.set.insert(row as u32);
+                }
+            }
         }
     }
 

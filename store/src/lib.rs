@@ -1275,15 +1275,151 @@ mod compaction_tests {
         store.close().expect("close");
     }
 
+    /// One flushed segment of `rows`, then indexed by a rewrite of it alone.
+    fn indexed_segment(store: &Store, rt: &tokio::runtime::Runtime, rows: &[(&str, i64, &str)]) {
+        let before: Vec<String> = store
+            .snapshot(Signal::Logs)
+            .segments
+            .iter()
+            .map(|s| s.path.clone())
+            .collect();
+        rt.block_on(store.append(Signal::Logs, partition_tests::rows(rows)))
+            .expect("append");
+        store.flush_all().expect("flush");
+        let fresh: Vec<Arc<SegmentMeta>> = store
+            .snapshot(Signal::Logs)
+            .segments
+            .into_iter()
+            .filter(|s| !before.contains(&s.path))
+            .collect();
+        assert_eq!(fresh.len(), 1);
+        compact::merge(&store.shared, Signal::Logs, &fresh).expect("index it");
+    }
+
+    #[test]
+    fn indexed_segments_are_concatenated_not_rewritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, rt) = driven_store_with(dir.path(), |c| c.compaction.concat_min_rows = 1);
+        let t = 1_700_000_000_000_000_000i64;
+        // Sorted by service, a rewrite would put the second segment's `api`
+        // rows first; a concatenation keeps each input's rows in place.
+        indexed_segment(
+            &store,
+            &rt,
+            &[("web", t + 2, "alpha one"), ("web", t + 1, "alpha two")],
+        );
+        indexed_segment(
+            &store,
+            &rt,
+            &[
+                ("api", t + 9, "beta one"),
+                ("api", t + 3, "beta two"),
+                ("api", t + 4, "gamma"),
+            ],
+        );
+        let inputs = store.snapshot(Signal::Logs).segments;
+        assert_eq!(inputs.len(), 2);
+        assert!(inputs.iter().all(|s| s.index_bytes > 0));
+        let mut group = inputs.clone();
+        group.sort_by_key(|s| s.min_lsn);
+        compact::merge(&store.shared, Signal::Logs, &group).expect("merge");
+        assert_eq!(
+            store.shared.metrics.concatenations.load(Ordering::Relaxed),
+            1
+        );
+        let after = store.snapshot(Signal::Logs).segments;
+        assert_eq!(after.len(), 1);
+        let seg = &after[0];
+        assert_eq!((seg.rows, seg.min_time, seg.max_time), (5, t + 1, t + 9));
+        let bodies = partition_tests::segment_bodies(store.objects(), &seg.path);
+        assert_eq!(
+            bodies,
+            ["alpha two", "alpha one", "beta two", "gamma", "beta one"]
+        );
+        // The file is whole: the Arrow schema (time zones) is kept, and the
+        // statistics, page index and row groups of both inputs are there.
+        let file = std::fs::File::open(store.data_dir().join(&seg.path)).expect("open");
+        let reader =
+            datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new_with_options(
+                file,
+                datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions::new()
+                    .with_page_index_policy(datafusion::parquet::file::metadata::PageIndexPolicy::Required),
+            )
+            .expect("parquet with a page index");
+        assert_eq!(reader.schema().fields(), Signal::Logs.schema().fields());
+        let meta = reader.metadata();
+        assert_eq!(meta.num_row_groups(), 2);
+        assert!(meta.row_group(1).column(0).statistics().is_some());
+        // The merged index numbers rows as the file does.
+        let index = store.segment_index(seg).expect("index").expect("has one");
+        assert_eq!(index.num_rows(), 5);
+        assert_eq!(
+            index
+                .search(&index::Query::Text("beta".into()))
+                .expect("search"),
+            [2, 4]
+        );
+        assert_eq!(
+            index
+                .search(&index::Query::Text("alpha one".into()))
+                .expect("search"),
+            [1]
+        );
+        let timed = index
+            .search_timed(&index::Query::Text("gamma".into()))
+            .expect("search")
+            .expect("times");
+        assert_eq!((timed[0].row, timed[0].time), (3, t + 4));
+        drop((inputs, group, after));
+        sweep_graveyard(&store.shared);
+        let seg = store.snapshot(Signal::Logs).segments[0].clone();
+        assert_only_files_of(&store, &seg);
+        store.close().expect("close");
+        let store = Store::open(StoreConfig::new(dir.path())).expect("reopen");
+        assert_eq!(store.snapshot(Signal::Logs).segments[0].path, seg.path);
+    }
+
+    #[test]
+    fn small_indexed_segments_are_rewritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, rt) = driven_store(dir.path());
+        let t = 1_700_000_000_000_000_000i64;
+        indexed_segment(&store, &rt, &[("web", t + 2, "alpha")]);
+        indexed_segment(&store, &rt, &[("api", t + 9, "beta")]);
+        let mut group = store.snapshot(Signal::Logs).segments;
+        group.sort_by_key(|s| s.min_lsn);
+        compact::merge(&store.shared, Signal::Logs, &group).expect("merge");
+        assert_eq!(
+            store.shared.metrics.concatenations.load(Ordering::Relaxed),
+            0
+        );
+        let seg = &store.snapshot(Signal::Logs).segments[0];
+        // Sorted again, by service: `api` first.
+        assert_eq!(
+            partition_tests::segment_bodies(store.objects(), &seg.path),
+            ["beta", "alpha"]
+        );
+        drop(group);
+        store.close().expect("close");
+    }
+
     /// A store whose background compactor stays out of the way (the test
     /// drives compaction), and a runtime to append with.
     fn driven_store(dir: &Path) -> (Arc<Store>, tokio::runtime::Runtime) {
+        driven_store_with(dir, |_| {})
+    }
+
+    fn driven_store_with(
+        dir: &Path,
+        tweak: impl FnOnce(&mut StoreConfig),
+    ) -> (Arc<Store>, tokio::runtime::Runtime) {
         let mut cfg = StoreConfig {
             flush_interval: Duration::from_secs(3600),
             ..StoreConfig::new(dir)
         };
         cfg.compaction.min_inputs = usize::MAX;
         cfg.compaction.index_delay = Duration::MAX;
+        tweak(&mut cfg);
         let store = Store::open(cfg).expect("open");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -68,6 +68,8 @@ pub struct Metrics {
     pub wal_bytes: AtomicU64,
     pub segments_written: AtomicU64,
     pub compactions: AtomicU64,
+    /// Compactions that concatenated indexed segments rather than rewrite them.
+    pub concatenations: AtomicU64,
     /// Rows written by flushes and by compactions (throughput = rows / seconds).
     pub flushed_rows: AtomicU64,
     pub compacted_rows: AtomicU64,
@@ -91,6 +93,7 @@ impl Default for Metrics {
             wal_bytes: AtomicU64::new(0),
             segments_written: AtomicU64::new(0),
             compactions: AtomicU64::new(0),
+            concatenations: AtomicU64::new(0),
             flushed_rows: AtomicU64::new(0),
             compacted_rows: AtomicU64::new(0),
             flush_seconds: Histogram::new(LATENCY_BOUNDS),
@@ -161,6 +164,11 @@ impl Metrics {
             out,
             "# HELP lumen_compactions_total Merges of small segments into larger ones.\n# TYPE lumen_compactions_total counter\nlumen_compactions_total {}",
             self.compactions.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP lumen_compactions_concatenated_total Compactions that appended indexed segments to each other (column chunks copied, indexes merged) instead of rewriting their rows.\n# TYPE lumen_compactions_concatenated_total counter\nlumen_compactions_concatenated_total {}",
+            self.concatenations.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

@@ -7,7 +7,12 @@ use datafusion::arrow::array::{Array, Int64Array, RecordBatch, TimestampNanoseco
 use datafusion::arrow::compute::{self, SortColumn, interleave_record_batch, lexsort_to_indices};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, Encoding, ZstdLevel};
+use datafusion::parquet::bloom_filter::Sbbf;
+use datafusion::parquet::column::writer::ColumnCloseResult;
+use datafusion::parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use datafusion::parquet::file::reader::ChunkReader;
+use datafusion::parquet::file::writer::SerializedFileWriter;
 
 use crate::catalog::SegmentMeta;
 use crate::objects::Objects;
@@ -216,27 +221,18 @@ pub(crate) fn write_sorted(
     zstd_level: i32,
     with_index: bool,
 ) -> Result<SegmentMeta> {
-    // Compaction output gets its own name: a lone segment rewritten for its
-    // index covers the same LSNs as its input, and a committed object is
-    // never overwritten (a query may be reading it).
     let created_ns = crate::now_ns();
-    let generation = if with_index {
-        format!(".{created_ns:x}")
-    } else {
-        String::new()
-    };
-    let rel = format!(
-        "segments/{}/{partition}/{min_lsn:020}-{max_lsn:020}{generation}.parquet",
-        signal.table()
+    let rel = segment_key(
+        signal,
+        partition,
+        (min_lsn, max_lsn),
+        with_index,
+        created_ns,
     );
     let idx = crate::catalog::index_path(&rel);
     let result = write_files(objects, signal, batches, &rel, &idx, zstd_level, with_index);
     if result.is_err() {
-        // Nothing names these files yet; don't leave them for the next start.
-        for key in [&rel, &idx] {
-            let _ = std::fs::remove_file(objects.staging_path(key));
-            let _ = objects.delete(key);
-        }
+        abandon(objects, &rel, &idx);
     }
     let (rows, bytes, index_bytes, (mut min_time, mut max_time)) = result?;
     if rows == 0 {
@@ -255,6 +251,214 @@ pub(crate) fn write_sorted(
         index_bytes,
         created_ns,
     })
+}
+
+/// The object key of a new segment. Compaction output gets its own name: a
+/// lone segment rewritten for its index covers the same LSNs as its input,
+/// and a committed object is never overwritten (a query may be reading it).
+fn segment_key(
+    signal: Signal,
+    partition: &str,
+    (min_lsn, max_lsn): (u64, u64),
+    compacted: bool,
+    created_ns: i64,
+) -> String {
+    let generation = if compacted {
+        format!(".{created_ns:x}")
+    } else {
+        String::new()
+    };
+    format!(
+        "segments/{}/{partition}/{min_lsn:020}-{max_lsn:020}{generation}.parquet",
+        signal.table()
+    )
+}
+
+/// Removes what a failed write left of a segment: nothing names it yet, so
+/// it must not stay for the next start.
+fn abandon(objects: &Objects, rel: &str, idx: &str) {
+    for key in [rel, idx] {
+        let _ = std::fs::remove_file(objects.staging_path(key));
+        let _ = objects.delete(key);
+    }
+}
+
+/// Inputs of [`concat`] need at least this many rows each (by default): their
+/// row groups are kept as they are, and small ones compress poorly and bloat
+/// footers, so small segments are merged by rewriting (cheap at their size).
+pub(crate) const CONCAT_MIN_ROWS: u64 = 100_000;
+
+/// Writes the concatenation of `group` (indexed segments of one partition,
+/// in this order) as one segment, without decoding a row: Parquet column
+/// chunks are copied as they are, with their statistics, page indexes and
+/// bloom filters, and the indexes are concatenated ([`crate::index::concat`]).
+/// The result is sorted per input, which is all that queries rely on (row
+/// group statistics and the index prune; nothing assumes a global order).
+/// `None` if the inputs can't be concatenated (formats of different
+/// versions): then the caller merges them by rewriting.
+pub(crate) fn concat(
+    objects: &Objects,
+    signal: Signal,
+    group: &[std::sync::Arc<SegmentMeta>],
+    partition: &str,
+    lsns: (u64, u64),
+) -> Result<Option<SegmentMeta>> {
+    let created_ns = crate::now_ns();
+    let rel = segment_key(signal, partition, lsns, true, created_ns);
+    let idx = crate::catalog::index_path(&rel);
+    let result = concat_files(objects, signal, group, &rel, &idx);
+    if !matches!(result, Ok(Some(_))) {
+        abandon(objects, &rel, &idx);
+    }
+    let Some((bytes, index_bytes)) = result? else {
+        return Ok(None);
+    };
+    Ok(Some(SegmentMeta {
+        signal,
+        partition: partition.to_owned(),
+        path: rel,
+        rows: group.iter().map(|s| s.rows).sum(),
+        bytes,
+        min_time: group.iter().map(|s| s.min_time).min().unwrap_or(i64::MIN),
+        max_time: group.iter().map(|s| s.max_time).max().unwrap_or(i64::MAX),
+        min_lsn: lsns.0,
+        max_lsn: lsns.1,
+        index_bytes,
+        created_ns,
+    }))
+}
+
+/// Parquet and index bytes of the concatenated segment, committed.
+fn concat_files(
+    objects: &Objects,
+    signal: Signal,
+    group: &[std::sync::Arc<SegmentMeta>],
+    rel: &str,
+    idx: &str,
+) -> Result<Option<(u64, u64)>> {
+    let tmp_idx = objects.staging_path(idx);
+    if let Some(dir) = tmp_idx.parent() {
+        fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+    }
+    // The index first: it is where an input of an older format shows.
+    let mut bundles = Vec::with_capacity(group.len());
+    for s in group {
+        let key = s
+            .index_path()
+            .ok_or_else(|| Error::Corrupt(format!("{} has no index to concatenate", s.path)))?;
+        bundles.push(match objects.local_path(&key) {
+            Some(path) => crate::index::bundle_file(&path)?,
+            None => crate::index::bundle_bytes(
+                &objects
+                    .get(&key)?
+                    .ok_or_else(|| Error::Corrupt(format!("index {key} is missing")))?,
+            ),
+        });
+    }
+    if crate::index::concat(signal, bundles, &objects.scratch_dir(), &tmp_idx)?.is_none() {
+        return Ok(None);
+    }
+    let tmp = objects.staging_path(rel);
+    let mut writer: Option<SerializedFileWriter<File>> = None;
+    let mut schema = None;
+    let mut rows = 0u64;
+    for s in group {
+        // One input in memory at a time when objects are remote.
+        let appended = match objects.local_path(&s.path) {
+            Some(path) => {
+                let input = File::open(&path).map_err(|e| Error::io("opening", &path, e))?;
+                append_segment(&input, &mut writer, &tmp, &mut schema, signal)?
+            }
+            None => {
+                let input = objects
+                    .get(&s.path)?
+                    .ok_or_else(|| Error::Corrupt(format!("segment {} is missing", s.path)))?;
+                append_segment(&input, &mut writer, &tmp, &mut schema, signal)?
+            }
+        };
+        match appended {
+            Some(n) if n == s.rows => rows += n,
+            Some(n) => {
+                return Err(Error::Corrupt(format!(
+                    "{} holds {n} rows, the catalog says {}",
+                    s.path, s.rows
+                )));
+            }
+            None => return Ok(None),
+        }
+    }
+    let writer = writer.ok_or_else(|| Error::Corrupt("empty concatenation".into()))?;
+    writer.close()?;
+    debug_assert_eq!(rows, group.iter().map(|s| s.rows).sum::<u64>());
+    let bytes = objects.commit_file(rel)?;
+    crate::crash_point("concat-parquet-written");
+    let index_bytes = objects.commit_file(idx)?;
+    crate::crash_point("concat-index-written");
+    Ok(Some((bytes, index_bytes)))
+}
+
+/// Appends every row group of the Parquet file in `input` to `writer`
+/// (created at `tmp` on the first input, with that input's schema and
+/// key-value metadata, which holds the Arrow schema); its rows, or `None` if its schema differs
+/// from the first input's.
+fn append_segment<R: ChunkReader>(
+    input: &R,
+    writer: &mut Option<SerializedFileWriter<File>>,
+    tmp: &std::path::Path,
+    schema: &mut Option<datafusion::parquet::schema::types::SchemaDescPtr>,
+    signal: Signal,
+) -> Result<Option<u64>> {
+    let metadata = ParquetMetaDataReader::new()
+        .with_page_index_policy(PageIndexPolicy::Optional)
+        .parse_and_finish(input)?;
+    let descr = metadata.file_metadata().schema_descr_ptr();
+    match schema {
+        Some(first) if **first != *descr => return Ok(None),
+        Some(_) => {}
+        None => *schema = Some(std::sync::Arc::clone(&descr)),
+    }
+    if writer.is_none() {
+        let out = File::create(tmp).map_err(|e| Error::io("creating", tmp, e))?;
+        let mut w = SerializedFileWriter::new(
+            out,
+            descr.root_schema_ptr(),
+            std::sync::Arc::new(writer_properties(signal, COMPACT_ZSTD_LEVEL)?),
+        )?;
+        for kv in metadata
+            .file_metadata()
+            .key_value_metadata()
+            .into_iter()
+            .flatten()
+        {
+            w.append_key_value_metadata(kv.clone());
+        }
+        *writer = Some(w);
+    }
+    let w = writer
+        .as_mut()
+        .ok_or_else(|| Error::Corrupt("concatenation writer missing".into()))?;
+    let mut rows = 0u64;
+    for (g, rg) in metadata.row_groups().iter().enumerate() {
+        let mut out = w.next_row_group()?;
+        for (c, column) in rg.columns().iter().enumerate() {
+            let close = ColumnCloseResult {
+                bytes_written: column.compressed_size() as u64,
+                rows_written: rg.num_rows() as u64,
+                metadata: column.clone(),
+                bloom_filter: Sbbf::read_from_column_chunk(column, input)?,
+                column_index: metadata
+                    .column_index()
+                    .and_then(|ci| ci.get(g)?.get(c).cloned()),
+                offset_index: metadata
+                    .offset_index()
+                    .and_then(|oi| oi.get(g)?.get(c).cloned()),
+            };
+            out.append_column(input, close)?;
+        }
+        out.close()?;
+        rows += rg.num_rows() as u64;
+    }
+    Ok(Some(rows))
 }
 
 /// Rows, Parquet bytes, index bytes and time range of the written segment.
