@@ -305,10 +305,14 @@ fn the_scope_org_id_header_names_the_tenant_without_tokens() {
         req.headers_mut()
             .insert("X-Scope-OrgID", "globex".parse().unwrap());
         let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-        // The per-tenant gauge of a header tenant did not show this
-        // subscriber (not understood yet): a pause instead.
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         tokio::task::block_in_place(|| {
+            // `/metrics` answers for the tenant the header names.
+            s.wait_tail_subscribers(1, &[("X-Scope-OrgID", "globex")]);
+            assert_eq!(
+                s.metric("lumen_tail_subscribers"),
+                0.0,
+                "default's own gauge"
+            );
             send(&s, A, "acme", ACME_TRACE);
             send(&s, G, "globex", GLOBEX_TRACE);
         });

@@ -221,14 +221,17 @@ async fn dispatch(State(d): State<Arc<Dispatch>>, req: axum::extract::Request) -
             Ok(t) => t,
             Err(res) => return *res,
         },
-        Some(Scope::Read) if d.config.tenant_header => match lumen_store::tenants::from_header(
-            req.headers()
-                .get(lumen_store::tenants::TENANT_HEADER)
-                .map(|v| v.as_bytes()),
-        ) {
-            Ok(t) => t,
-            Err(msg) => return Error::BadRequest(msg).into_response(),
-        },
+        // `/metrics` (admin) too: a tenant's store gauges are its own.
+        Some(Scope::Read | Scope::Admin) if d.config.tenant_header => {
+            match lumen_store::tenants::from_header(
+                req.headers()
+                    .get(lumen_store::tenants::TENANT_HEADER)
+                    .map(|v| v.as_bytes()),
+            ) {
+                Ok(t) => t,
+                Err(msg) => return Error::BadRequest(msg).into_response(),
+            }
+        }
         _ => lumen_store::auth::DEFAULT_TENANT.to_owned(),
     };
     let router = match d.router_for(&tenant).await {
