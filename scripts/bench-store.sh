@@ -66,6 +66,7 @@ for signal in ${SIGNALS:-logs spans}; do
   records=$(curl -sf 127.0.0.1:27070/metrics | awk -v s="$signal" '$1 ~ /^lumen_records_received_total/ && $1 ~ s {print $2}')
   flushed=$(metric lumen_flushed_rows_total); flush_s=$(metric lumen_flush_seconds_sum)
   compacted=$(metric lumen_compacted_rows_total); compact_s=$(metric lumen_compaction_seconds_sum)
+  indexed=$(metric lumen_indexed_rows_total); concatenations=$(metric lumen_compactions_concatenated_total)
   compactions=$(metric lumen_compactions_total)
   hwm=$(awk '/VmHWM/ {print int($2/1024)}' /proc/$SERVER/status)
   read -r anon_peak file_peak < "$DATA/rss.$signal"
@@ -78,15 +79,18 @@ for signal in ${SIGNALS:-logs spans}; do
   echo "== $signal"
   echo "$result"
   awk -v r="$records" -v p="$parquet" -v i="$idx" -v c="$catalog" -v w="$wire" -v n="$segments" \
-      -v fl="$flushed" -v fs="$flush_s" -v co="$compacted" -v cs="$compact_s" -v k="$compactions" \
+      -v fl="$flushed" -v fs="$flush_s" -v co="$compacted" -v cs="$compact_s" -v k="$compactions" -v ix="$indexed" -v kc="$concatenations" \
       -v t="$((t1 - t0))" -v f="$((f1 - f0))" -v cc="$((c1 - c0))" -v cc2="$((c2 - c1))" -v ta="$((t2 - t1))" -v h="$hwm" -v cr="$crss" -v an="$anon_peak" -v fi="$file_peak" 'BEGIN {
     tot = p + i + c
     printf "records=%d wire_bytes_per_record=%s parquet=%d index=%d catalog=%d segments=%d compactions=%d\n", r, w, p, i, c, n, k
     printf "bytes_per_record=%.2f (parquet %.2f + index %.2f) = %.2f%% of OTLP protobuf\n", tot/r, p/r, i/r, 100*tot/r/w
-    printf "flush: %d rows in %.1f s = %.0f rows/s; compaction: %d rows in %.1f s = %.0f rows/s\n", fl, fs, fl/fs, co, (cs > 0 ? cs : 1), co/(cs > 0 ? cs : 1)
+    printf "flush: %d rows in %.1f s = %.0f rows/s; compaction: %d rows indexed in place + %d merged (%d of %d merges by concatenation) in %.1f s = %.0f rows/s\n", fl, fs, fl/fs, ix, co, kc, k, (cs > 0 ? cs : 1), (ix+co)/(cs > 0 ? cs : 1)
     printf "CPU during ingest: server %.2f cores; flusher %.0f%% of it, compactor %.0f%%; after ingest: compactor %.1f s of CPU\n", t/100/'"$DURATION"', 100*f/t, 100*cc/t, cc2/100
     printf "peak RSS (VmHWM, whole run incl. compaction) %d MiB; peak RSS while compacting after ingest %d MiB\n", h, cr
     printf "peak RssAnon %d MiB, peak RssFile %d MiB (sampled every 0.2 s over the whole run)\n", an, fi
   }'
+  echo "compaction steps:"
+  sed 's/\x1b\[[0-9;]*m//g' "$DATA/serve.log" | grep -E 'merged segments|indexed segment' \
+    | sed -E 's/.*(indexed segment|merged segments) signal=[a-z]+ partition=[^ ]+ /  \1: /'
   "$BIN" inspect --data-dir "$DATA/d" --fields
 done

@@ -74,8 +74,9 @@ pub(crate) struct ServeArgs {
     /// Write a non-empty buffer as a segment at least this often [default: 30s].
     #[arg(long, env = "LUMEN_FLUSH_INTERVAL", value_name = "DURATION")]
     pub(crate) flush_interval: Option<String>,
-    /// A flushed segment not merged with others within this time is indexed
-    /// on its own; until then search scans it [default: 30s].
+    /// A small flushed segment (under 100,000 rows) not merged with others
+    /// within this time is indexed on its own; larger ones are indexed at
+    /// once. Until then search scans it [default: 30s].
     #[arg(long, env = "LUMEN_INDEX_DELAY", value_name = "DURATION")]
     pub(crate) index_delay: Option<String>,
     /// Time limit of one query: SQL, PromQL, log search and histogram, Jaeger

@@ -169,6 +169,21 @@ fn a_crash_at_any_step_of_a_compaction_loses_and_duplicates_nothing() {
 }
 
 #[test]
+fn a_crash_while_indexing_a_flushed_segment_in_place_loses_and_duplicates_nothing() {
+    for point in ["index-in-place-written", "index-in-place-committed"] {
+        // A lone flushed segment gets its index after a second.
+        let server = TestServer::start_with_env(
+            &["--flush-interval", "1s", "--index-delay", "1s"],
+            &[("LUMEN_TEST_CRASH_AT", point)],
+        );
+        let acked = batch(point, 200);
+        assert!(post(&server, &acked, now_ns()));
+        wait_for_crash(&server, point);
+        check_after_restart(server, &acked, &[], point);
+    }
+}
+
+#[test]
 fn a_crash_while_concatenating_indexed_segments_loses_and_duplicates_nothing() {
     for point in ["concat-parquet-written", "concat-index-written"] {
         // Every flush is indexed alone after a second; four indexed segments

@@ -67,12 +67,14 @@ impl Default for CompactionConfig {
     }
 }
 
-/// Picks one group of segments to merge, in two tiers per partition:
+/// Picks one group of segments to merge (or one to index), in two tiers
+/// per partition:
 ///
-/// 1. fresh (flushed, unindexed) segments, merged among themselves once
+/// 1. fresh (flushed, unindexed) segments, which are searched by scan until
+///    indexed, so they come first: one of at least `concat_min_rows` rows
+///    alone, to be indexed in place; small ones merged among themselves once
 ///    there are `min_inputs` of them, or once the oldest is `index_delay`
-///    old (even alone, so every segment gets its index): until then they are
-///    searched by scan, so they come first;
+///    old (even alone, so every segment gets its index);
 /// 2. small indexed segments (and a signal's without indexes), merged with
 ///    others of about the same size (rows within a factor of 4), once
 ///    `min_inputs` of one size are there; or, for a quiet partition of a
@@ -120,6 +122,11 @@ pub(crate) fn pick(
     };
     for (_, (mut fresh, mut settled)) in by_partition {
         fresh.sort_by_key(|s| s.min_lsn);
+        // A large flushed segment is indexed where it is, at once: its
+        // Parquet file is final, and it is then concatenated with others.
+        if let Some(large) = fresh.iter().find(|s| s.rows >= config.concat_min_rows) {
+            return Some(vec![Arc::clone(large)]);
+        }
         let overdue = fresh
             .iter()
             .any(|s| now_ns.saturating_sub(s.created_ns) >= delay);
@@ -196,8 +203,15 @@ fn merged_stream(
     Ok(merge.execute(0, ctx.task_ctx())?)
 }
 
-/// Merges `group` (segments of one signal and partition) and commits the result.
+/// Merges `group` (segments of one signal and partition) and commits the
+/// result; a lone flushed segment is indexed in place instead.
 pub(crate) fn merge(shared: &Shared, signal: Signal, group: &[Arc<SegmentMeta>]) -> Result<()> {
+    if let [seg] = group
+        && crate::index::indexed(signal)
+        && seg.index_bytes == 0
+    {
+        return index_in_place(shared, signal, seg);
+    }
     let started = std::time::Instant::now();
     let dir = &shared.config.data_dir;
     let objects = &shared.objects;
@@ -301,6 +315,65 @@ pub(crate) fn merge(shared: &Shared, signal: Signal, group: &[Arc<SegmentMeta>])
     Ok(())
 }
 
+/// Builds the index of flushed segment `seg` from its Parquet file, which
+/// stays as it is, and commits the segment with it. The catalog entry it
+/// replaces names the same Parquet file, so it does not go to the
+/// graveyard; a crash before the commit leaves an index file the catalog
+/// does not name (deleted on start).
+fn index_in_place(shared: &Shared, signal: Signal, seg: &Arc<SegmentMeta>) -> Result<()> {
+    let started = std::time::Instant::now();
+    let objects = &shared.objects;
+    let idx = crate::catalog::index_path(&seg.path);
+    let index_bytes = segment::index_segment(objects, signal, &seg.path, &idx)?;
+    crate::crash_point("index-in-place-written");
+    let indexed = SegmentMeta {
+        index_bytes,
+        ..(**seg).clone()
+    };
+    {
+        let mut catalog = lock(&shared.catalog);
+        // Retention may have dropped it meanwhile.
+        let Some(at) = catalog
+            .segments
+            .iter()
+            .position(|s| s.path == seg.path && s.index_bytes == 0)
+        else {
+            drop(catalog);
+            let _ = objects.delete(&idx);
+            return Ok(());
+        };
+        let mut next = catalog.clone();
+        next.segments[at] = indexed.clone();
+        if let Err(e) = next.store(objects) {
+            let _ = objects.delete(&idx);
+            return Err(e);
+        }
+        *catalog = next;
+        let mut state = lock(&shared.state);
+        if let Some(s) = state.segments[signal.index()]
+            .iter_mut()
+            .find(|s| s.path == seg.path)
+        {
+            *s = Arc::new(indexed);
+        }
+    }
+    crate::crash_point("index-in-place-committed");
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        %signal,
+        partition = %seg.partition,
+        rows = seg.rows,
+        seconds = format!("{seconds:.1}"),
+        rows_per_s = (seg.rows as f64 / seconds.max(1e-9)) as u64,
+        "indexed segment"
+    );
+    let m = &shared.metrics;
+    m.segments_indexed.fetch_add(1, Ordering::Relaxed);
+    m.indexed_rows.fetch_add(seg.rows, Ordering::Relaxed);
+    m.compaction_seconds.observe(seconds);
+    Ok(())
+}
+
 /// The compaction thread's loop.
 pub(crate) fn run(shared: Arc<Shared>) {
     let config = shared.config.compaction.clone();
@@ -382,12 +455,17 @@ mod tests {
         // An earlier merge's output is not merged again with each new group
         // of fresh segments (that re-indexed it on every round).
         let mut segs = vec![sized(1, true, 2_000_000)];
-        segs.extend((2..=5).map(|i| sized(i, false, 150_000)));
+        segs.extend((2..=5).map(|i| sized(i, false, 50_000)));
         let group = pick(&segs, &config, 0).expect("picked");
         assert_eq!(
             group.iter().map(|s| s.min_lsn).collect::<Vec<_>>(),
             vec![2, 3, 4, 5]
         );
+        // A large flushed segment is taken alone (to be indexed in place),
+        // young or not, before the small ones.
+        segs.push(sized(6, false, config.concat_min_rows));
+        let group = pick(&segs, &config, 0).expect("picked");
+        assert_eq!(group.iter().map(|s| s.min_lsn).collect::<Vec<_>>(), vec![6]);
         // Indexed segments of about one size are merged once there are
         // enough of them; a bigger one waits for its peers.
         let mut segs = vec![sized(1, true, 2_000_000)];

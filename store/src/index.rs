@@ -347,6 +347,22 @@ pub(crate) fn record_attrs_column(signal: Signal) -> &'static str {
     }
 }
 
+/// The columns [`Builder::add`] reads: a segment is indexed from these alone.
+pub(crate) fn builder_columns(signal: Signal) -> Vec<&'static str> {
+    let mut cols: Vec<&'static str> = term_fields(signal).iter().map(|f| f.column()).collect();
+    cols.extend([
+        record_attrs_column(signal),
+        "resource_attributes",
+        signal.time_column(),
+    ]);
+    match signal {
+        Signal::Logs => cols.extend(["body", "severity_number"]),
+        Signal::Spans => cols.push("duration_ns"),
+        Signal::Metrics => {}
+    }
+    cols
+}
+
 /// Does `signal` get an index?
 pub fn indexed(signal: Signal) -> bool {
     matches!(signal, Signal::Logs | Signal::Spans)

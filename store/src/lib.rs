@@ -1249,7 +1249,7 @@ mod compaction_tests {
     }
 
     #[test]
-    fn a_lone_flushed_segment_is_rewritten_with_its_index_under_a_new_name() {
+    fn a_lone_flushed_segment_is_indexed_in_place() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (store, rt) = driven_store(dir.path());
         let batch = partition_tests::rows(&[("web", 1_700_000_000_000_000_000, "only")]);
@@ -1259,23 +1259,49 @@ mod compaction_tests {
         let flushed = store.snapshot(Signal::Logs).segments;
         assert_eq!(flushed.len(), 1);
         assert_eq!(flushed[0].index_bytes, 0);
-        // Returns: the rewrite commits, so nothing is left to pick.
+        let written = std::fs::read(store.data_dir().join(&flushed[0].path)).expect("parquet");
+        // Returns: the index commits, so nothing is left to pick.
         store.compact_all().expect("compact");
         let after = store.snapshot(Signal::Logs).segments;
         assert_eq!(after.len(), 1);
         assert!(after[0].index_bytes > 0);
-        assert_ne!(
-            after[0].path, flushed[0].path,
-            "a committed file is never overwritten"
+        assert_eq!(after[0].path, flushed[0].path, "the Parquet file is kept");
+        assert_eq!(
+            std::fs::read(store.data_dir().join(&after[0].path)).expect("parquet"),
+            written,
+            "and not rewritten"
         );
+        assert_eq!(
+            store
+                .shared
+                .metrics
+                .segments_indexed
+                .load(Ordering::Relaxed),
+            1
+        );
+        let index = store
+            .segment_index(&after[0])
+            .expect("index")
+            .expect("has one");
+        assert_eq!(
+            index
+                .search(&index::Query::Text("only".into()))
+                .expect("search"),
+            [0]
+        );
+        // The entry it replaced named the same file: nothing to delete.
         drop(flushed);
         sweep_graveyard(&store.shared);
         assert_only_files_of(&store, &after[0]);
         drop(after);
         store.close().expect("close");
+        let store = Store::open(StoreConfig::new(dir.path())).expect("reopen");
+        let segs = store.snapshot(Signal::Logs).segments;
+        assert!(segs[0].index_bytes > 0, "the index survives a restart");
+        assert_only_files_of(&store, &segs[0]);
     }
 
-    /// One flushed segment of `rows`, then indexed by a rewrite of it alone.
+    /// One flushed segment of `rows`, then indexed (in place).
     fn indexed_segment(store: &Store, rt: &tokio::runtime::Runtime, rows: &[(&str, i64, &str)]) {
         let before: Vec<String> = store
             .snapshot(Signal::Logs)

@@ -70,6 +70,9 @@ pub struct Metrics {
     pub compactions: AtomicU64,
     /// Compactions that concatenated indexed segments rather than rewrite them.
     pub concatenations: AtomicU64,
+    /// Flushed segments indexed in place (their Parquet file kept), and their rows.
+    pub segments_indexed: AtomicU64,
+    pub indexed_rows: AtomicU64,
     /// Rows written by flushes and by compactions (throughput = rows / seconds).
     pub flushed_rows: AtomicU64,
     pub compacted_rows: AtomicU64,
@@ -94,6 +97,8 @@ impl Default for Metrics {
             segments_written: AtomicU64::new(0),
             compactions: AtomicU64::new(0),
             concatenations: AtomicU64::new(0),
+            segments_indexed: AtomicU64::new(0),
+            indexed_rows: AtomicU64::new(0),
             flushed_rows: AtomicU64::new(0),
             compacted_rows: AtomicU64::new(0),
             flush_seconds: Histogram::new(LATENCY_BOUNDS),
@@ -172,6 +177,16 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
+            "# HELP lumen_segments_indexed_total Flushed segments indexed in place (their Parquet file kept as written).\n# TYPE lumen_segments_indexed_total counter\nlumen_segments_indexed_total {}",
+            self.segments_indexed.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP lumen_indexed_rows_total Rows of flushed segments indexed in place.\n# TYPE lumen_indexed_rows_total counter\nlumen_indexed_rows_total {}",
+            self.indexed_rows.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
             "# HELP lumen_flushed_rows_total Rows written to segments by flushes.\n# TYPE lumen_flushed_rows_total counter\nlumen_flushed_rows_total {}",
             self.flushed_rows.load(Ordering::Relaxed)
         );
@@ -188,7 +203,7 @@ impl Metrics {
         self.compaction_seconds.render(
             &mut out,
             "lumen_compaction_seconds",
-            "Time of one compaction merge (read, merge, write Parquet and index, commit).",
+            "Time of one compaction step (a merge: read, merge or concatenate, write, commit; or indexing a flushed segment in place).",
         );
         self.query_seconds
             .render(&mut out, "lumen_query_seconds", "Latency of queries.");

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, Int64Array, RecordBatch, TimestampNanosecondArray};
 use datafusion::arrow::compute::{self, SortColumn, interleave_record_batch, lexsort_to_indices};
-use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::arrow::{ArrowWriter, ProjectionMask};
 use datafusion::parquet::basic::{Compression, Encoding, ZstdLevel};
 use datafusion::parquet::bloom_filter::Sbbf;
 use datafusion::parquet::column::writer::ColumnCloseResult;
@@ -459,6 +460,70 @@ fn append_segment<R: ChunkReader>(
         rows += rg.num_rows() as u64;
     }
     Ok(Some(rows))
+}
+
+/// Builds the index of the committed segment `rel` from its Parquet file
+/// (only the indexed columns are read) and commits it as `idx`; returns its
+/// bytes. The Parquet file is not touched: a flushed segment is final but
+/// for its index. The caller commits the catalog entry.
+pub(crate) fn index_segment(
+    objects: &Objects,
+    signal: Signal,
+    rel: &str,
+    idx: &str,
+) -> Result<u64> {
+    let result = index_files(objects, signal, rel, idx);
+    if result.is_err() {
+        let _ = std::fs::remove_file(objects.staging_path(idx));
+        let _ = objects.delete(idx);
+    }
+    result
+}
+
+fn index_files(objects: &Objects, signal: Signal, rel: &str, idx: &str) -> Result<u64> {
+    let mut index = crate::index::Builder::new(signal, &objects.scratch_dir())?;
+    let columns = crate::index::builder_columns(signal);
+    match objects.local_path(rel) {
+        Some(path) => {
+            let file = File::open(&path).map_err(|e| Error::io("opening", &path, e))?;
+            index_rows(file, &columns, &mut index)?;
+        }
+        None => {
+            let bytes = objects
+                .get(rel)?
+                .ok_or_else(|| Error::Corrupt(format!("segment {rel} is missing")))?;
+            index_rows(bytes, &columns, &mut index)?;
+        }
+    }
+    let tmp = objects.staging_path(idx);
+    if let Some(dir) = tmp.parent() {
+        fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+    }
+    index.finish(&tmp)?;
+    objects.commit_file(idx)
+}
+
+/// Adds the rows of a Parquet file to `index`, reading only `columns`.
+fn index_rows<R: ChunkReader + 'static>(
+    input: R,
+    columns: &[&str],
+    index: &mut crate::index::Builder,
+) -> Result<()> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(input)?;
+    let schema = builder.schema();
+    let roots: Vec<usize> = columns
+        .iter()
+        .map(|c| schema.index_of(c))
+        .collect::<std::result::Result<_, _>>()?;
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+    for batch in builder
+        .with_projection(mask)
+        .with_batch_size(PAGE_ROWS)
+        .build()?
+    {
+        index.add(&batch?)?;
+    }
+    Ok(())
 }
 
 /// Rows, Parquet bytes, index bytes and time range of the written segment.
