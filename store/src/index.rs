@@ -432,13 +432,7 @@ impl Builder {
     /// A builder working in a new directory under `scratch`.
     pub(crate) fn new(signal: Signal, scratch: &Path) -> Result<Self> {
         let (schema, fields) = schema(signal)?;
-        std::fs::create_dir_all(scratch).map_err(|e| Error::io("creating", scratch, e))?;
-        let dir = tempfile::Builder::new()
-            .prefix("index-")
-            .tempdir_in(scratch)
-            .map_err(|e| Error::io("creating a scratch directory in", scratch, e))?;
-        let mmap = MmapDirectory::open(dir.path())
-            .map_err(|e| Error::Corrupt(format!("opening scratch index directory: {e}")))?;
+        let (dir, mmap) = scratch_directory(scratch, "index-")?;
         let index = Index::create(mmap, schema, Default::default())?;
         register(&index);
         let writer = index.writer_with_num_threads(1, WRITER_MEMORY)?;
@@ -585,15 +579,22 @@ pub(crate) fn concat(
         }
         indexes.push(index);
     }
+    let (dir, mmap) = scratch_directory(scratch, "concat-")?;
+    let merged = tantivy::indexer::merge_indices(&indexes, mmap)?;
+    Bundle::write(&merged, dir.path(), out).map(Some)
+}
+
+/// A new directory under `scratch` (removed when dropped) for tantivy to
+/// write an index in.
+fn scratch_directory(scratch: &Path, prefix: &str) -> Result<(tempfile::TempDir, MmapDirectory)> {
     std::fs::create_dir_all(scratch).map_err(|e| Error::io("creating", scratch, e))?;
     let dir = tempfile::Builder::new()
-        .prefix("concat-")
+        .prefix(prefix)
         .tempdir_in(scratch)
         .map_err(|e| Error::io("creating a scratch directory in", scratch, e))?;
     let mmap = MmapDirectory::open(dir.path())
         .map_err(|e| Error::Corrupt(format!("opening scratch index directory: {e}")))?;
-    let merged = tantivy::indexer::merge_indices(&indexes, mmap)?;
-    Bundle::write(&merged, dir.path(), out).map(Some)
+    Ok((dir, mmap))
 }
 
 /// A bundle in a local file, read on demand (see [`SegmentIndex::open_file`]).
