@@ -597,6 +597,17 @@ fn scratch_directory(scratch: &Path, prefix: &str) -> Result<(tempfile::TempDir,
     Ok((dir, mmap))
 }
 
+/// The index bundle object `key`: a local file read on demand, or the
+/// downloaded object.
+pub(crate) fn bundle(objects: &crate::objects::Objects, key: &str) -> Result<FileSlice> {
+    match objects.local_path(key) {
+        Some(path) => bundle_file(&path),
+        None => Ok(bundle_bytes(&objects.get(key)?.ok_or_else(|| {
+            Error::Corrupt(format!("index {key} is missing"))
+        })?)),
+    }
+}
+
 /// A bundle in a local file, read on demand (see [`SegmentIndex::open_file`]).
 pub(crate) fn bundle_file(path: &Path) -> Result<FileSlice> {
     let file = std::fs::File::open(path).map_err(|e| Error::io("opening", path, e))?;
@@ -844,7 +855,7 @@ impl SegmentIndex {
         Self::open_slice(signal, bundle_file(path)?)
     }
 
-    fn open_slice(signal: Signal, bundle: FileSlice) -> Result<Self> {
+    pub(crate) fn open_slice(signal: Signal, bundle: FileSlice) -> Result<Self> {
         let index = Bundle::open(bundle)?;
         let (_, fields) = schema(signal)?;
         let timed = index.schema().get_field("time").is_ok();

@@ -376,16 +376,10 @@ impl Store {
                 return Ok(Some(Arc::clone(&entry.1)));
             }
         }
-        let objects = &self.shared.objects;
-        let opened = Arc::new(match objects.local_path(&key) {
-            Some(path) => index::SegmentIndex::open_file(seg.signal, &path)?,
-            None => {
-                let bytes = objects
-                    .get(&key)?
-                    .ok_or_else(|| Error::Corrupt(format!("index {key} is missing")))?;
-                index::SegmentIndex::open(seg.signal, &bytes)?
-            }
-        });
+        let opened = Arc::new(index::SegmentIndex::open_slice(
+            seg.signal,
+            index::bundle(&self.shared.objects, &key)?,
+        )?);
         let mut cache = lock(&self.indexes);
         let tick = cache.tick;
         if cache.entries.len() >= INDEX_CACHE

@@ -217,6 +217,15 @@ impl Objects {
         }
     }
 
+    /// [`Self::staging_path`] of `key`, with its directory created.
+    pub(crate) fn staging_file(&self, key: &str) -> Result<PathBuf> {
+        let tmp = self.staging_path(key);
+        if let Some(dir) = tmp.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+        }
+        Ok(tmp)
+    }
+
     /// Makes the finished, closed staging file of `key` the object `key`.
     pub(crate) fn commit_file(&self, key: &str) -> Result<u64> {
         let tmp = self.staging_path(key);

@@ -1,6 +1,6 @@
 //! Writing a flushed buffer as one immutable Parquet segment.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, Int64Array, RecordBatch, TimestampNanosecondArray};
@@ -233,7 +233,7 @@ pub(crate) fn write_sorted(
     let idx = crate::catalog::index_path(&rel);
     let result = write_files(objects, signal, batches, &rel, &idx, zstd_level, with_index);
     if result.is_err() {
-        abandon(objects, &rel, &idx);
+        abandon(objects, &[&rel, &idx]);
     }
     let (rows, bytes, index_bytes, (mut min_time, mut max_time)) = result?;
     if rows == 0 {
@@ -275,10 +275,10 @@ fn segment_key(
     )
 }
 
-/// Removes what a failed write left of a segment: nothing names it yet, so
-/// it must not stay for the next start.
-fn abandon(objects: &Objects, rel: &str, idx: &str) {
-    for key in [rel, idx] {
+/// Removes what a failed write left of new objects `keys`: nothing names
+/// them yet, so they must not stay for the next start.
+fn abandon(objects: &Objects, keys: &[&str]) {
+    for key in keys {
         let _ = std::fs::remove_file(objects.staging_path(key));
         let _ = objects.delete(key);
     }
@@ -309,7 +309,7 @@ pub(crate) fn concat(
     let idx = crate::catalog::index_path(&rel);
     let result = concat_files(objects, signal, group, &rel, &idx);
     if !matches!(result, Ok(Some(_))) {
-        abandon(objects, &rel, &idx);
+        abandon(objects, &[&rel, &idx]);
     }
     let Some((bytes, index_bytes)) = result? else {
         return Ok(None);
@@ -337,24 +337,14 @@ fn concat_files(
     rel: &str,
     idx: &str,
 ) -> Result<Option<(u64, u64)>> {
-    let tmp_idx = objects.staging_path(idx);
-    if let Some(dir) = tmp_idx.parent() {
-        fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
-    }
+    let tmp_idx = objects.staging_file(idx)?;
     // The index first: it is where an input of an older format shows.
     let mut bundles = Vec::with_capacity(group.len());
     for s in group {
         let key = s
             .index_path()
             .ok_or_else(|| Error::Corrupt(format!("{} has no index to concatenate", s.path)))?;
-        bundles.push(match objects.local_path(&key) {
-            Some(path) => crate::index::bundle_file(&path)?,
-            None => crate::index::bundle_bytes(
-                &objects
-                    .get(&key)?
-                    .ok_or_else(|| Error::Corrupt(format!("index {key} is missing")))?,
-            ),
-        });
+        bundles.push(crate::index::bundle(objects, &key)?);
     }
     if crate::index::concat(signal, bundles, &objects.scratch_dir(), &tmp_idx)?.is_none() {
         return Ok(None);
@@ -362,7 +352,6 @@ fn concat_files(
     let tmp = objects.staging_path(rel);
     let mut writer: Option<SerializedFileWriter<File>> = None;
     let mut schema = None;
-    let mut rows = 0u64;
     for s in group {
         // One input in memory at a time when objects are remote.
         let appended = match objects.local_path(&s.path) {
@@ -378,7 +367,7 @@ fn concat_files(
             }
         };
         match appended {
-            Some(n) if n == s.rows => rows += n,
+            Some(n) if n == s.rows => {}
             Some(n) => {
                 return Err(Error::Corrupt(format!(
                     "{} holds {n} rows, the catalog says {}",
@@ -390,7 +379,6 @@ fn concat_files(
     }
     let writer = writer.ok_or_else(|| Error::Corrupt("empty concatenation".into()))?;
     writer.close()?;
-    debug_assert_eq!(rows, group.iter().map(|s| s.rows).sum::<u64>());
     let bytes = objects.commit_file(rel)?;
     crate::crash_point("concat-parquet-written");
     let index_bytes = objects.commit_file(idx)?;
@@ -474,8 +462,7 @@ pub(crate) fn index_segment(
 ) -> Result<u64> {
     let result = index_files(objects, signal, rel, idx);
     if result.is_err() {
-        let _ = std::fs::remove_file(objects.staging_path(idx));
-        let _ = objects.delete(idx);
+        abandon(objects, &[idx]);
     }
     result
 }
@@ -495,10 +482,7 @@ fn index_files(objects: &Objects, signal: Signal, rel: &str, idx: &str) -> Resul
             index_rows(bytes, &columns, &mut index)?;
         }
     }
-    let tmp = objects.staging_path(idx);
-    if let Some(dir) = tmp.parent() {
-        fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
-    }
+    let tmp = objects.staging_file(idx)?;
     index.finish(&tmp)?;
     objects.commit_file(idx)
 }
@@ -538,10 +522,7 @@ fn write_files(
     zstd_level: i32,
     with_index: bool,
 ) -> Result<Written> {
-    let tmp = objects.staging_path(rel);
-    if let Some(dir) = tmp.parent() {
-        fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
-    }
+    let tmp = objects.staging_file(rel)?;
     let file = File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
     let mut writer = ArrowWriter::try_new(
         file,
