@@ -1,7 +1,8 @@
 //! The `lumen` binary: `lumen serve` runs the store; `lumen loadgen` (with
-//! `lumen soak-clients` as its readers) measures it; `lumen inspect` shows what a data directory holds; `lumen promqltest`
+//! `lumen soak-clients` as its readers) measures it; `lumen inspect` shows what a data directory holds; `lumen bench-index` times index building; `lumen promqltest`
 //! runs PromQL test files against the engine.
 
+mod benchindex;
 mod benchpromql;
 mod benchtail;
 mod config;
@@ -38,6 +39,8 @@ enum Command {
     Loadgen(loadgen::LoadgenArgs),
     /// Measure live-tail latency: acknowledgement to WebSocket frame, at a fixed rate.
     BenchTail(benchtail::BenchTailArgs),
+    /// Measure index building: index a data directory's segments again (left unchanged).
+    BenchIndex(benchindex::BenchIndexArgs),
     /// Measure PromQL: load a day of counters or histograms, time range queries.
     BenchPromql(benchpromql::BenchPromqlArgs),
     /// The readers of a soak test: live-tail subscribers and a query loop.
@@ -81,6 +84,7 @@ async fn main() -> Result<()> {
             init_logging("warn");
             soakclients::run(args).await
         }
+        Command::BenchIndex(args) => benchindex::run(&args),
         Command::Inspect(args) => inspect::run(&args),
         Command::Promqltest(args) => promqltest::run(&args),
     }

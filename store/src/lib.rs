@@ -38,6 +38,7 @@ pub use budget::{Budget, Reservation};
 pub use catalog::SegmentMeta;
 pub use metrics::Metrics;
 pub use schema::Signal;
+pub use segment::index_file;
 
 use catalog::Catalog;
 use wal::{Command, WalFile};

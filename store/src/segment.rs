@@ -468,23 +468,37 @@ pub(crate) fn index_segment(
 }
 
 fn index_files(objects: &Objects, signal: Signal, rel: &str, idx: &str) -> Result<u64> {
-    let mut index = crate::index::Builder::new(signal, &objects.scratch_dir())?;
-    let columns = crate::index::builder_columns(signal);
+    let tmp = objects.staging_file(idx)?;
+    let scratch = objects.scratch_dir();
     match objects.local_path(rel) {
         Some(path) => {
-            let file = File::open(&path).map_err(|e| Error::io("opening", &path, e))?;
-            index_rows(file, &columns, &mut index)?;
+            index_file(signal, &path, &tmp, &scratch)?;
         }
         None => {
             let bytes = objects
                 .get(rel)?
                 .ok_or_else(|| Error::Corrupt(format!("segment {rel} is missing")))?;
-            index_rows(bytes, &columns, &mut index)?;
+            let mut index = crate::index::Builder::new(signal, &scratch)?;
+            index_rows(bytes, &crate::index::builder_columns(signal), &mut index)?;
+            index.finish(&tmp)?;
         }
     }
-    let tmp = objects.staging_file(idx)?;
-    index.finish(&tmp)?;
     objects.commit_file(idx)
+}
+
+/// Builds the index of the segment file at `path` and writes it to `out` (not
+/// synced), as compaction does for a flushed segment; returns its length.
+/// For `lumen bench-index`, which times this on a copy of real segments.
+pub fn index_file(
+    signal: Signal,
+    path: &std::path::Path,
+    out: &std::path::Path,
+    scratch: &std::path::Path,
+) -> Result<u64> {
+    let mut index = crate::index::Builder::new(signal, scratch)?;
+    let file = File::open(path).map_err(|e| Error::io("opening", path, e))?;
+    index_rows(file, &crate::index::builder_columns(signal), &mut index)?;
+    index.finish(out)
 }
 
 /// Adds the rows of a Parquet file to `index`, reading only `columns`.
