@@ -37,7 +37,7 @@ use tantivy::schema::{
     FAST, Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions,
 };
 use tantivy::tokenizer::{LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer};
-use tantivy::{DocId, Index, IndexWriter, SegmentReader, TantivyDocument, Term};
+use tantivy::{DocId, Index, IndexWriter, SegmentReader, Term};
 
 use crate::schema::Signal;
 use crate::{Error, Result};
@@ -293,26 +293,30 @@ fn term_schema(b: &mut tantivy::schema::SchemaBuilder, signal: Signal) -> Vec<(T
 /// anything else, so no two values share a term. The tag costs nothing: the
 /// term dictionary shares prefixes.
 fn id_term(value: &str) -> Vec<u8> {
+    let mut t = Vec::with_capacity(value.len() + 1);
+    push_id_term(&mut t, value);
+    t
+}
+
+/// Appends [`id_term`]`(value)` to `out`.
+fn push_id_term(out: &mut Vec<u8>, value: &str) {
     let hex = value.len().is_multiple_of(2)
         && value
             .bytes()
             .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
     if !hex {
-        let mut t = Vec::with_capacity(value.len() + 1);
-        t.push(1);
-        t.extend_from_slice(value.as_bytes());
-        return t;
+        out.push(1);
+        out.extend_from_slice(value.as_bytes());
+        return;
     }
     let nibble = |c: u8| if c <= b'9' { c - b'0' } else { c - b'a' + 10 };
-    let mut t = Vec::with_capacity(value.len() / 2 + 1);
-    t.push(0);
-    t.extend(
+    out.push(0);
+    out.extend(
         value
             .as_bytes()
             .chunks_exact(2)
             .map(|p| nibble(p[0]) << 4 | nibble(p[1])),
     );
-    t
 }
 
 fn register(index: &Index) {
@@ -401,8 +405,11 @@ fn attr_terms(map: &MapArray, i: usize, mut f: impl FnMut(&str, &str)) {
     }
 }
 
-/// The indexed term of one attribute: key and value joined by NUL, which
-/// OTLP keys do not contain in practice.
+/// What joins an attribute's key and value in its term: NUL, which OTLP
+/// keys do not contain in practice.
+const ATTR_SEP: &str = "\0";
+
+/// The indexed term of one attribute: key, [`ATTR_SEP`], value.
 fn attr_term(key: &str, value: &str) -> Option<String> {
     let len = key.len() + 1 + value.len();
     if len > MAX_ATTR_TERM_BYTES {
@@ -410,9 +417,132 @@ fn attr_term(key: &str, value: &str) -> Option<String> {
     }
     let mut term = String::with_capacity(len);
     term.push_str(key);
-    term.push('\0');
+    term.push_str(ATTR_SEP);
     term.push_str(value);
     Some(term)
+}
+
+/// The values of one batch's rows as tantivy indexes them, laid out once
+/// per batch: a [`RowDoc`] borrows its row's values from here. Building a
+/// `TantivyDocument` per row instead cost an allocation per value (a row of
+/// logs has about twenty), and then tantivy copied each value again.
+#[derive(Default)]
+struct DocBatch {
+    /// Text values of every row, one after another.
+    text: String,
+    /// Byte values (id terms) of every row.
+    bytes: Vec<u8>,
+    /// Every row's values, in row order.
+    values: Vec<(Field, Slot)>,
+    /// Where each row's values start in `values`, and one past the last.
+    starts: Vec<usize>,
+}
+
+/// A value of a [`DocBatch`]: numbers inline, text and bytes as ranges.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    U64(u64),
+    I64(i64),
+    Text(usize, usize),
+    Bytes(usize, usize),
+}
+
+impl DocBatch {
+    fn number(&mut self, field: Field, v: Slot) {
+        self.values.push((field, v));
+    }
+
+    fn text(&mut self, field: Field, parts: &[&str]) {
+        let start = self.text.len();
+        for p in parts {
+            self.text.push_str(p);
+        }
+        self.values
+            .push((field, Slot::Text(start, self.text.len())));
+    }
+
+    fn lowercase(&mut self, field: Field, v: &str) {
+        let start = self.text.len();
+        self.text.extend(v.chars().flat_map(char::to_lowercase));
+        self.values
+            .push((field, Slot::Text(start, self.text.len())));
+    }
+
+    fn id(&mut self, field: Field, v: &str) {
+        let start = self.bytes.len();
+        push_id_term(&mut self.bytes, v);
+        self.values
+            .push((field, Slot::Bytes(start, self.bytes.len())));
+    }
+}
+
+/// One row of a [`DocBatch`] as a tantivy document.
+struct RowDoc {
+    batch: std::sync::Arc<DocBatch>,
+    row: usize,
+}
+
+/// A value of a [`RowDoc`], borrowed from its batch.
+#[derive(Debug, Clone, Copy)]
+enum RowValue<'a> {
+    U64(u64),
+    I64(i64),
+    Str(&'a str),
+    Bytes(&'a [u8]),
+}
+
+impl<'a> tantivy::schema::Value<'a> for RowValue<'a> {
+    type ArrayIter = std::iter::Empty<Self>;
+    type ObjectIter = std::iter::Empty<(&'a str, Self)>;
+
+    fn as_value(&self) -> tantivy::schema::document::ReferenceValue<'a, Self> {
+        use tantivy::schema::document::ReferenceValueLeaf as Leaf;
+        tantivy::schema::document::ReferenceValue::Leaf(match *self {
+            RowValue::U64(v) => Leaf::U64(v),
+            RowValue::I64(v) => Leaf::I64(v),
+            RowValue::Str(v) => Leaf::Str(v),
+            RowValue::Bytes(v) => Leaf::Bytes(v),
+        })
+    }
+}
+
+/// The values of a [`RowDoc`].
+struct RowValues<'a> {
+    batch: &'a DocBatch,
+    values: std::slice::Iter<'a, (Field, Slot)>,
+}
+
+impl<'a> Iterator for RowValues<'a> {
+    type Item = (Field, RowValue<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (field, slot) = self.values.next()?;
+        let b = self.batch;
+        let value = match *slot {
+            Slot::U64(v) => RowValue::U64(v),
+            Slot::I64(v) => RowValue::I64(v),
+            Slot::Text(s, e) => RowValue::Str(b.text.get(s..e).unwrap_or_default()),
+            Slot::Bytes(s, e) => RowValue::Bytes(b.bytes.get(s..e).unwrap_or_default()),
+        };
+        Some((*field, value))
+    }
+}
+
+impl tantivy::schema::Document for RowDoc {
+    type Value<'a> = RowValue<'a>;
+    type FieldsValuesIter<'a> = RowValues<'a>;
+
+    fn iter_fields_and_values(&self) -> RowValues<'_> {
+        let b = &*self.batch;
+        let range = match (b.starts.get(self.row), b.starts.get(self.row + 1)) {
+            (Some(&s), Some(&e)) => s..e,
+            _ => 0..0,
+        };
+        RowValues {
+            batch: b,
+            values: b.values.get(range).unwrap_or_default().iter(),
+        }
+    }
 }
 
 /// Builds a segment's index from its batches, in the segment's row order.
@@ -423,7 +553,7 @@ pub(crate) struct Builder {
     signal: Signal,
     index: Index,
     dir: tempfile::TempDir,
-    writer: IndexWriter<TantivyDocument>,
+    writer: IndexWriter<RowDoc>,
     fields: Fields,
     next_row: u64,
 }
@@ -487,39 +617,52 @@ impl Builder {
             )),
             None => None,
         };
-        for i in 0..batch.num_rows() {
-            let mut doc = TantivyDocument::new();
-            doc.add_u64(fields.row, self.next_row + i as u64);
-            doc.add_i64(fields.time, times.value(i));
+        let n = batch.num_rows();
+        let mut d = DocBatch {
+            values: Vec::with_capacity(n * 16),
+            starts: Vec::with_capacity(n + 1),
+            ..DocBatch::default()
+        };
+        for i in 0..n {
+            d.starts.push(d.values.len());
+            d.number(fields.row, Slot::U64(self.next_row + i as u64));
+            d.number(fields.time, Slot::I64(times.value(i)));
             if let Some((f, col)) = durations {
-                doc.add_i64(f, col.value(i));
+                d.number(f, Slot::I64(col.value(i)));
             }
             if let Some((f, col)) = body.filter(|(_, c)| c.is_valid(i)) {
-                doc.add_text(f, col.value(i));
+                d.text(f, &[col.value(i)]);
             }
             if let Some((f, col)) = severity {
-                doc.add_i64(f, i64::from(col.value(i)));
+                d.number(f, Slot::I64(i64::from(col.value(i))));
             }
             for (f, col, tf) in &term_cols {
                 if col.is_valid(i) {
                     let v = col.value(i);
                     match tf {
-                        TermField::SeverityText => doc.add_text(*f, v.to_lowercase()),
-                        tf if tf.is_id() => doc.add_bytes(*f, &id_term(v)),
-                        _ => doc.add_text(*f, v),
+                        TermField::SeverityText => d.lowercase(*f, v),
+                        tf if tf.is_id() => d.id(*f, v),
+                        _ => d.text(*f, &[v]),
                     }
                 }
             }
             let mut add_attr = |k: &str, v: &str| {
-                if let Some(t) = attr_term(k, v) {
-                    doc.add_text(fields.attr, t);
+                if k.len() + 1 + v.len() <= MAX_ATTR_TERM_BYTES {
+                    d.text(fields.attr, &[k, ATTR_SEP, v]);
                 }
             };
             attr_terms(attrs, i, &mut add_attr);
             attr_terms(resource, i, &mut add_attr);
-            self.writer.add_document(doc)?;
         }
-        self.next_row += batch.num_rows() as u64;
+        d.starts.push(d.values.len());
+        let d = std::sync::Arc::new(d);
+        for row in 0..n {
+            self.writer.add_document(RowDoc {
+                batch: std::sync::Arc::clone(&d),
+                row,
+            })?;
+        }
+        self.next_row += n as u64;
         Ok(())
     }
 
