@@ -84,7 +84,10 @@ async fn main() -> Result<()> {
             init_logging("warn");
             soakclients::run(args).await
         }
-        Command::BenchIndex(args) => benchindex::run(&args),
+        Command::BenchIndex(args) => {
+            init_logging("warn");
+            benchindex::run(&args)
+        }
         Command::Inspect(args) => inspect::run(&args),
         Command::Promqltest(args) => promqltest::run(&args),
     }

@@ -49,7 +49,7 @@ pub const MAX_ATTR_TERM_BYTES: usize = 4096;
 const TOKENIZER: &str = "lumen_text";
 /// Memory the tantivy writer may use before it cuts a segment (which are
 /// merged into one at the end).
-const WRITER_MEMORY: usize = 64 << 20;
+const WRITER_MEMORY: usize = 128 << 20;
 
 /// A field a [`Query::Term`] can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -386,21 +386,40 @@ fn map_col<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a MapArray> {
         .ok_or_else(|| Error::Corrupt(format!("segment column {name} missing or not a map")))
 }
 
-/// Key and value of every attribute of row `i`.
-fn attr_terms(map: &MapArray, i: usize, mut f: impl FnMut(&str, &str)) {
-    if map.is_null(i) {
-        return;
+/// A batch's attribute map column, its key and value arrays found once:
+/// `MapArray::value` slices new arrays for every row it is asked for.
+struct Attrs<'a> {
+    map: &'a MapArray,
+    keys: Option<&'a StringArray>,
+    values: Option<&'a StringArray>,
+}
+
+impl<'a> Attrs<'a> {
+    fn new(map: &'a MapArray) -> Self {
+        Attrs {
+            map,
+            keys: map.keys().as_string_opt::<i32>(),
+            values: map.values().as_string_opt::<i32>(),
+        }
     }
-    let entries = map.value(i);
-    let (Some(keys), Some(values)) = (
-        entries.column(0).as_string_opt::<i32>(),
-        entries.column(1).as_string_opt::<i32>(),
-    ) else {
-        return;
-    };
-    for j in 0..keys.len() {
-        if !values.is_null(j) {
-            f(keys.value(j), values.value(j));
+
+    /// Key and value of every attribute of row `i` (none if the map's
+    /// entries are not text, which no segment Lumen writes has).
+    fn each(&self, i: usize, mut f: impl FnMut(&'a str, &'a str)) {
+        let (Some(keys), Some(values)) = (self.keys, self.values) else {
+            return;
+        };
+        if self.map.is_null(i) {
+            return;
+        }
+        let offsets = self.map.value_offsets();
+        let (Some(&start), Some(&end)) = (offsets.get(i), offsets.get(i + 1)) else {
+            return;
+        };
+        for j in usize::try_from(start).unwrap_or(0)..usize::try_from(end).unwrap_or(0) {
+            if !values.is_null(j) {
+                f(keys.value(j), values.value(j));
+            }
         }
     }
 }
@@ -586,8 +605,8 @@ impl Builder {
         for (tf, f) in &fields.terms {
             term_cols.push((*f, str_col(batch, tf.column())?, *tf));
         }
-        let attrs = map_col(batch, record_attrs_column(signal))?;
-        let resource = map_col(batch, "resource_attributes")?;
+        let attrs = Attrs::new(map_col(batch, record_attrs_column(signal))?);
+        let resource = Attrs::new(map_col(batch, "resource_attributes")?);
         let body = match fields.body {
             Some(f) => Some((f, str_col(batch, "body")?)),
             None => None,
@@ -651,8 +670,8 @@ impl Builder {
                     d.text(fields.attr, &[k, ATTR_SEP, v]);
                 }
             };
-            attr_terms(attrs, i, &mut add_attr);
-            attr_terms(resource, i, &mut add_attr);
+            attrs.each(i, &mut add_attr);
+            resource.each(i, &mut add_attr);
         }
         d.starts.push(d.values.len());
         let d = std::sync::Arc::new(d);
@@ -679,6 +698,7 @@ impl Builder {
     pub(crate) fn finish(mut self, out: &Path) -> Result<u64> {
         self.writer.commit()?;
         let mut ids = self.index.searchable_segment_ids()?;
+        tracing::debug!(parts = ids.len(), rows = self.next_row, "index built");
         if ids.len() > 1 {
             // Merged documents are numbered in the order of the parts given:
             // in row order, a document's id is its row, which lets searches
@@ -1427,8 +1447,8 @@ pub fn row_views(signal: Signal, batch: &RecordBatch) -> Result<Vec<RowView>> {
     for tf in term_fields(signal) {
         cols.push((tf.name(), str_col(batch, tf.column())?));
     }
-    let record_attrs = map_col(batch, record_attrs_column(signal))?;
-    let resource = map_col(batch, "resource_attributes")?;
+    let record_attrs = Attrs::new(map_col(batch, record_attrs_column(signal))?);
+    let resource = Attrs::new(map_col(batch, "resource_attributes")?);
     let body = if signal == Signal::Logs {
         Some(str_col(batch, "body")?)
     } else {
@@ -1452,8 +1472,8 @@ pub fn row_views(signal: Signal, batch: &RecordBatch) -> Result<Vec<RowView>> {
             }
         }
         let mut push = |k: &str, v: &str| row.attrs.push((k.to_owned(), v.to_owned()));
-        attr_terms(record_attrs, i, &mut push);
-        attr_terms(resource, i, &mut push);
+        record_attrs.each(i, &mut push);
+        resource.each(i, &mut push);
         out.push(row);
     }
     Ok(out)
