@@ -47,8 +47,11 @@ pub const MAX_TOKEN_BYTES: usize = 255;
 /// Longest attribute term (key, separator, value) indexed; longer pairs are not searchable.
 pub const MAX_ATTR_TERM_BYTES: usize = 4096;
 const TOKENIZER: &str = "lumen_text";
-/// Memory the tantivy writer may use before it cuts a segment (which are
-/// merged into one at the end).
+/// Memory the tantivy writer may use before it cuts a part (parts are
+/// merged into one at the end: 29% of the instructions of indexing a
+/// 359k-row segment in two parts). Its arena takes about 300 B per log row,
+/// so a flushed segment (measured: up to 240k rows at the default 48 MiB
+/// flush size) is indexed in one part; only large rewrites are cut.
 const WRITER_MEMORY: usize = 128 << 20;
 
 /// A field a [`Query::Term`] can name.
