@@ -431,13 +431,17 @@ impl<'a> Attrs<'a> {
 /// keys do not contain in practice.
 const ATTR_SEP: &str = "\0";
 
+/// Is the attribute `key` = `value` indexed (its term short enough)?
+pub fn attr_term_fits(key: &str, value: &str) -> bool {
+    key.len() + ATTR_SEP.len() + value.len() <= MAX_ATTR_TERM_BYTES
+}
+
 /// The indexed term of one attribute: key, [`ATTR_SEP`], value.
 fn attr_term(key: &str, value: &str) -> Option<String> {
-    let len = key.len() + 1 + value.len();
-    if len > MAX_ATTR_TERM_BYTES {
+    if !attr_term_fits(key, value) {
         return None;
     }
-    let mut term = String::with_capacity(len);
+    let mut term = String::with_capacity(key.len() + ATTR_SEP.len() + value.len());
     term.push_str(key);
     term.push_str(ATTR_SEP);
     term.push_str(value);
@@ -483,11 +487,13 @@ impl DocBatch {
             .push((field, Slot::Text(start, self.text.len())));
     }
 
+    /// `v` lowercased as queries lowercase it (`str::to_lowercase`).
     fn lowercase(&mut self, field: Field, v: &str) {
-        let start = self.text.len();
-        self.text.extend(v.chars().flat_map(char::to_lowercase));
-        self.values
-            .push((field, Slot::Text(start, self.text.len())));
+        if v.chars().any(char::is_uppercase) {
+            self.text(field, &[&v.to_lowercase()]);
+        } else {
+            self.text(field, &[v]);
+        }
     }
 
     fn id(&mut self, field: Field, v: &str) {
@@ -669,7 +675,7 @@ impl Builder {
                 }
             }
             let mut add_attr = |k: &str, v: &str| {
-                if k.len() + 1 + v.len() <= MAX_ATTR_TERM_BYTES {
+                if attr_term_fits(k, v) {
                     d.text(fields.attr, &[k, ATTR_SEP, v]);
                 }
             };
@@ -1410,8 +1416,7 @@ pub fn matches_row(q: &Query, row: &RowView) -> bool {
             }
         }),
         Query::Attr { key, value } => {
-            key.len() + 1 + value.len() <= MAX_ATTR_TERM_BYTES
-                && row.attrs.iter().any(|(k, v)| k == key && v == value)
+            attr_term_fits(key, value) && row.attrs.iter().any(|(k, v)| k == key && v == value)
         }
         Query::TextWildcard(pattern) => {
             let pattern = pattern.to_lowercase();
@@ -1429,9 +1434,10 @@ pub fn matches_row(q: &Query, row: &RowView) -> bool {
                     }
                 })
         }
-        Query::AttrWildcard { key, pattern } => row.attrs.iter().any(|(k, v)| {
-            k == key && k.len() + 1 + v.len() <= MAX_ATTR_TERM_BYTES && glob_match(pattern, v)
-        }),
+        Query::AttrWildcard { key, pattern } => row
+            .attrs
+            .iter()
+            .any(|(k, v)| k == key && attr_term_fits(k, v) && glob_match(pattern, v)),
         Query::Severity { min, max } => (*min..=*max).contains(&row.severity_number),
         Query::And(qs) => qs.iter().all(|q| matches_row(q, row)),
         Query::Or(qs) => qs.iter().any(|q| matches_row(q, row)),

@@ -13,7 +13,7 @@
 use datafusion::arrow::array::{Array, AsArray, Int32Array, MapArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::Int32Type;
 
-use crate::index::{self, MAX_ATTR_TERM_BYTES, MAX_TOKEN_BYTES, Query, TermField};
+use crate::index::{self, MAX_TOKEN_BYTES, Query, TermField};
 use crate::schema::Signal;
 use crate::{Error, Result};
 
@@ -177,7 +177,7 @@ fn compile(signal: Signal, q: &Query, columns: &mut Vec<&'static str>) -> Node {
             }
         }
         Query::Attr { key, value } => {
-            if key.len() + 1 + value.len() > MAX_ATTR_TERM_BYTES {
+            if !index::attr_term_fits(key, value) {
                 return Node::Nothing;
             }
             attrs(columns);
@@ -313,9 +313,7 @@ fn eval(node: &Node, row: &dyn Row, scratch: &mut String) -> bool {
             .term(TermField::SeverityText)
             .is_some_and(|v| index::glob_match(pattern, &v.to_lowercase())),
         Node::AttrWildcard(key, pattern) => row.any_attr(&mut |k, v| {
-            k == key
-                && k.len() + 1 + v.len() <= MAX_ATTR_TERM_BYTES
-                && index::glob_match(pattern, v)
+            k == key && index::attr_term_fits(k, v) && index::glob_match(pattern, v)
         }),
         Node::Severity(min, max) => (*min..=*max).contains(&row.severity()),
         Node::And(nodes) => nodes.iter().all(|n| eval(n, row, scratch)),
