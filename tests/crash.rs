@@ -77,10 +77,10 @@ fn ingest_until(
                         .header("content-type", "application/x-protobuf")
                         .body(batch(&prefix, n))
                         .send();
-                    if let Ok(r) = res {
-                        if r.status().is_success() {
-                            acked.extend((0..n).map(|i| format!("{prefix}-{i}")));
-                        }
+                    if let Ok(r) = res
+                        && r.status().is_success()
+                    {
+                        acked.extend((0..n).map(|i| format!("{prefix}-{i}")));
                     }
                 }
                 acked

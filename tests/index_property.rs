@@ -143,7 +143,7 @@ const SERVICES: &[&str] = &["checkout", "cart", "Checkout", "payments"];
 fn resource(rng: &mut Rng) -> Resource {
     Resource {
         attributes: vec![
-            string_kv("service.name", *rng.pick(SERVICES)),
+            string_kv("service.name", rng.pick::<&str>(SERVICES)),
             string_kv("region", &format!("v{}", rng.below(4))),
         ],
         ..Default::default()

@@ -29,6 +29,9 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use crate::Result;
 
+/// An exemplar's time, trace id and span id (hex), checked before the point is appended.
+type CheckedExemplar = (i64, Option<String>, Option<String>);
+
 /// The outcome of converting one export request.
 #[derive(Debug)]
 pub struct Converted {
@@ -768,9 +771,7 @@ impl MetricCols {
     }
 
     /// Checks what could make the point unstorable, before anything is appended.
-    fn check(
-        p: &Point<'_>,
-    ) -> Result<(i64, i64, Vec<(i64, Option<String>, Option<String>)>), String> {
+    fn check(p: &Point<'_>) -> Result<(i64, i64, Vec<CheckedExemplar>), String> {
         let t = ts(p.time, "time_unix_nano")?;
         let s = ts(p.start, "start_time_unix_nano")?;
         let mut ex = Vec::with_capacity(p.exemplars.len());

@@ -323,8 +323,8 @@ mod tests {
         let Request::Logs(r) = req else { panic!() };
         let l = &r.resource_logs[0].scope_logs[0].log_records[0];
         // Three levels kept, the third emptied.
-        assert_eq!(depth(l.body.as_ref().unwrap()), 3);
-        assert_eq!(depth(l.attributes[0].value.as_ref().unwrap()), 3);
+        assert_eq!(depth(l.body.as_ref().expect("body")), 3);
+        assert_eq!(depth(l.attributes[0].value.as_ref().expect("value")), 3);
         assert_eq!(l.attributes[1].value, Some(nested(3)));
     }
 }

@@ -89,14 +89,13 @@ pub fn time_bounds(filters: &[Expr], column: &str) -> (i64, i64) {
             Expr::Between(b) if !b.negated => {
                 if let (Expr::Column(c), Expr::Literal(l, _), Expr::Literal(h, _)) =
                     (b.expr.as_ref(), b.low.as_ref(), b.high.as_ref())
+                    && c.name == column
                 {
-                    if c.name == column {
-                        if let Some(l) = nanos(l) {
-                            *lo = (*lo).max(l);
-                        }
-                        if let Some(h) = nanos(h) {
-                            *hi = (*hi).min(h);
-                        }
+                    if let Some(l) = nanos(l) {
+                        *lo = (*lo).max(l);
+                    }
+                    if let Some(h) = nanos(h) {
+                        *hi = (*hi).min(h);
                     }
                 }
             }

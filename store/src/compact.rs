@@ -92,8 +92,9 @@ pub(crate) fn pick(
 ) -> Option<Vec<Arc<SegmentMeta>>> {
     let unindexed = |s: &SegmentMeta| crate::index::indexed(s.signal) && s.index_bytes == 0;
     let delay = i64::try_from(config.index_delay.as_nanos()).unwrap_or(i64::MAX);
-    let mut by_partition: BTreeMap<&str, (Vec<&Arc<SegmentMeta>>, Vec<&Arc<SegmentMeta>>)> =
-        BTreeMap::new();
+    // Per partition: its unindexed (fresh) and its indexed (settled) segments.
+    type Split<'a> = (Vec<&'a Arc<SegmentMeta>>, Vec<&'a Arc<SegmentMeta>>);
+    let mut by_partition: BTreeMap<&str, Split<'_>> = BTreeMap::new();
     for s in segments {
         let (fresh, settled) = by_partition.entry(s.partition.as_str()).or_default();
         if unindexed(s) {

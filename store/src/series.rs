@@ -327,6 +327,7 @@ pub fn decode_index(s: &str) -> Option<SeriesIndex> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};

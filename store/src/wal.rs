@@ -419,7 +419,7 @@ fn fill_file(path: &Path, capacity: u64) -> Result<File> {
         .read(true)
         .write(true)
         .open(path)
-        .map_err(|e| Error::io("creating WAL file", &path, e))?;
+        .map_err(|e| Error::io("creating WAL file", path, e))?;
     let zeros = vec![0u8; (1 << 20).min(capacity as usize)];
     let mut left = capacity;
     while left > 0 {
