@@ -1,8 +1,10 @@
-//! `lumen bench-index`: the cost of building segment indexes, measured on
-//! the segments of a real data directory (left as it is: each index is
-//! built into a scratch directory and thrown away). Compaction builds an
-//! index for every flushed segment, and that is most of its CPU, so this
-//! times exactly that step, repeatably, without ingest running beside it.
+//! `lumen bench-index` and `lumen bench-flush`: the cost of building segment
+//! indexes and of flushing, measured on the segments of a real data
+//! directory (left as it is: output goes to a scratch directory and is
+//! thrown away). Compaction builds an index for every flushed segment and the
+//! flusher sorts and encodes every row; together they are most of the
+//! server's CPU beside ingest, so these time exactly those steps,
+//! repeatably, without ingest running beside them.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -22,9 +24,21 @@ pub(crate) struct BenchIndexArgs {
     /// Index at most this many segments (the largest first).
     #[arg(long, default_value_t = 4)]
     pub(crate) segments: usize,
+    /// Only segments of at most this many rows (e.g. flush-sized ones).
+    #[arg(long)]
+    pub(crate) max_rows: Option<u64>,
     /// Build each index this many times; the median is reported.
     #[arg(long, default_value_t = 3)]
     pub(crate) repeat: usize,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchFlushArgs {
+    #[command(flatten)]
+    pub(crate) segments: BenchIndexArgs,
+    /// Rows per buffered batch (one export request's worth).
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) batch_rows: usize,
 }
 
 /// CPU time of this process so far (all threads: tantivy indexes on its own).
@@ -49,9 +63,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// Prints one line per segment and a `result` line.
-#[allow(clippy::print_stdout)]
-pub(crate) fn run(args: &BenchIndexArgs) -> Result<()> {
+/// The signal and the segments `args` selects, largest first.
+fn select(args: &BenchIndexArgs) -> Result<(Signal, Vec<lumen_store::SegmentMeta>)> {
     let signal = match args.signal.as_str() {
         "logs" => Signal::Logs,
         "spans" => Signal::Spans,
@@ -60,28 +73,42 @@ pub(crate) fn run(args: &BenchIndexArgs) -> Result<()> {
     let mut segments: Vec<_> = lumen_store::catalog::committed_segments(&args.data_dir)
         .with_context(|| format!("reading the catalog in {}", args.data_dir.display()))?
         .into_iter()
-        .filter(|s| s.signal == signal)
+        .filter(|s| s.signal == signal && args.max_rows.is_none_or(|m| s.rows <= m))
         .collect();
     if segments.is_empty() {
         bail!("no {} segments in {}", args.signal, args.data_dir.display());
     }
     segments.sort_by_key(|s| std::cmp::Reverse(s.rows));
     segments.truncate(args.segments);
+    Ok((signal, segments))
+}
+
+/// Times `step` `repeat` times; medians of wall and process CPU seconds.
+fn timed(repeat: usize, mut step: impl FnMut() -> Result<u64>) -> Result<(f64, f64, u64)> {
+    let (mut walls, mut cpus) = (Vec::new(), Vec::new());
+    let mut len = 0;
+    for _ in 0..repeat.max(1) {
+        let (t0, c0) = (Instant::now(), process_cpu()?);
+        len = step()?;
+        walls.push(t0.elapsed().as_secs_f64());
+        cpus.push((process_cpu()? - c0).as_secs_f64());
+    }
+    Ok((median(walls), median(cpus), len))
+}
+
+/// Prints one line per segment and a `result` line.
+#[allow(clippy::print_stdout)]
+pub(crate) fn run(args: &BenchIndexArgs) -> Result<()> {
+    let (signal, segments) = select(args)?;
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     let out = scratch.path().join("bench.idx");
     let (mut rows, mut wall, mut cpu, mut bytes) = (0u64, 0.0, 0.0, 0u64);
     for s in &segments {
         let path = args.data_dir.join(&s.path);
-        let (mut walls, mut cpus) = (Vec::new(), Vec::new());
-        let mut len = 0;
-        for _ in 0..args.repeat.max(1) {
-            let (t0, c0) = (Instant::now(), process_cpu()?);
-            len = lumen_store::index_file(signal, &path, &out, scratch.path())
-                .with_context(|| format!("indexing {}", s.path))?;
-            walls.push(t0.elapsed().as_secs_f64());
-            cpus.push((process_cpu()? - c0).as_secs_f64());
-        }
-        let (w, c) = (median(walls), median(cpus));
+        let (w, c, len) = timed(args.repeat, || {
+            lumen_store::index_file(signal, &path, &out, scratch.path())
+                .with_context(|| format!("indexing {}", s.path))
+        })?;
         println!(
             "segment {} rows={} wall_s={w:.3} rows_per_s={:.0} cpu_us_per_row={:.2} index_bytes_per_row={:.2}",
             s.path,
@@ -98,6 +125,49 @@ pub(crate) fn run(args: &BenchIndexArgs) -> Result<()> {
     println!(
         "result signal={} segments={} rows={rows} rows_per_s={:.0} cpu_us_per_row={:.2} index_bytes_per_row={:.2}",
         args.signal,
+        segments.len(),
+        rows as f64 / wall,
+        cpu * 1e6 / rows as f64,
+        bytes as f64 / rows as f64
+    );
+    Ok(())
+}
+
+/// Flushes each selected segment's rows again, from arrival order; prints
+/// one line per segment and a `result` line.
+#[allow(clippy::print_stdout)]
+pub(crate) fn run_flush(args: &BenchFlushArgs) -> Result<()> {
+    let (signal, segments) = select(&args.segments)?;
+    let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+    let bench = lumen_store::FlushBench::new(scratch.path())?;
+    let (mut rows, mut wall, mut cpu, mut bytes) = (0u64, 0.0, 0.0, 0u64);
+    let mut lsn = 0;
+    for s in &segments {
+        let path = args.segments.data_dir.join(&s.path);
+        let batches = lumen_store::FlushBench::arrival_batches(signal, &path, args.batch_rows)
+            .with_context(|| format!("reading {}", s.path))?;
+        let (w, c, len) = timed(args.segments.repeat, || {
+            lsn += 1;
+            bench
+                .write(signal, &batches, lsn)
+                .with_context(|| format!("flushing {}", s.path))
+        })?;
+        println!(
+            "segment {} rows={} wall_s={w:.3} rows_per_s={:.0} cpu_us_per_row={:.2} parquet_bytes_per_row={:.2}",
+            s.path,
+            s.rows,
+            s.rows as f64 / w,
+            c * 1e6 / s.rows as f64,
+            len as f64 / s.rows as f64
+        );
+        rows += s.rows;
+        wall += w;
+        cpu += c;
+        bytes += len;
+    }
+    println!(
+        "result signal={} segments={} rows={rows} rows_per_s={:.0} cpu_us_per_row={:.2} parquet_bytes_per_row={:.2}",
+        args.segments.signal,
         segments.len(),
         rows as f64 / wall,
         cpu * 1e6 / rows as f64,

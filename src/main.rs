@@ -41,6 +41,8 @@ enum Command {
     BenchTail(benchtail::BenchTailArgs),
     /// Measure index building: index a data directory's segments again (left unchanged).
     BenchIndex(benchindex::BenchIndexArgs),
+    /// Measure flushing: sort and write a data directory's segments again from arrival order.
+    BenchFlush(benchindex::BenchFlushArgs),
     /// Measure PromQL: load a day of counters or histograms, time range queries.
     BenchPromql(benchpromql::BenchPromqlArgs),
     /// The readers of a soak test: live-tail subscribers and a query loop.
@@ -87,6 +89,10 @@ async fn main() -> Result<()> {
         Command::BenchIndex(args) => {
             init_logging("warn");
             benchindex::run(&args)
+        }
+        Command::BenchFlush(args) => {
+            init_logging("warn");
+            benchindex::run_flush(&args)
         }
         Command::Inspect(args) => inspect::run(&args),
         Command::Promqltest(args) => promqltest::run(&args),

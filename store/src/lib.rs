@@ -38,7 +38,7 @@ pub use budget::{Budget, Reservation};
 pub use catalog::SegmentMeta;
 pub use metrics::Metrics;
 pub use schema::Signal;
-pub use segment::index_file;
+pub use segment::{FlushBench, index_file};
 
 use catalog::Catalog;
 use wal::{Command, WalFile};

@@ -501,6 +501,53 @@ pub fn index_file(
     index.finish(out)
 }
 
+/// The flush step alone, for `lumen bench-flush`: segments written as the
+/// flusher writes them (sorted, Parquet, no index) into a scratch directory.
+pub struct FlushBench {
+    objects: Objects,
+}
+
+impl FlushBench {
+    /// Writes under `dir` (local storage, as a data directory).
+    pub fn new(dir: &std::path::Path) -> Result<FlushBench> {
+        Ok(FlushBench {
+            objects: Objects::open(dir, &crate::objects::Storage::Local)?,
+        })
+    }
+
+    /// The rows of the segment file at `path` back in arrival order (by
+    /// time, as ingest delivered them, services interleaved), in batches of
+    /// `batch_rows`: what the flusher had in its buffer.
+    pub fn arrival_batches(
+        signal: Signal,
+        path: &std::path::Path,
+        batch_rows: usize,
+    ) -> Result<Vec<RecordBatch>> {
+        let file = File::open(path).map_err(|e| Error::io("opening", path, e))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
+        let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+        let all = compute::concat_batches(&signal.schema(), &batches)?;
+        let time = all.column(all.schema().index_of(signal.time_column())?);
+        let order = compute::sort_to_indices(time, None, None)?;
+        let all = compute::take_record_batch(&all, &order)?;
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < all.num_rows() {
+            let n = batch_rows.max(1).min(all.num_rows() - at);
+            out.push(all.slice(at, n));
+            at += n;
+        }
+        Ok(out)
+    }
+
+    /// Flushes `batches` as one buffer (the flusher's `write`); returns the
+    /// Parquet bytes written.
+    pub fn write(&self, signal: Signal, batches: &[RecordBatch], lsn: u64) -> Result<u64> {
+        let metas = write(&self.objects, signal, batches, lsn, lsn)?;
+        Ok(metas.iter().map(|m| m.bytes).sum())
+    }
+}
+
 /// Adds the rows of a Parquet file to `index`, reading only `columns`.
 fn index_rows<R: ChunkReader + 'static>(
     input: R,
