@@ -37,7 +37,7 @@ use tantivy::schema::{
     FAST, Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions,
 };
 use tantivy::tokenizer::{LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer};
-use tantivy::{DocId, Index, IndexWriter, SegmentReader, Term};
+use tantivy::{DocId, Index, SegmentReader, SingleSegmentIndexWriter, Term};
 
 use crate::schema::Signal;
 use crate::{Error, Result};
@@ -47,7 +47,7 @@ pub const MAX_TOKEN_BYTES: usize = 255;
 /// Longest attribute term (key, separator, value) indexed; longer pairs are not searchable.
 pub const MAX_ATTR_TERM_BYTES: usize = 4096;
 const TOKENIZER: &str = "lumen_text";
-/// Memory the tantivy writer may use before it cuts a part (parts are
+/// Memory a part's tantivy writer may use before the builder cuts it (parts are
 /// merged into one at the end: 29% of the instructions of indexing a
 /// 359k-row segment in two parts). Its arena takes about 300 B per log row,
 /// so a flushed segment (measured: up to 240k rows at the default 48 MiB
@@ -202,9 +202,11 @@ fn analyzer() -> TextAnalyzer {
 }
 
 struct Fields {
-    /// The row in the segment the document was indexed for: orders the
-    /// writer's parts in [`Builder::finish`]. Readers use document ids, which
-    /// stay rows when indexes are concatenated (this field does not).
+    /// The row in the segment the document was indexed for. Readers use
+    /// document ids, which are rows in a bundle of one tantivy segment (as
+    /// [`Builder::finish`] writes) and stay rows when indexes are
+    /// concatenated (this field does not); the field maps documents to rows
+    /// in bundles of several tantivy segments.
     row: Field,
     body: Option<Field>,
     severity: Option<Field>,
@@ -579,32 +581,59 @@ impl tantivy::schema::Document for RowDoc {
 /// merged), which must not count against the process's memory.
 pub(crate) struct Builder {
     signal: Signal,
-    index: Index,
-    dir: tempfile::TempDir,
-    writer: IndexWriter<RowDoc>,
+    schema: Schema,
+    scratch: PathBuf,
     fields: Fields,
+    /// Finished parts, in row order.
+    parts: Vec<(tempfile::TempDir, Index)>,
+    /// The part being written. tantivy's `SingleSegmentIndexWriter` indexes
+    /// on the calling thread: its `IndexWriter` hands every document over a
+    /// channel to an indexing thread, and that hand-off (the channel and the
+    /// context switches) was ~20% of indexing's CPU here.
+    part: Option<(tempfile::TempDir, SingleSegmentIndexWriter<RowDoc>)>,
+    /// The first row of the part being written.
+    part_start: u64,
     next_row: u64,
 }
 
 impl Builder {
-    /// A builder working in a new directory under `scratch`.
+    /// A builder working in new directories under `scratch`.
     pub(crate) fn new(signal: Signal, scratch: &Path) -> Result<Self> {
         let (schema, fields) = schema(signal)?;
-        let (dir, mmap) = scratch_directory(scratch, "index-")?;
-        let index = Index::create(mmap, schema, Default::default())?;
-        register(&index);
-        let writer = index.writer_with_num_threads(1, WRITER_MEMORY)?;
-        // Everything is merged into one segment in `finish`; merging parts
-        // in the background as well would do that work twice.
-        writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
-        Ok(Builder {
+        let mut b = Builder {
             signal,
-            index,
-            dir,
-            writer,
+            schema,
+            scratch: scratch.to_owned(),
             fields,
+            parts: Vec::new(),
+            part: None,
+            part_start: 0,
             next_row: 0,
-        })
+        };
+        b.part = Some(b.new_part()?);
+        Ok(b)
+    }
+
+    fn new_part(&self) -> Result<(tempfile::TempDir, SingleSegmentIndexWriter<RowDoc>)> {
+        let (dir, mmap) = scratch_directory(&self.scratch, "index-")?;
+        let tokenizers = tantivy::tokenizer::TokenizerManager::default();
+        tokenizers.register(TOKENIZER, analyzer());
+        let writer = Index::builder()
+            .schema(self.schema.clone())
+            .tokenizers(tokenizers)
+            .single_segment_index_writer(mmap, WRITER_MEMORY)?;
+        Ok((dir, writer))
+    }
+
+    /// Finishes the part being written (if any) and keeps it, unless it is
+    /// empty and not the only one.
+    fn end_part(&mut self) -> Result<()> {
+        if let Some((dir, writer)) = self.part.take()
+            && (self.next_row > self.part_start || self.parts.is_empty())
+        {
+            self.parts.push((dir, writer.finalize()?));
+        }
+        Ok(())
     }
 
     /// Adds the next rows of the segment.
@@ -684,46 +713,52 @@ impl Builder {
         }
         d.starts.push(d.values.len());
         let d = std::sync::Arc::new(d);
+        let Some((_, writer)) = self.part.as_mut() else {
+            return Err(Error::Corrupt("index builder used after finishing".into()));
+        };
         for row in 0..n {
-            self.writer.add_document(RowDoc {
+            writer.add_document(RowDoc {
                 batch: std::sync::Arc::clone(&d),
                 row,
             })?;
+        }
+        // Checked per batch: a part overshoots by at most one batch.
+        if writer.mem_usage() > WRITER_MEMORY {
+            self.cut_part()?;
         }
         self.next_row += n as u64;
         Ok(())
     }
 
-    /// Commits what was added so far as its own tantivy segment, as the
-    /// writer does by itself whenever its memory budget fills.
-    #[cfg(test)]
-    fn commit_part(&mut self) -> Result<()> {
-        self.writer.commit()?;
+    /// Finishes the part being written and starts another.
+    fn cut_part(&mut self) -> Result<()> {
+        self.end_part()?;
+        self.part = Some(self.new_part()?);
+        self.part_start = self.next_row;
         Ok(())
     }
 
-    /// Commits, merges into one tantivy segment and writes the bundle to
-    /// `out` (not synced); returns its length. The scratch directory goes.
+    /// Merges the parts into one tantivy segment (if there are several) and
+    /// writes the bundle to `out` (not synced); returns its length. The
+    /// scratch directories go.
     pub(crate) fn finish(mut self, out: &Path) -> Result<u64> {
-        self.writer.commit()?;
-        let mut ids = self.index.searchable_segment_ids()?;
-        tracing::debug!(parts = ids.len(), rows = self.next_row, "index built");
-        if ids.len() > 1 {
-            // Merged documents are numbered in the order of the parts given:
-            // in row order, a document's id is its row, which lets searches
-            // read fast fields by row directly.
-            let reader = self.index.reader()?;
-            let mut first_row: HashMap<tantivy::index::SegmentId, u64> = HashMap::new();
-            for seg in reader.searcher().segment_readers() {
-                let rows = seg.fast_fields().u64("row")?;
-                first_row.insert(seg.segment_id(), rows.first(0).unwrap_or(u64::MAX));
+        self.end_part()?;
+        tracing::debug!(
+            parts = self.parts.len(),
+            rows = self.next_row,
+            "index built"
+        );
+        match self.parts.as_slice() {
+            [(dir, index)] => Bundle::write(index, dir.path(), out),
+            parts => {
+                // Merged documents are numbered in the order of the parts
+                // given, so a document's id stays its row.
+                let indexes: Vec<Index> = parts.iter().map(|(_, i)| i.clone()).collect();
+                let (dir, mmap) = scratch_directory(&self.scratch, "merge-")?;
+                let merged = tantivy::indexer::merge_indices(&indexes, mmap)?;
+                Bundle::write(&merged, dir.path(), out)
             }
-            drop(reader);
-            ids.sort_by_key(|id| first_row.get(id).copied().unwrap_or(u64::MAX));
-            futures::executor::block_on(self.writer.merge(&ids))?;
         }
-        self.writer.wait_merging_threads()?;
-        Bundle::write(&self.index, self.dir.path(), out)
     }
 }
 
@@ -1519,9 +1554,8 @@ mod tests {
         assert_eq!(glob_regex("a.b*"), "a\\x{2e}b.*");
     }
 
-    /// Regression: with tantivy's default merge policy, background merges
-    /// of the parts raced the final merge in `finish`, which then failed
-    /// ("segments that were merged could not be found") on large segments.
+    /// A segment indexed in several parts (as large rewrites are) becomes
+    /// one tantivy segment whose document ids are still the rows.
     #[test]
     fn an_index_built_in_many_parts_merges_into_one_with_every_row() {
         let scratch = tempfile::tempdir().expect("tempdir");
@@ -1538,10 +1572,9 @@ mod tests {
                 .map(|(i, body)| ("svc", i as i64, body.as_str()))
                 .collect();
             b.add(&crate::partition_tests::rows(&rows)).expect("add");
-            b.commit_part().expect("commit");
+            b.cut_part().expect("cut");
         }
-        // No part was merged in the background (that is what raced).
-        assert_eq!(b.index.searchable_segment_ids().expect("ids").len(), parts);
+        assert_eq!(b.parts.len(), parts);
         let out = scratch.path().join("bundle.idx");
         let len = b.finish(&out).expect("finish merges every part");
         let bytes = std::fs::read(&out).expect("read bundle");
