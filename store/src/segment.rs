@@ -3,8 +3,15 @@
 use std::fs::File;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, Int64Array, RecordBatch, TimestampNanosecondArray};
+use std::collections::HashMap;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Int64Array, RecordBatch, TimestampNanosecondArray,
+};
 use datafusion::arrow::compute::{self, SortColumn, interleave_record_batch, lexsort_to_indices};
+use datafusion::arrow::datatypes::{
+    DataType, Int64Type, TimeUnit, TimestampNanosecondType, UInt64Type,
+};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::arrow::{ArrowSchemaConverter, ArrowWriter, ProjectionMask};
 use datafusion::parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -150,17 +157,11 @@ pub(crate) fn write(
     // Sort on the key columns only, then gather every column once with
     // `interleave`, instead of concatenating all columns and copying them
     // again in sorted order.
-    let mut sort = vec![SortColumn {
-        values: Arc::clone(&hours),
-        options: None,
-    }];
+    let mut keys = vec![Arc::clone(&hours)];
     for c in sort_columns(signal) {
-        sort.push(SortColumn {
-            values: concat_column(c)?,
-            options: None,
-        });
+        keys.push(concat_column(c)?);
     }
-    let indices = lexsort_to_indices(&sort, None)?;
+    let indices = sort_indices(&keys)?;
     let mut starts = Vec::with_capacity(batches.len());
     let mut total = 0usize;
     for b in batches {
@@ -173,7 +174,7 @@ pub(crate) fn write(
         .ok_or_else(|| Error::Corrupt("hours".into()))?;
     // Runs of equal hour in sorted order: one segment each.
     let mut runs: Vec<(i64, Vec<(usize, usize)>)> = Vec::new();
-    for &i in indices.values() {
+    for &i in &indices {
         let i = i as usize;
         let hour = hours.value(i);
         let batch = starts.partition_point(|&s| s <= i) - 1;
@@ -192,6 +193,94 @@ pub(crate) fn write(
         )?);
     }
     Ok(metas)
+}
+
+/// Most key columns [`sort_indices`] sorts on without `lexsort_to_indices`.
+const SORT_KEYS: usize = 4;
+
+/// The rows of `keys` (equal-length columns) in ascending order, nulls first,
+/// as `lexsort_to_indices` with default options orders them. Without nulls,
+/// each column becomes an order-preserving `u64` per row (integers and times
+/// with the sign bit flipped, strings by rank among their distinct values)
+/// and the rows are sorted as fixed-width tuples: `lexsort_to_indices`
+/// compares every pair through dynamic per-column comparators, which was
+/// 13.5% of a logs flush's instructions.
+fn sort_indices(keys: &[ArrayRef]) -> Result<Vec<u32>> {
+    let n = keys.first().map_or(0, |k| k.len());
+    let fast = keys.len() <= SORT_KEYS
+        && u32::try_from(n).is_ok()
+        && keys.iter().all(|k| k.len() == n && k.null_count() == 0);
+    let ranked: Option<Vec<Vec<u64>>> = if fast {
+        keys.iter().map(order_keys).collect()
+    } else {
+        None
+    };
+    let Some(ranked) = ranked else {
+        let sort: Vec<SortColumn> = keys
+            .iter()
+            .map(|k| SortColumn {
+                values: Arc::clone(k),
+                options: None,
+            })
+            .collect();
+        return Ok(lexsort_to_indices(&sort, None)?.values().to_vec());
+    };
+    let mut rows: Vec<([u64; SORT_KEYS], u32)> = (0..n)
+        .map(|i| {
+            let mut k = [0u64; SORT_KEYS];
+            for (slot, col) in k.iter_mut().zip(&ranked) {
+                *slot = col[i];
+            }
+            // `n` fits in u32 (checked above).
+            (k, i as u32)
+        })
+        .collect();
+    rows.sort_unstable();
+    Ok(rows.into_iter().map(|(_, i)| i).collect())
+}
+
+/// A `u64` per row that orders as the column's values do, for the column
+/// types segments sort on; `None` for any other type.
+fn order_keys(a: &ArrayRef) -> Option<Vec<u64>> {
+    const SIGN: u64 = 1 << 63;
+    let flip = |v: &i64| v.cast_unsigned() ^ SIGN;
+    match a.data_type() {
+        DataType::Int64 => Some(
+            a.as_primitive::<Int64Type>()
+                .values()
+                .iter()
+                .map(flip)
+                .collect(),
+        ),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => Some(
+            a.as_primitive::<TimestampNanosecondType>()
+                .values()
+                .iter()
+                .map(flip)
+                .collect(),
+        ),
+        DataType::UInt64 => Some(a.as_primitive::<UInt64Type>().values().to_vec()),
+        DataType::Utf8 => {
+            // Ids in order of first appearance, then each id's rank among
+            // the distinct values (bytewise, as Arrow compares strings).
+            let strings = a.as_string::<i32>();
+            let mut ids: HashMap<&str, u64> = HashMap::new();
+            let first_seen: Vec<u64> = (0..strings.len())
+                .map(|i| {
+                    let next = ids.len() as u64;
+                    *ids.entry(strings.value(i)).or_insert(next)
+                })
+                .collect();
+            let mut distinct: Vec<(&str, u64)> = ids.into_iter().collect();
+            distinct.sort_unstable();
+            let mut rank = vec![0u64; distinct.len()];
+            for (r, (_, id)) in distinct.iter().enumerate() {
+                rank[*id as usize] = r as u64;
+            }
+            Some(first_seen.iter().map(|id| rank[*id as usize]).collect())
+        }
+        _ => None,
+    }
 }
 
 fn write_one(
@@ -683,5 +772,97 @@ pub(crate) fn time_range(batch: &RecordBatch, signal: Signal) -> (i64, i64) {
             compute::max(a).unwrap_or(i64::MAX),
         ),
         _ => (i64::MIN, i64::MAX),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{StringArray, UInt64Array};
+
+    /// Tiny deterministic generator: the test needs varied keys, not quality.
+    fn next(state: &mut u64) -> u64 {
+        *state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        *state >> 33
+    }
+
+    /// The key tuples of `keys` in the order `order` puts their rows.
+    fn tuples(keys: &[ArrayRef], order: &[u32]) -> Vec<Vec<String>> {
+        use datafusion::arrow::util::display::array_value_to_string;
+        order
+            .iter()
+            .map(|&i| {
+                keys.iter()
+                    .map(|k| array_value_to_string(k, i as usize).unwrap_or_default())
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn lexsorted(keys: &[ArrayRef]) -> Vec<u32> {
+        let sort: Vec<SortColumn> = keys
+            .iter()
+            .map(|k| SortColumn {
+                values: Arc::clone(k),
+                options: None,
+            })
+            .collect();
+        lexsort_to_indices(&sort, None)
+            .map(|i| i.values().to_vec())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn sort_indices_orders_rows_as_lexsort_does() {
+        let mut st = 7u64;
+        let n = 5000;
+        let words = [
+            "",
+            "a",
+            "ab",
+            "b",
+            "checkout",
+            "cart",
+            "Checkout",
+            "\u{e9}t\u{e9}",
+            "z",
+        ];
+        let hours: ArrayRef = Arc::new(Int64Array::from_iter_values(
+            (0..n).map(|_| next(&mut st) as i64 % 3 - 1),
+        ));
+        let names: ArrayRef = Arc::new(StringArray::from_iter_values(
+            (0..n).map(|_| words[next(&mut st) as usize % words.len()]),
+        ));
+        let ids: ArrayRef = Arc::new(UInt64Array::from_iter_values((0..n).map(|_| {
+            next(&mut st) % 50
+                + if next(&mut st) % 2 == 0 {
+                    u64::MAX - 60
+                } else {
+                    0
+                }
+        })));
+        let times: ArrayRef = Arc::new(TimestampNanosecondArray::from_iter_values(
+            (0..n).map(|_| (next(&mut st) as i64 % 1000 - 500) * 1_000_000_007),
+        ));
+        for keys in [
+            vec![Arc::clone(&hours), Arc::clone(&names), Arc::clone(&times)],
+            vec![
+                Arc::clone(&hours),
+                Arc::clone(&names),
+                Arc::clone(&ids),
+                Arc::clone(&times),
+            ],
+        ] {
+            let fast = sort_indices(&keys).expect("sorts");
+            let mut seen = fast.clone();
+            seen.sort_unstable();
+            assert_eq!(seen, (0..n as u32).collect::<Vec<_>>(), "a permutation");
+            assert_eq!(tuples(&keys, &fast), tuples(&keys, &lexsorted(&keys)));
+        }
+        // With nulls it falls back to lexsort (nulls first).
+        let with_null: ArrayRef = Arc::new(StringArray::from(vec![Some("b"), None, Some("a")]));
+        assert_eq!(sort_indices(&[with_null]).expect("sorts"), vec![1, 2, 0]);
     }
 }
