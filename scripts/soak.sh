@@ -11,11 +11,12 @@
 # sampled every 2 s into $OUT/samples.tsv.
 # Not part of CI.
 #   RATE=150000 SOAK=600 OVERLOAD_RATE=400000 OVERLOAD=120 ./scripts/soak.sh
+# SKIP_BUILD=1 BIN=/path/to/lumen runs a given build instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lumen-target-release}"
-cargo build --release --bin lumen
-BIN="$CARGO_TARGET_DIR/release/lumen"
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --bin lumen
+BIN="${BIN:-$CARGO_TARGET_DIR/release/lumen}"
 RATE="${RATE:-150000}"
 SOAK="${SOAK:-600}"
 OVERLOAD_RATE="${OVERLOAD_RATE:-400000}"
