@@ -96,51 +96,87 @@ fn timed(repeat: usize, mut step: impl FnMut() -> Result<u64>) -> Result<(f64, f
     Ok((median(walls), median(cpus), len))
 }
 
+/// The figures of a run: one line per segment as it is timed, then a
+/// `result` line over all of them.
+struct Totals {
+    /// Name of the bytes-per-row figure (what the timed step writes).
+    bytes_name: &'static str,
+    rows: u64,
+    wall: f64,
+    cpu: f64,
+    bytes: u64,
+}
+
+impl Totals {
+    fn new(bytes_name: &'static str) -> Self {
+        Totals {
+            bytes_name,
+            rows: 0,
+            wall: 0.0,
+            cpu: 0.0,
+            bytes: 0,
+        }
+    }
+
+    fn line(&self, rows: u64, wall: f64, cpu: f64, bytes: u64) -> String {
+        let rows_f = rows as f64;
+        format!(
+            "rows_per_s={:.0} cpu_us_per_row={:.2} {}={:.2}",
+            rows_f / wall,
+            cpu * 1e6 / rows_f,
+            self.bytes_name,
+            bytes as f64 / rows_f
+        )
+    }
+
+    /// Prints and adds one segment's (median wall s, median CPU s, bytes).
+    #[allow(clippy::print_stdout)]
+    fn segment(&mut self, path: &str, rows: u64, (wall, cpu, bytes): (f64, f64, u64)) {
+        println!(
+            "segment {path} rows={rows} wall_s={wall:.3} {}",
+            self.line(rows, wall, cpu, bytes)
+        );
+        self.rows += rows;
+        self.wall += wall;
+        self.cpu += cpu;
+        self.bytes += bytes;
+    }
+
+    #[allow(clippy::print_stdout)]
+    fn result(&self, signal: &impl std::fmt::Display, segments: usize) {
+        println!(
+            "result signal={signal} segments={segments} rows={} {}",
+            self.rows,
+            self.line(self.rows, self.wall, self.cpu, self.bytes)
+        );
+    }
+}
+
 /// Prints one line per segment and a `result` line.
-#[allow(clippy::print_stdout)]
 pub(crate) fn run(args: &BenchIndexArgs) -> Result<()> {
     let (signal, segments) = select(args)?;
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     let out = scratch.path().join("bench.idx");
-    let (mut rows, mut wall, mut cpu, mut bytes) = (0u64, 0.0, 0.0, 0u64);
+    let mut totals = Totals::new("index_bytes_per_row");
     for s in &segments {
         let path = args.data_dir.join(&s.path);
         let (w, c, len) = timed(args.repeat, || {
             lumen_store::index_file(signal, &path, &out, scratch.path())
                 .with_context(|| format!("indexing {}", s.path))
         })?;
-        println!(
-            "segment {} rows={} wall_s={w:.3} rows_per_s={:.0} cpu_us_per_row={:.2} index_bytes_per_row={:.2}",
-            s.path,
-            s.rows,
-            s.rows as f64 / w,
-            c * 1e6 / s.rows as f64,
-            len as f64 / s.rows as f64
-        );
-        rows += s.rows;
-        wall += w;
-        cpu += c;
-        bytes += len;
+        totals.segment(&s.path, s.rows, (w, c, len));
     }
-    println!(
-        "result signal={} segments={} rows={rows} rows_per_s={:.0} cpu_us_per_row={:.2} index_bytes_per_row={:.2}",
-        args.signal,
-        segments.len(),
-        rows as f64 / wall,
-        cpu * 1e6 / rows as f64,
-        bytes as f64 / rows as f64
-    );
+    totals.result(&args.signal, segments.len());
     Ok(())
 }
 
 /// Flushes each selected segment's rows again, from arrival order; prints
 /// one line per segment and a `result` line.
-#[allow(clippy::print_stdout)]
 pub(crate) fn run_flush(args: &BenchFlushArgs) -> Result<()> {
     let (signal, segments) = select(&args.segments)?;
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     let bench = lumen_store::FlushBench::new(scratch.path())?;
-    let (mut rows, mut wall, mut cpu, mut bytes) = (0u64, 0.0, 0.0, 0u64);
+    let mut totals = Totals::new("parquet_bytes_per_row");
     let mut lsn = 0;
     for s in &segments {
         let path = args.segments.data_dir.join(&s.path);
@@ -152,26 +188,8 @@ pub(crate) fn run_flush(args: &BenchFlushArgs) -> Result<()> {
                 .write(signal, &batches, lsn)
                 .with_context(|| format!("flushing {}", s.path))
         })?;
-        println!(
-            "segment {} rows={} wall_s={w:.3} rows_per_s={:.0} cpu_us_per_row={:.2} parquet_bytes_per_row={:.2}",
-            s.path,
-            s.rows,
-            s.rows as f64 / w,
-            c * 1e6 / s.rows as f64,
-            len as f64 / s.rows as f64
-        );
-        rows += s.rows;
-        wall += w;
-        cpu += c;
-        bytes += len;
+        totals.segment(&s.path, s.rows, (w, c, len));
     }
-    println!(
-        "result signal={} segments={} rows={rows} rows_per_s={:.0} cpu_us_per_row={:.2} parquet_bytes_per_row={:.2}",
-        args.segments.signal,
-        segments.len(),
-        rows as f64 / wall,
-        cpu * 1e6 / rows as f64,
-        bytes as f64 / rows as f64
-    );
+    totals.result(&args.segments.signal, segments.len());
     Ok(())
 }

@@ -210,20 +210,11 @@ fn sort_indices(keys: &[ArrayRef]) -> Result<Vec<u32>> {
     let fast = keys.len() <= SORT_KEYS
         && u32::try_from(n).is_ok()
         && keys.iter().all(|k| k.len() == n && k.null_count() == 0);
-    let ranked: Option<Vec<Vec<u64>>> = if fast {
-        keys.iter().map(order_keys).collect()
-    } else {
-        None
-    };
+    let ranked = fast
+        .then(|| keys.iter().map(order_keys).collect::<Option<Vec<_>>>())
+        .flatten();
     let Some(ranked) = ranked else {
-        let sort: Vec<SortColumn> = keys
-            .iter()
-            .map(|k| SortColumn {
-                values: Arc::clone(k),
-                options: None,
-            })
-            .collect();
-        return Ok(lexsort_to_indices(&sort, None)?.values().to_vec());
+        return lexsort(keys);
     };
     let mut rows: Vec<([u64; SORT_KEYS], u32)> = (0..n)
         .map(|i| {
@@ -237,6 +228,18 @@ fn sort_indices(keys: &[ArrayRef]) -> Result<Vec<u32>> {
         .collect();
     rows.sort_unstable();
     Ok(rows.into_iter().map(|(_, i)| i).collect())
+}
+
+/// The rows of `keys` in `lexsort_to_indices`'s order (default options).
+fn lexsort(keys: &[ArrayRef]) -> Result<Vec<u32>> {
+    let sort: Vec<SortColumn> = keys
+        .iter()
+        .map(|k| SortColumn {
+            values: Arc::clone(k),
+            options: None,
+        })
+        .collect();
+    Ok(lexsort_to_indices(&sort, None)?.values().to_vec())
 }
 
 /// A `u64` per row that orders as the column's values do, for the column
@@ -801,19 +804,6 @@ mod tests {
             .collect()
     }
 
-    fn lexsorted(keys: &[ArrayRef]) -> Vec<u32> {
-        let sort: Vec<SortColumn> = keys
-            .iter()
-            .map(|k| SortColumn {
-                values: Arc::clone(k),
-                options: None,
-            })
-            .collect();
-        lexsort_to_indices(&sort, None)
-            .map(|i| i.values().to_vec())
-            .unwrap_or_default()
-    }
-
     #[test]
     fn sort_indices_orders_rows_as_lexsort_does() {
         let mut st = 7u64;
@@ -837,7 +827,7 @@ mod tests {
         ));
         let ids: ArrayRef = Arc::new(UInt64Array::from_iter_values((0..n).map(|_| {
             next(&mut st) % 50
-                + if next(&mut st) % 2 == 0 {
+                + if next(&mut st).is_multiple_of(2) {
                     u64::MAX - 60
                 } else {
                     0
@@ -859,7 +849,10 @@ mod tests {
             let mut seen = fast.clone();
             seen.sort_unstable();
             assert_eq!(seen, (0..n as u32).collect::<Vec<_>>(), "a permutation");
-            assert_eq!(tuples(&keys, &fast), tuples(&keys, &lexsorted(&keys)));
+            assert_eq!(
+                tuples(&keys, &fast),
+                tuples(&keys, &lexsort(&keys).expect("sorts"))
+            );
         }
         // With nulls it falls back to lexsort (nulls first).
         let with_null: ArrayRef = Arc::new(StringArray::from(vec![Some("b"), None, Some("a")]));
