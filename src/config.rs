@@ -79,6 +79,10 @@ pub(crate) struct ServeArgs {
     /// once. Until then search scans it [default: 30s].
     #[arg(long, env = "LUMEN_INDEX_DELAY", value_name = "DURATION")]
     pub(crate) index_delay: Option<String>,
+    /// Nice steps added to the compaction threads (0 to 19), so that under
+    /// load ingest and queries get the CPU first [default: 10].
+    #[arg(long, env = "LUMEN_COMPACTION_NICE", value_name = "N", value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub(crate) compaction_nice: Option<i32>,
     /// Time limit of one query: SQL, PromQL, log search and histogram, Jaeger
     /// trace search [default: 30s].
     #[arg(long, env = "LUMEN_SQL_TIMEOUT", value_name = "DURATION")]
@@ -165,6 +169,7 @@ pub(crate) struct FileConfig {
     pub(crate) flush_size: Option<String>,
     pub(crate) flush_interval: Option<String>,
     pub(crate) index_delay: Option<String>,
+    pub(crate) compaction_nice: Option<i32>,
     pub(crate) sql_timeout: Option<String>,
     pub(crate) sql_max_rows: Option<usize>,
     pub(crate) max_concurrent_queries: Option<usize>,
@@ -215,6 +220,7 @@ pub(crate) struct Config {
     pub(crate) flush_size: usize,
     pub(crate) flush_interval: Duration,
     pub(crate) index_delay: Duration,
+    pub(crate) compaction_nice: i32,
     pub(crate) sql_timeout: Duration,
     pub(crate) sql_max_rows: usize,
     pub(crate) max_concurrent_queries: usize,
@@ -288,6 +294,10 @@ impl Config {
             flush_size: size("flush-size", pick!(flush_size, "48MiB"))?,
             flush_interval: dur("flush-interval", pick!(flush_interval, "30s"))?,
             index_delay: dur("index-delay", pick!(index_delay, "30s"))?,
+            compaction_nice: match args.compaction_nice.or(file.compaction_nice).unwrap_or(10) {
+                n @ 0..=19 => n,
+                n => bail!("compaction-nice must be 0 to 19, not {n}"),
+            },
             sql_timeout: dur("sql-timeout", pick!(sql_timeout, "30s"))?,
             sql_max_rows: args.sql_max_rows.or(file.sql_max_rows).unwrap_or(10_000),
             max_concurrent_queries: args
@@ -433,6 +443,29 @@ mod tests {
         assert_eq!(c.sql_max_rows, 5);
         assert_eq!(c.memory_budget, 256 << 20);
         assert!(matches!(c.storage, lumen_store::objects::Storage::Local));
+        assert_eq!(c.compaction_nice, 10);
+    }
+
+    #[test]
+    fn compaction_nice_is_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("lumen.toml");
+        std::fs::write(&path, "compaction_nice = 25\n").expect("write");
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let err = Config::resolve(args).expect_err("out of range");
+        assert!(
+            err.to_string().contains("compaction-nice must be 0 to 19"),
+            "{err}"
+        );
+        std::fs::write(&path, "compaction_nice = 0\n").expect("write");
+        let args = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        assert_eq!(Config::resolve(args).expect("resolves").compaction_nice, 0);
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         ..StoreConfig::new(&data_dir)
     };
     store_config.compaction.index_delay = config.index_delay;
+    store_config.compaction.nice = config.compaction_nice;
     // Test hook (crash tests): concatenate indexed segments however small,
     // so a test reaches that path with a few records.
     if let Some(rows) = std::env::var("LUMEN_TEST_CONCAT_MIN_ROWS")

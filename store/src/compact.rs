@@ -49,6 +49,10 @@ pub struct CompactionConfig {
     /// concatenation ([`segment::concat`]); smaller ones are rewritten, since
     /// concatenation keeps their small row groups.
     pub concat_min_rows: u64,
+    /// Added to the compaction thread's nice value (0 to 19; 0 leaves it
+    /// as is), so that under load ingest and queries get the CPU first and
+    /// compaction runs on what they leave.
+    pub nice: i32,
 }
 
 impl Default for CompactionConfig {
@@ -63,6 +67,7 @@ impl Default for CompactionConfig {
             pause: Duration::from_millis(500),
             index_delay: Duration::from_secs(30),
             concat_min_rows: segment::CONCAT_MIN_ROWS,
+            nice: 10,
         }
     }
 }
@@ -375,9 +380,28 @@ fn index_in_place(shared: &Shared, signal: Signal, seg: &Arc<SegmentMeta>) -> Re
     Ok(())
 }
 
+/// Lowers the calling thread's CPU priority by `nice` steps.
+fn lower_priority(nice: i32) {
+    if nice <= 0 {
+        return;
+    }
+    // On Linux the nice value belongs to a thread, and setpriority with a
+    // thread id changes only that thread.
+    #[cfg(target_os = "linux")]
+    {
+        let tid = Some(rustix::thread::gettid());
+        let result = rustix::process::getpriority_process(tid)
+            .and_then(|now| rustix::process::setpriority_process(tid, (now + nice).min(19)));
+        if let Err(e) = result {
+            tracing::warn!(nice, error = %e, "could not lower the compaction thread's priority");
+        }
+    }
+}
+
 /// The compaction thread's loop.
 pub(crate) fn run(shared: Arc<Shared>) {
     let config = shared.config.compaction.clone();
+    lower_priority(config.nice);
     while !shared.stop.load(Ordering::SeqCst) {
         let mut merged_any = false;
         for signal in Signal::ALL {
@@ -405,6 +429,22 @@ pub(crate) fn run(shared: Arc<Shared>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn lower_priority_changes_only_the_calling_thread() {
+        let mine =
+            || rustix::process::getpriority_process(Some(rustix::thread::gettid())).expect("nice");
+        let before = mine();
+        let inside = std::thread::spawn(move || {
+            lower_priority(5);
+            mine()
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(inside, (before + 5).min(19));
+        assert_eq!(mine(), before, "the other threads keep their priority");
+    }
 
     fn seg(lsn: u64, indexed: bool, created_ns: i64) -> Arc<SegmentMeta> {
         Arc::new(SegmentMeta {

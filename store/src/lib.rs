@@ -540,8 +540,6 @@ impl Store {
         Ok(())
     }
 
-    /// Flushes everything and stops the background threads. Appends after
-    /// this fail with [`Error::Closed`].
     /// Compacts until nothing is left to merge, indexing every flushed
     /// segment now instead of after `index_delay` (tests, tools).
     pub fn compact_all(&self) -> Result<()> {
@@ -561,6 +559,8 @@ impl Store {
         Ok(())
     }
 
+    /// Flushes everything and stops the background threads. Appends after
+    /// this fail with [`Error::Closed`].
     pub fn close(&self) -> Result<()> {
         self.shared.stop.store(true, Ordering::SeqCst);
         self.shared.wake.notify_all();
