@@ -11,7 +11,8 @@
 # sampled every 2 s into $OUT/samples.tsv.
 # Not part of CI.
 #   RATE=150000 SOAK=600 OVERLOAD_RATE=400000 OVERLOAD=120 ./scripts/soak.sh
-# SKIP_BUILD=1 BIN=/path/to/lumen runs a given build instead.
+# SKIP_BUILD=1 BIN=/path/to/lumen runs a given build instead; SERVE_ARGS adds
+# flags to `lumen serve` (e.g. SERVE_ARGS="--compaction-nice 0").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lumen-target-release}"
@@ -26,8 +27,9 @@ mkdir -p "$OUT"
 DATA="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$DATA"' EXIT
 
+# shellcheck disable=SC2086 # SERVE_ARGS is a list of flags
 "$BIN" serve --data-dir "$DATA/d" --otlp-grpc-addr 127.0.0.1:24317 --otlp-http-addr 127.0.0.1:24318 \
-  --http-addr 127.0.0.1:27070 > "$OUT/serve.log" 2>&1 &
+  --http-addr 127.0.0.1:27070 ${SERVE_ARGS:-} > "$OUT/serve.log" 2>&1 &
 SERVER=$!
 until curl -sf 127.0.0.1:27070/health > /dev/null; do sleep 0.2; done
 
