@@ -81,7 +81,7 @@ pub(crate) struct ServeArgs {
     pub(crate) index_delay: Option<String>,
     /// Nice steps added to the compaction threads (0 to 19), so that under
     /// load ingest and queries get the CPU first [default: 10].
-    #[arg(long, env = "LUMEN_COMPACTION_NICE", value_name = "N", value_parser = clap::value_parser!(i32).range(0..=19))]
+    #[arg(long, env = "LUMEN_COMPACTION_NICE", value_name = "N")]
     pub(crate) compaction_nice: Option<i32>,
     /// Time limit of one query: SQL, PromQL, log search and histogram, Jaeger
     /// trace search [default: 30s].
@@ -428,15 +428,22 @@ mod tests {
         assert!(toml::from_str::<FileConfig>("no_such_option = 1").is_err());
     }
 
+    /// Arguments naming a config file in `dir` that holds `text`.
+    fn with_file(dir: &tempfile::TempDir, text: &str) -> ServeArgs {
+        let path = dir.path().join("lumen.toml");
+        std::fs::write(&path, text).expect("write");
+        ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn flags_override_file() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("lumen.toml");
-        std::fs::write(&path, "http_addr = \"127.0.0.1:1\"\nsql_max_rows = 5\n").expect("write");
         let args = ServeArgs {
-            config: Some(path),
             http_addr: Some("127.0.0.1:2".into()),
-            ..Default::default()
+            ..with_file(&dir, "http_addr = \"127.0.0.1:1\"\nsql_max_rows = 5\n")
         };
         let c = Config::resolve(args).expect("resolves");
         assert_eq!(c.http_addr, "127.0.0.1:2");
@@ -449,23 +456,13 @@ mod tests {
     #[test]
     fn compaction_nice_is_checked() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("lumen.toml");
-        std::fs::write(&path, "compaction_nice = 25\n").expect("write");
-        let args = ServeArgs {
-            config: Some(path.clone()),
-            ..Default::default()
-        };
-        let err = Config::resolve(args).expect_err("out of range");
+        let err = Config::resolve(with_file(&dir, "compaction_nice = 25\n")).expect_err("range");
         assert!(
             err.to_string().contains("compaction-nice must be 0 to 19"),
             "{err}"
         );
-        std::fs::write(&path, "compaction_nice = 0\n").expect("write");
-        let args = ServeArgs {
-            config: Some(path),
-            ..Default::default()
-        };
-        assert_eq!(Config::resolve(args).expect("resolves").compaction_nice, 0);
+        let c = Config::resolve(with_file(&dir, "compaction_nice = 0\n")).expect("resolves");
+        assert_eq!(c.compaction_nice, 0);
     }
 
     #[test]
