@@ -398,6 +398,26 @@ fn lower_priority(nice: i32) {
     }
 }
 
+/// Picks the next group of `signal`'s segments to merge and merges it;
+/// false when there is nothing to do. One merge runs at a time, whoever
+/// asks (the compaction thread, [`crate::Store::compact_all`]).
+pub(crate) fn merge_next(
+    shared: &Shared,
+    signal: Signal,
+    config: &CompactionConfig,
+    now_ns: i64,
+) -> Result<bool> {
+    let _one_at_a_time = lock(&shared.merge_lock);
+    let segments = lock(&shared.state).segments[signal.index()].clone();
+    let Some(group) = pick(&segments, config, now_ns) else {
+        return Ok(false);
+    };
+    shared.compacting.store(true, Ordering::Relaxed);
+    let result = merge(shared, signal, &group);
+    shared.compacting.store(false, Ordering::Relaxed);
+    result.map(|()| true)
+}
+
 /// The compaction thread's loop.
 pub(crate) fn run(shared: Arc<Shared>) {
     let config = shared.config.compaction.clone();
@@ -405,15 +425,12 @@ pub(crate) fn run(shared: Arc<Shared>) {
     while !shared.stop.load(Ordering::SeqCst) {
         let mut merged_any = false;
         for signal in Signal::ALL {
-            let segments = lock(&shared.state).segments[signal.index()].clone();
-            if let Some(group) = pick(&segments, &config, crate::now_ns()) {
-                shared.compacting.store(true, Ordering::Relaxed);
-                let result = merge(&shared, signal, &group);
-                shared.compacting.store(false, Ordering::Relaxed);
-                if let Err(e) = result {
+            match merge_next(&shared, signal, &config, crate::now_ns()) {
+                Ok(merged) => merged_any |= merged,
+                Err(e) => {
                     tracing::error!(signal = %signal, error = %e, "compaction failed; will retry");
+                    merged_any = true;
                 }
-                merged_any = true;
             }
         }
         let guard = lock(&shared.wake_lock);
