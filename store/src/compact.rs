@@ -412,10 +412,7 @@ pub(crate) fn merge_next(
     let Some(group) = pick(&segments, config, now_ns) else {
         return Ok(false);
     };
-    shared.compacting.store(true, Ordering::Relaxed);
-    let result = merge(shared, signal, &group);
-    shared.compacting.store(false, Ordering::Relaxed);
-    result.map(|()| true)
+    merge(shared, signal, &group).map(|()| true)
 }
 
 /// The compaction thread's loop.

@@ -173,11 +173,10 @@ pub(crate) struct Shared {
     /// running query; deleted once nothing else holds them.
     graveyard: Mutex<Vec<Arc<SegmentMeta>>>,
     stop: AtomicBool,
-    /// A merge is running (for `/metrics`).
-    compacting: AtomicBool,
     /// Held from picking a group to committing its merge: two merges of the
     /// same inputs would write the same output names and each delete the
-    /// other's files when it finds its inputs gone.
+    /// other's files when it finds its inputs gone. Held means a merge is
+    /// running (for `/metrics`).
     merge_lock: Mutex<()>,
     wake: Condvar,
     wake_lock: Mutex<()>,
@@ -326,7 +325,6 @@ impl Store {
             wal_files: Mutex::new(files),
             graveyard: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
-            compacting: AtomicBool::new(false),
             merge_lock: Mutex::new(()),
             wake: Condvar::new(),
             wake_lock: Mutex::new(()),
@@ -528,7 +526,10 @@ impl Store {
             (
                 "lumen_compaction_running",
                 "1 while a compaction merge is running.",
-                f64::from(u8::from(self.shared.compacting.load(Ordering::Relaxed))),
+                f64::from(u8::from(matches!(
+                    self.shared.merge_lock.try_lock(),
+                    Err(std::sync::TryLockError::WouldBlock)
+                ))),
             ),
         ]
     }
