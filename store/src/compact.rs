@@ -249,6 +249,7 @@ pub(crate) fn merge(shared: &Shared, signal: Signal, group: &[Arc<SegmentMeta>])
                 .map_err(|e| Error::io("starting the compaction runtime", dir, e))?;
             let mut stream = merged_stream(objects, signal, group)?;
             let batches = std::iter::from_fn(|| {
+                yield_to_flush(shared);
                 rt.block_on(stream.next())
                     .map(|r| r.map_err(|e| Error::Corrupt(format!("merging segments: {e}"))))
             });
@@ -330,7 +331,8 @@ fn index_in_place(shared: &Shared, signal: Signal, seg: &Arc<SegmentMeta>) -> Re
     let started = std::time::Instant::now();
     let objects = &shared.objects;
     let idx = crate::catalog::index_path(&seg.path);
-    let index_bytes = segment::index_segment(objects, signal, &seg.path, &idx)?;
+    let index_bytes =
+        segment::index_segment(objects, signal, &seg.path, &idx, &|| yield_to_flush(shared))?;
     crate::crash_point("index-in-place-written");
     let indexed = SegmentMeta {
         index_bytes,
@@ -415,6 +417,36 @@ pub(crate) fn merge_next(
     merge(shared, signal, &group).map(|()| true)
 }
 
+/// Budget use past which compaction pauses for the flusher.
+const YIELD_PRESSURE: f64 = 0.5;
+/// Longest single pause: compaction is slowed under pressure, never starved.
+const MAX_YIELD: Duration = Duration::from_secs(2);
+
+/// Waits while unflushed data holds more than half the memory budget, up to
+/// [`MAX_YIELD`]. Ingest is refused at the budget, and only a finished flush
+/// gives budget back; on two cores a merge running beside a flush, even
+/// niced, took about half a core from it (measured: the flush thread spent
+/// a third of its run time waiting for a CPU), so the next buffer grew while
+/// the flush ran, and refusals followed. Called before each merge and
+/// between the batches of one.
+pub(crate) fn yield_to_flush(shared: &Shared) {
+    if shared.budget.pressure() <= YIELD_PRESSURE {
+        return;
+    }
+    let started = std::time::Instant::now();
+    while shared.budget.pressure() > YIELD_PRESSURE
+        && started.elapsed() < MAX_YIELD
+        && !shared.stop.load(Ordering::SeqCst)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let waited = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    shared
+        .metrics
+        .compaction_yield_micros
+        .fetch_add(waited, Ordering::Relaxed);
+}
+
 /// The compaction thread's loop.
 pub(crate) fn run(shared: Arc<Shared>) {
     let config = shared.config.compaction.clone();
@@ -422,6 +454,7 @@ pub(crate) fn run(shared: Arc<Shared>) {
     while !shared.stop.load(Ordering::SeqCst) {
         let mut merged_any = false;
         for signal in Signal::ALL {
+            yield_to_flush(&shared);
             match merge_next(&shared, signal, &config, crate::now_ns()) {
                 Ok(merged) => merged_any |= merged,
                 Err(e) => {

@@ -1468,6 +1468,47 @@ mod compaction_tests {
         }
     }
 
+    #[test]
+    fn compaction_waits_for_the_flusher_under_memory_pressure() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _rt) = driven_store_with(dir.path(), |c| c.memory_budget = 1000);
+        let shared = &store.shared;
+        // Below half the budget: no wait.
+        shared.budget.charge(400);
+        compact::yield_to_flush(shared);
+        assert_eq!(
+            shared
+                .metrics
+                .compaction_yield_micros
+                .load(Ordering::Relaxed),
+            0
+        );
+        // Above it: compaction waits until a flush gives budget back.
+        shared.budget.charge(300);
+        let started = Instant::now();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(200));
+                shared.budget.release(300);
+            });
+            compact::yield_to_flush(shared);
+        });
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert!(
+            shared.budget.pressure() <= 0.5,
+            "returned only once released"
+        );
+        let waited = shared
+            .metrics
+            .compaction_yield_micros
+            .load(Ordering::Relaxed);
+        assert!(waited >= 200_000, "counted {waited} µs");
+        // Under pressure that never ends, it still goes on (slowed, not starved).
+        shared.budget.charge(300);
+        compact::yield_to_flush(shared);
+        assert!(shared.budget.pressure() > 0.5);
+    }
+
     fn driven_store(dir: &Path) -> (Arc<Store>, tokio::runtime::Runtime) {
         driven_store_with(dir, |_| {})
     }

@@ -78,6 +78,8 @@ pub struct Metrics {
     pub compacted_rows: AtomicU64,
     pub flush_seconds: Histogram,
     pub compaction_seconds: Histogram,
+    /// Time compaction spent waiting for the flusher under memory pressure.
+    pub compaction_yield_micros: AtomicU64,
     pub query_seconds: Histogram,
     pub queries_failed: AtomicU64,
     /// Attributes dropped past the per-list limit, values cut to the length limit.
@@ -103,6 +105,7 @@ impl Default for Metrics {
             compacted_rows: AtomicU64::new(0),
             flush_seconds: Histogram::new(LATENCY_BOUNDS),
             compaction_seconds: Histogram::new(LATENCY_BOUNDS),
+            compaction_yield_micros: AtomicU64::new(0),
             query_seconds: Histogram::new(LATENCY_BOUNDS),
             queries_failed: AtomicU64::new(0),
             attributes_dropped: AtomicU64::new(0),
@@ -204,6 +207,11 @@ impl Metrics {
             &mut out,
             "lumen_compaction_seconds",
             "Time of one compaction step (a merge: read, merge or concatenate, write, commit; or indexing a flushed segment in place).",
+        );
+        let _ = writeln!(
+            out,
+            "# HELP lumen_compaction_yield_seconds_total Time compaction paused so the flusher could bring memory use down.\n# TYPE lumen_compaction_yield_seconds_total counter\nlumen_compaction_yield_seconds_total {}",
+            self.compaction_yield_micros.load(Ordering::Relaxed) as f64 / 1e6
         );
         self.query_seconds
             .render(&mut out, "lumen_query_seconds", "Latency of queries.");

@@ -563,27 +563,35 @@ pub(crate) fn index_segment(
     signal: Signal,
     rel: &str,
     idx: &str,
+    between_batches: &dyn Fn(),
 ) -> Result<u64> {
-    let result = index_files(objects, signal, rel, idx);
+    let result = index_files(objects, signal, rel, idx, between_batches);
     if result.is_err() {
         abandon(objects, &[idx]);
     }
     result
 }
 
-fn index_files(objects: &Objects, signal: Signal, rel: &str, idx: &str) -> Result<u64> {
+fn index_files(
+    objects: &Objects,
+    signal: Signal,
+    rel: &str,
+    idx: &str,
+    between_batches: &dyn Fn(),
+) -> Result<u64> {
     let tmp = objects.staging_file(idx)?;
     let scratch = objects.scratch_dir();
     match objects.local_path(rel) {
         Some(path) => {
-            index_file(signal, &path, &tmp, &scratch)?;
+            index_local_file(signal, &path, &tmp, &scratch, between_batches)?;
         }
         None => {
             let bytes = objects
                 .get(rel)?
                 .ok_or_else(|| Error::Corrupt(format!("segment {rel} is missing")))?;
             let mut index = crate::index::Builder::new(signal, &scratch)?;
-            index_rows(bytes, &crate::index::builder_columns(signal), &mut index)?;
+            let columns = crate::index::builder_columns(signal);
+            index_rows(bytes, &columns, &mut index, between_batches)?;
             index.finish(&tmp)?;
         }
     }
@@ -599,9 +607,20 @@ pub fn index_file(
     out: &std::path::Path,
     scratch: &std::path::Path,
 ) -> Result<u64> {
+    index_local_file(signal, path, out, scratch, &|| ())
+}
+
+fn index_local_file(
+    signal: Signal,
+    path: &std::path::Path,
+    out: &std::path::Path,
+    scratch: &std::path::Path,
+    between_batches: &dyn Fn(),
+) -> Result<u64> {
     let mut index = crate::index::Builder::new(signal, scratch)?;
     let file = File::open(path).map_err(|e| Error::io("opening", path, e))?;
-    index_rows(file, &crate::index::builder_columns(signal), &mut index)?;
+    let columns = crate::index::builder_columns(signal);
+    index_rows(file, &columns, &mut index, between_batches)?;
     index.finish(out)
 }
 
@@ -652,11 +671,13 @@ impl FlushBench {
     }
 }
 
-/// Adds the rows of a Parquet file to `index`, reading only `columns`.
+/// Adds the rows of a Parquet file to `index`, reading only `columns`;
+/// calls `between_batches` before each batch (compaction's pacing).
 fn index_rows<R: ChunkReader + 'static>(
     input: R,
     columns: &[&str],
     index: &mut crate::index::Builder,
+    between_batches: &dyn Fn(),
 ) -> Result<()> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(input)?;
     let schema = builder.schema();
@@ -670,6 +691,7 @@ fn index_rows<R: ChunkReader + 'static>(
         .with_batch_size(PAGE_ROWS)
         .build()?
     {
+        between_batches();
         index.add(&batch?)?;
     }
     Ok(())
