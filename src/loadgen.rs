@@ -847,3 +847,46 @@ fn decode_only(args: &LoadgenArgs, batches: &Arc<Vec<Bytes>>) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod sizing_tests {
+    use datafusion::arrow::array::{Array, ArrayData};
+
+    use super::*;
+
+    fn used_bytes(d: &ArrayData) -> usize {
+        d.buffers().iter().map(|b| b.len()).sum::<usize>()
+            + d.nulls().map_or(0, |n| n.buffer().len())
+            + d.child_data().iter().map(used_bytes).sum::<usize>()
+    }
+
+    /// The budget charges Arrow capacity; converting realistic batches must
+    /// not leave much of it unused (growth by doubling left 40% of a logs
+    /// batch empty).
+    #[test]
+    fn converted_batches_are_sized_to_their_content() {
+        let mut rng = Rng(7);
+        let logs = logs_batch(&mut rng, 1000);
+        let spans = spans_batch(&mut rng, 1000);
+        let converted = [
+            lumen_collector::convert::logs(&logs),
+            lumen_collector::convert::spans(&spans),
+        ];
+        for c in converted {
+            let c = c.expect("loadgen batches convert");
+            assert_eq!(c.batch.num_rows(), 1000);
+            let capacity = c.batch.get_array_memory_size();
+            let used: usize = c
+                .batch
+                .columns()
+                .iter()
+                .map(|a| used_bytes(&a.to_data()))
+                .sum();
+            assert!(
+                capacity * 100 <= used * 110,
+                "{}: capacity {capacity} for {used} bytes used",
+                c.signal
+            );
+        }
+    }
+}

@@ -143,6 +143,118 @@ fn str_map() -> StrMap {
     MapBuilder::new(None, StringBuilder::new(), StringBuilder::new())
 }
 
+// Builders are sized from a pass over the request before any row is
+// appended: the memory budget charges Arrow capacity, and growth by
+// doubling leaves up to half of every buffer unused (about 40% of a logs
+// batch), besides copying each buffer on every growth.
+
+/// Capacity of a string column: how many values, how many bytes.
+#[derive(Default, Clone, Copy)]
+struct StrCap {
+    items: usize,
+    bytes: usize,
+}
+
+impl StrCap {
+    fn add(&mut self, len: usize, times: usize) {
+        self.items += times;
+        self.bytes += len * times;
+    }
+
+    fn builder(self) -> StringBuilder {
+        StringBuilder::with_capacity(self.items, self.bytes)
+    }
+}
+
+/// The length of a value as [`render`] writes it; a guess for JSON.
+fn rendered_len(v: &AnyValue) -> usize {
+    use prost::Message as _;
+    match &v.value {
+        Some(Value::StringValue(s)) => s.len(),
+        None | Some(Value::StringValueStrindex(_)) => 0,
+        Some(Value::BoolValue(_)) => 5,
+        Some(Value::IntValue(i)) => {
+            usize::from(*i < 0)
+                + i.unsigned_abs()
+                    .checked_ilog10()
+                    .map_or(1, |d| d as usize + 1)
+        }
+        Some(Value::DoubleValue(_)) => 12,
+        Some(Value::BytesValue(b)) => b.len().div_ceil(3) * 4,
+        Some(Value::ArrayValue(_) | Value::KvlistValue(_)) => v.encoded_len() * 2,
+    }
+}
+
+/// Capacity of an attribute map column and of its `_types` sibling.
+#[derive(Default, Clone, Copy)]
+struct AttrCap {
+    maps: usize,
+    keys: StrCap,
+    values: StrCap,
+    type_keys: StrCap,
+    type_names: StrCap,
+}
+
+impl AttrCap {
+    /// Counts `times` rows holding `attrs`.
+    fn add(&mut self, attrs: &[KeyValue], times: usize) {
+        self.maps += times;
+        for kv in attrs {
+            self.keys.add(kv.key.len(), times);
+            let value = kv.value.as_ref();
+            self.values.add(value.map_or(0, rendered_len), times);
+            if let Some(t) = value.and_then(|v| v.value.as_ref()).and_then(type_name) {
+                self.type_keys.add(kv.key.len(), times);
+                self.type_names.add(t.len(), times);
+            }
+        }
+    }
+}
+
+/// Capacity of the [`Origin`] columns.
+#[derive(Default, Clone, Copy)]
+struct OriginCap {
+    rows: usize,
+    service: StrCap,
+    resource: AttrCap,
+    resource_schema_url: StrCap,
+    scope_name: StrCap,
+    scope_version: StrCap,
+    scope_attrs: AttrCap,
+    scope_schema_url: StrCap,
+    attrs: AttrCap,
+}
+
+impl OriginCap {
+    /// Counts `rows` records under one resource and scope.
+    fn add_context(
+        &mut self,
+        resource: Option<&Resource>,
+        resource_schema_url: &str,
+        scope: Option<&InstrumentationScope>,
+        scope_schema_url: &str,
+        rows: usize,
+    ) {
+        let attrs = resource.map_or(&[][..], |r| &r.attributes);
+        let service = attrs
+            .iter()
+            .find(|kv| kv.key == "service.name")
+            .and_then(|kv| kv.value.as_ref())
+            .map_or("unknown_service".len(), rendered_len);
+        self.rows += rows;
+        self.service.add(service, rows);
+        self.resource.add(attrs, rows);
+        self.resource_schema_url
+            .add(resource_schema_url.len(), rows);
+        self.scope_name.add(scope.map_or(0, |s| s.name.len()), rows);
+        self.scope_version
+            .add(scope.map_or(0, |s| s.version.len()), rows);
+        self.scope_attrs
+            .add(scope.map_or(&[][..], |s| &s.attributes), rows);
+        self.scope_schema_url.add(scope_schema_url.len(), rows);
+    }
+}
+
 /// A `Map<Utf8,Utf8>` of attribute values plus, optionally, its `_types` sibling.
 struct AttrCols {
     values: StrMap,
@@ -154,6 +266,16 @@ impl AttrCols {
         AttrCols {
             values: str_map(),
             types: with_types.then(str_map),
+        }
+    }
+
+    fn with_capacity(cap: &AttrCap, with_types: bool) -> Self {
+        let map = |keys: StrCap, values: StrCap| {
+            MapBuilder::with_capacity(None, keys.builder(), values.builder(), cap.maps)
+        };
+        AttrCols {
+            values: map(cap.keys, cap.values),
+            types: with_types.then(|| map(cap.type_keys, cap.type_names)),
         }
     }
 
@@ -265,6 +387,22 @@ fn non_empty(s: &str) -> Option<&str> {
 }
 
 impl Origin {
+    fn with_capacity(cap: &OriginCap) -> Self {
+        Origin {
+            service: cap.service.builder(),
+            resource: AttrCols::with_capacity(&cap.resource, true),
+            resource_dropped: UInt32Builder::with_capacity(cap.rows),
+            resource_schema_url: cap.resource_schema_url.builder(),
+            scope_name: cap.scope_name.builder(),
+            scope_version: cap.scope_version.builder(),
+            scope_attrs: AttrCols::with_capacity(&cap.scope_attrs, false),
+            scope_dropped: UInt32Builder::with_capacity(cap.rows),
+            scope_schema_url: cap.scope_schema_url.builder(),
+            attrs: AttrCols::with_capacity(&cap.attrs, true),
+            dropped: UInt32Builder::with_capacity(cap.rows),
+        }
+    }
+
     fn new() -> Self {
         Origin {
             service: StringBuilder::new(),
@@ -357,23 +495,46 @@ fn now_ns() -> i64 {
 // ---------------------------------------------------------------- logs
 
 pub fn logs(req: &ExportLogsServiceRequest) -> Result<Converted> {
-    let n: usize = req
-        .resource_logs
-        .iter()
-        .flat_map(|r| &r.scope_logs)
-        .map(|s| s.log_records.len())
-        .sum();
+    let mut origin_cap = OriginCap::default();
+    let [
+        mut severity_cap,
+        mut body_cap,
+        mut body_type_cap,
+        mut event_name_cap,
+    ] = [StrCap::default(); 4];
+    let mut ids = 0;
+    for rl in &req.resource_logs {
+        for sl in &rl.scope_logs {
+            origin_cap.add_context(
+                rl.resource.as_ref(),
+                &rl.schema_url,
+                sl.scope.as_ref(),
+                &sl.schema_url,
+                sl.log_records.len(),
+            );
+            for r in &sl.log_records {
+                severity_cap.add(r.severity_text.len(), 1);
+                body_cap.add(r.body.as_ref().map_or(0, rendered_len), 1);
+                let body_type = r.body.as_ref().and_then(|v| v.value.as_ref());
+                body_type_cap.add(body_type.and_then(type_name).map_or(0, str::len), 1);
+                event_name_cap.add(r.event_name.len(), 1);
+                ids += usize::from(!r.trace_id.is_empty());
+                origin_cap.attrs.add(&r.attributes, 1);
+            }
+        }
+    }
+    let n = origin_cap.rows;
     let mut timestamp = ts_builder(n);
     let mut observed = ts_builder(n);
     let mut severity_number = Int32Builder::with_capacity(n);
-    let mut severity_text = StringBuilder::new();
-    let mut body = StringBuilder::new();
-    let mut body_type = StringBuilder::new();
-    let mut trace_id = StringBuilder::new();
-    let mut span_id = StringBuilder::new();
+    let mut severity_text = severity_cap.builder();
+    let mut body = body_cap.builder();
+    let mut body_type = body_type_cap.builder();
+    let mut trace_id = StringBuilder::with_capacity(n, ids * 32);
+    let mut span_id = StringBuilder::with_capacity(n, ids * 16);
     let mut flags = UInt32Builder::with_capacity(n);
-    let mut event_name = StringBuilder::new();
-    let mut origin = Origin::new();
+    let mut event_name = event_name_cap.builder();
+    let mut origin = Origin::with_capacity(&origin_cap);
     let mut out = Converted {
         signal: Signal::Logs,
         batch: RecordBatch::new_empty(Signal::Logs.schema()),
@@ -489,43 +650,71 @@ fn list_array(field: &Field, lengths: Vec<usize>, values: StructArray) -> Result
 }
 
 pub fn spans(req: &ExportTraceServiceRequest) -> Result<Converted> {
-    let n: usize = req
-        .resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .map(|s| s.spans.len())
-        .sum();
-    let mut trace_id = StringBuilder::new();
-    let mut span_id = StringBuilder::new();
-    let mut parent = StringBuilder::new();
-    let mut trace_state = StringBuilder::new();
+    let mut origin_cap = OriginCap::default();
+    let [mut trace_state_cap, mut name_cap, mut status_message_cap] = [StrCap::default(); 3];
+    let [mut ev_name_cap, mut l_state_cap] = [StrCap::default(); 2];
+    let (mut ev_attrs_cap, mut l_attrs_cap) = (AttrCap::default(), AttrCap::default());
+    let mut parents = 0;
+    for rs in &req.resource_spans {
+        for ss in &rs.scope_spans {
+            origin_cap.add_context(
+                rs.resource.as_ref(),
+                &rs.schema_url,
+                ss.scope.as_ref(),
+                &ss.schema_url,
+                ss.spans.len(),
+            );
+            for s in &ss.spans {
+                parents += usize::from(!s.parent_span_id.is_empty());
+                trace_state_cap.add(s.trace_state.len(), 1);
+                name_cap.add(s.name.len(), 1);
+                status_message_cap.add(s.status.as_ref().map_or(0, |x| x.message.len()), 1);
+                for e in &s.events {
+                    ev_name_cap.add(e.name.len(), 1);
+                    ev_attrs_cap.add(&e.attributes, 1);
+                }
+                for l in &s.links {
+                    l_state_cap.add(l.trace_state.len(), 1);
+                    l_attrs_cap.add(&l.attributes, 1);
+                }
+                origin_cap.attrs.add(&s.attributes, 1);
+            }
+        }
+    }
+    let n = origin_cap.rows;
+    let (events_n, links_n) = (ev_name_cap.items, l_state_cap.items);
+    let mut trace_id = StringBuilder::with_capacity(n, n * 32);
+    let mut span_id = StringBuilder::with_capacity(n, n * 16);
+    let mut parent = StringBuilder::with_capacity(n, parents * 16);
+    let mut trace_state = trace_state_cap.builder();
     let mut flags = UInt32Builder::with_capacity(n);
-    let mut name = StringBuilder::new();
-    let mut kind = StringBuilder::new();
+    let mut name = name_cap.builder();
+    // The longest names of span_kind and status_code.
+    let mut kind = StringBuilder::with_capacity(n, n * "SPAN_KIND_UNSPECIFIED".len());
     let mut start = ts_builder(n);
     let mut end = ts_builder(n);
     let mut duration = Int64Builder::with_capacity(n);
-    let mut status = StringBuilder::new();
-    let mut status_message = StringBuilder::new();
+    let mut status = StringBuilder::with_capacity(n, n * "STATUS_CODE_ERROR".len());
+    let mut status_message = status_message_cap.builder();
     let mut event_lens = Vec::with_capacity(n);
     let (mut ev_time, mut ev_name, mut ev_attrs, mut ev_dropped) = (
-        ts_builder(0),
-        StringBuilder::new(),
-        AttrCols::new(true),
-        UInt32Builder::new(),
+        ts_builder(events_n),
+        ev_name_cap.builder(),
+        AttrCols::with_capacity(&ev_attrs_cap, true),
+        UInt32Builder::with_capacity(events_n),
     );
     let mut dropped_events = UInt32Builder::with_capacity(n);
     let mut link_lens = Vec::with_capacity(n);
     let (mut l_trace, mut l_span, mut l_state, mut l_attrs, mut l_dropped, mut l_flags) = (
-        StringBuilder::new(),
-        StringBuilder::new(),
-        StringBuilder::new(),
-        AttrCols::new(true),
-        UInt32Builder::new(),
-        UInt32Builder::new(),
+        StringBuilder::with_capacity(links_n, links_n * 32),
+        StringBuilder::with_capacity(links_n, links_n * 16),
+        l_state_cap.builder(),
+        AttrCols::with_capacity(&l_attrs_cap, true),
+        UInt32Builder::with_capacity(links_n),
+        UInt32Builder::with_capacity(links_n),
     );
     let mut dropped_links = UInt32Builder::with_capacity(n);
-    let mut origin = Origin::new();
+    let mut origin = Origin::with_capacity(&origin_cap);
     let mut out = Converted {
         signal: Signal::Spans,
         batch: RecordBatch::new_empty(Signal::Spans.schema()),
