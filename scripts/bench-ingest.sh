@@ -3,11 +3,12 @@
 # Builds the release binary, starts `lumen serve` on a fresh data directory for
 # each scenario and drives it with `lumen loadgen`. Not part of CI.
 #   DURATION=60 CONNECTIONS=4 ./scripts/bench-ingest.sh
+# SKIP_BUILD=1 BIN=/path/to/lumen runs a given build instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lumen-target}"
-cargo build --release --bin lumen
-BIN="$CARGO_TARGET_DIR/release/lumen"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lumen-target-release}"
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --bin lumen
+BIN="${BIN:-$CARGO_TARGET_DIR/release/lumen}"
 DURATION="${DURATION:-60}"
 CONNECTIONS="${CONNECTIONS:-4}"
 DATA="$(mktemp -d)"

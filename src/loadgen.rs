@@ -852,12 +852,124 @@ fn decode_only(args: &LoadgenArgs, batches: &Arc<Vec<Bytes>>) -> Result<()> {
 mod sizing_tests {
     use datafusion::arrow::array::{Array, ArrayData};
 
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+
     use super::*;
 
     fn used_bytes(d: &ArrayData) -> usize {
         d.buffers().iter().map(|b| b.len()).sum::<usize>()
             + d.nulls().map_or(0, |n| n.buffer().len())
             + d.child_data().iter().map(used_bytes).sum::<usize>()
+    }
+
+    /// 200 series of each metric type under one resource, with attributes
+    /// and (on sums and histograms) an exemplar.
+    fn metrics_batch(rng: &mut Rng) -> ExportMetricsServiceRequest {
+        use opentelemetry_proto::tonic::metrics::v1::{
+            Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram,
+            HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+            Summary, SummaryDataPoint, exemplar, exponential_histogram_data_point::Buckets,
+            metric::Data, number_data_point, summary_data_point::ValueAtQuantile,
+        };
+        let attrs = |rng: &mut Rng| {
+            vec![
+                kv("http.route", s(&format!("/api/v{}/items", rng.below(9)))),
+                kv("host", s(&format!("node-{}", rng.below(50)))),
+            ]
+        };
+        let exemplar = |rng: &mut Rng| Exemplar {
+            filtered_attributes: vec![kv("user", s(&format!("u{}", rng.below(1000))))],
+            time_unix_nano: 1_700_000_000_000_000_000,
+            value: Some(exemplar::Value::AsDouble(1.5)),
+            span_id: rng.bytes(8),
+            trace_id: rng.bytes(16),
+        };
+        let t = 1_700_000_000_000_000_000;
+        let mut metrics = Vec::new();
+        for _ in 0..200 {
+            let number = |rng: &mut Rng, with_exemplar: bool| NumberDataPoint {
+                attributes: attrs(rng),
+                time_unix_nano: t,
+                value: Some(number_data_point::Value::AsInt(rng.below(1 << 20) as i64)),
+                exemplars: if with_exemplar {
+                    vec![exemplar(rng)]
+                } else {
+                    vec![]
+                },
+                ..Default::default()
+            };
+            let data = [
+                Data::Gauge(Gauge {
+                    data_points: vec![number(rng, false)],
+                }),
+                Data::Sum(Sum {
+                    data_points: vec![number(rng, true)],
+                    aggregation_temporality: 2,
+                    is_monotonic: true,
+                }),
+                Data::Histogram(Histogram {
+                    data_points: vec![HistogramDataPoint {
+                        attributes: attrs(rng),
+                        time_unix_nano: t,
+                        count: 10,
+                        sum: Some(12.5),
+                        bucket_counts: vec![1, 2, 3, 4],
+                        explicit_bounds: vec![0.1, 1.0, 10.0],
+                        exemplars: vec![exemplar(rng)],
+                        ..Default::default()
+                    }],
+                    aggregation_temporality: 1,
+                }),
+                Data::ExponentialHistogram(ExponentialHistogram {
+                    data_points: vec![ExponentialHistogramDataPoint {
+                        attributes: attrs(rng),
+                        time_unix_nano: t,
+                        count: 6,
+                        scale: 3,
+                        positive: Some(Buckets {
+                            offset: -2,
+                            bucket_counts: vec![1, 2, 3],
+                        }),
+                        ..Default::default()
+                    }],
+                    aggregation_temporality: 1,
+                }),
+                Data::Summary(Summary {
+                    data_points: vec![SummaryDataPoint {
+                        attributes: attrs(rng),
+                        time_unix_nano: t,
+                        count: 4,
+                        sum: 8.0,
+                        quantile_values: vec![ValueAtQuantile {
+                            quantile: 0.5,
+                            value: 2.0,
+                        }],
+                        ..Default::default()
+                    }],
+                }),
+            ];
+            for d in data {
+                metrics.push(Metric {
+                    name: format!("app.metric.{}", rng.below(40)),
+                    unit: "ms".into(),
+                    data: Some(d),
+                    ..Default::default()
+                });
+            }
+        }
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", s("checkout")), kv("host.name", s("h1"))],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
     }
 
     /// The budget charges Arrow capacity; converting realistic batches must
@@ -868,13 +980,16 @@ mod sizing_tests {
         let mut rng = Rng(7);
         let logs = logs_batch(&mut rng, 1000);
         let spans = spans_batch(&mut rng, 1000);
+        let metrics = metrics_batch(&mut rng);
         let converted = [
             lumen_collector::convert::logs(&logs),
             lumen_collector::convert::spans(&spans),
+            lumen_collector::convert::metrics(&metrics),
         ];
         for c in converted {
-            let c = c.expect("loadgen batches convert");
+            let c = c.expect("test batches convert");
             assert_eq!(c.batch.num_rows(), 1000);
+            assert_eq!(c.rejected, 0);
             let capacity = c.batch.get_array_memory_size();
             let used: usize = c
                 .batch

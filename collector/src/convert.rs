@@ -139,10 +139,6 @@ impl Rendered {
 
 type StrMap = MapBuilder<StringBuilder, StringBuilder>;
 
-fn str_map() -> StrMap {
-    MapBuilder::new(None, StringBuilder::new(), StringBuilder::new())
-}
-
 // Builders are sized from a pass over the request before any row is
 // appended: the memory budget charges Arrow capacity, and growth by
 // doubling leaves up to half of every buffer unused (about 40% of a logs
@@ -262,13 +258,6 @@ struct AttrCols {
 }
 
 impl AttrCols {
-    fn new(with_types: bool) -> Self {
-        AttrCols {
-            values: str_map(),
-            types: with_types.then(str_map),
-        }
-    }
-
     fn with_capacity(cap: &AttrCap, with_types: bool) -> Self {
         let map = |keys: StrCap, values: StrCap| {
             MapBuilder::with_capacity(None, keys.builder(), values.builder(), cap.maps)
@@ -400,22 +389,6 @@ impl Origin {
             scope_schema_url: cap.scope_schema_url.builder(),
             attrs: AttrCols::with_capacity(&cap.attrs, true),
             dropped: UInt32Builder::with_capacity(cap.rows),
-        }
-    }
-
-    fn new() -> Self {
-        Origin {
-            service: StringBuilder::new(),
-            resource: AttrCols::new(true),
-            resource_dropped: UInt32Builder::new(),
-            resource_schema_url: StringBuilder::new(),
-            scope_name: StringBuilder::new(),
-            scope_version: StringBuilder::new(),
-            scope_attrs: AttrCols::new(false),
-            scope_dropped: UInt32Builder::new(),
-            scope_schema_url: StringBuilder::new(),
-            attrs: AttrCols::new(true),
-            dropped: UInt32Builder::new(),
         }
     }
 
@@ -917,45 +890,97 @@ where
     }
 }
 
+/// Capacity of the metrics columns, counted over the request's data points.
+#[derive(Default)]
+struct MetricCap {
+    name: StrCap,
+    mtype: StrCap,
+    description: StrCap,
+    unit: StrCap,
+    metadata: AttrCap,
+    temporality: StrCap,
+    buckets: usize,
+    bounds: usize,
+    positive: usize,
+    negative: usize,
+    quantiles: usize,
+    exemplars: usize,
+    exemplar_ids: usize,
+    exemplar_attrs: AttrCap,
+    origin: OriginCap,
+}
+
+impl MetricCap {
+    fn add(
+        &mut self,
+        m: &opentelemetry_proto::tonic::metrics::v1::Metric,
+        mtype: &str,
+        p: &Point<'_>,
+    ) {
+        self.name.add(m.name.len(), 1);
+        self.mtype.add(mtype.len(), 1);
+        self.description.add(m.description.len(), 1);
+        self.unit.add(m.unit.len(), 1);
+        self.metadata.add(&m.metadata, 1);
+        self.temporality.add(p.temporality.map_or(0, str::len), 1);
+        self.buckets += p.bucket_counts.map_or(0, <[u64]>::len);
+        self.bounds += p.explicit_bounds.map_or(0, <[f64]>::len);
+        self.positive += p.positive.map_or(0, |b| b.1.len());
+        self.negative += p.negative.map_or(0, |b| b.1.len());
+        self.quantiles += p.quantiles.map_or(0, <[ValueAtQuantile]>::len);
+        self.exemplars += p.exemplars.len();
+        for e in p.exemplars {
+            self.exemplar_ids += usize::from(!e.trace_id.is_empty());
+            self.exemplar_attrs.add(&e.filtered_attributes, 1);
+        }
+        self.origin.attrs.add(p.attributes, 1);
+    }
+}
+
 impl MetricCols {
-    fn new() -> Self {
+    fn with_capacity(cap: &MetricCap) -> Self {
+        let n = cap.origin.rows;
+        let x = cap.exemplars;
         MetricCols {
-            name: StringBuilder::new(),
-            mtype: StringBuilder::new(),
-            description: StringBuilder::new(),
-            unit: StringBuilder::new(),
-            metadata: AttrCols::new(false),
-            time: ts_builder(0),
-            start: ts_builder(0),
-            flags: UInt32Builder::new(),
-            value: Float64Builder::new(),
-            value_int: Int64Builder::new(),
-            is_monotonic: BooleanBuilder::new(),
-            temporality: StringBuilder::new(),
-            count: UInt64Builder::new(),
-            sum: Float64Builder::new(),
-            min: Float64Builder::new(),
-            max: Float64Builder::new(),
-            bucket_counts: ListBuilder::new(UInt64Builder::new()),
-            explicit_bounds: ListBuilder::new(Float64Builder::new()),
-            scale: Int32Builder::new(),
-            zero_count: UInt64Builder::new(),
-            zero_threshold: Float64Builder::new(),
-            pos_offset: Int32Builder::new(),
-            pos_counts: ListBuilder::new(UInt64Builder::new()),
-            neg_offset: Int32Builder::new(),
-            neg_counts: ListBuilder::new(UInt64Builder::new()),
-            quantile_lens: Vec::new(),
-            q_quantile: Float64Builder::new(),
-            q_value: Float64Builder::new(),
-            exemplar_lens: Vec::new(),
-            x_time: ts_builder(0),
-            x_value: Float64Builder::new(),
-            x_value_int: Int64Builder::new(),
-            x_trace: StringBuilder::new(),
-            x_span: StringBuilder::new(),
-            x_attrs: AttrCols::new(true),
-            origin: Origin::new(),
+            name: cap.name.builder(),
+            mtype: cap.mtype.builder(),
+            description: cap.description.builder(),
+            unit: cap.unit.builder(),
+            metadata: AttrCols::with_capacity(&cap.metadata, false),
+            time: ts_builder(n),
+            start: ts_builder(n),
+            flags: UInt32Builder::with_capacity(n),
+            value: Float64Builder::with_capacity(n),
+            value_int: Int64Builder::with_capacity(n),
+            is_monotonic: BooleanBuilder::with_capacity(n),
+            temporality: cap.temporality.builder(),
+            count: UInt64Builder::with_capacity(n),
+            sum: Float64Builder::with_capacity(n),
+            min: Float64Builder::with_capacity(n),
+            max: Float64Builder::with_capacity(n),
+            bucket_counts: ListBuilder::with_capacity(UInt64Builder::with_capacity(cap.buckets), n),
+            explicit_bounds: ListBuilder::with_capacity(
+                Float64Builder::with_capacity(cap.bounds),
+                n,
+            ),
+            scale: Int32Builder::with_capacity(n),
+            zero_count: UInt64Builder::with_capacity(n),
+            zero_threshold: Float64Builder::with_capacity(n),
+            pos_offset: Int32Builder::with_capacity(n),
+            pos_counts: ListBuilder::with_capacity(UInt64Builder::with_capacity(cap.positive), n),
+            neg_offset: Int32Builder::with_capacity(n),
+            neg_counts: ListBuilder::with_capacity(UInt64Builder::with_capacity(cap.negative), n),
+            quantile_lens: Vec::with_capacity(n),
+            q_quantile: Float64Builder::with_capacity(cap.quantiles),
+            q_value: Float64Builder::with_capacity(cap.quantiles),
+            exemplar_lens: Vec::with_capacity(n),
+            x_time: ts_builder(x),
+            x_value: Float64Builder::with_capacity(x),
+            x_value_int: Int64Builder::with_capacity(x),
+            x_trace: StringBuilder::with_capacity(x, cap.exemplar_ids * 32),
+            x_span: StringBuilder::with_capacity(x, cap.exemplar_ids * 16),
+            x_attrs: AttrCols::with_capacity(&cap.exemplar_attrs, true),
+            origin: Origin::with_capacity(&cap.origin),
         }
     }
 
@@ -1142,8 +1167,130 @@ impl MetricCols {
     }
 }
 
+/// Calls `f` with each data point of `d` as a row, with its metric type.
+fn points<'a>(d: &'a Data, mut f: impl FnMut(&'static str, Point<'a>)) {
+    match d {
+        Data::Gauge(g) => {
+            for dp in &g.data_points {
+                let (value, value_int) = number(dp.value);
+                let p = Point {
+                    time: dp.time_unix_nano,
+                    start: dp.start_time_unix_nano,
+                    flags: dp.flags,
+                    attributes: &dp.attributes,
+                    value,
+                    value_int,
+                    exemplars: &dp.exemplars,
+                    ..Default::default()
+                };
+                f("gauge", p);
+            }
+        }
+        Data::Sum(s) => {
+            for dp in &s.data_points {
+                let (value, value_int) = number(dp.value);
+                let p = Point {
+                    time: dp.time_unix_nano,
+                    start: dp.start_time_unix_nano,
+                    flags: dp.flags,
+                    attributes: &dp.attributes,
+                    value,
+                    value_int,
+                    is_monotonic: Some(s.is_monotonic),
+                    temporality: Some(temporality(s.aggregation_temporality)),
+                    exemplars: &dp.exemplars,
+                    ..Default::default()
+                };
+                f("sum", p);
+            }
+        }
+        Data::Histogram(h) => {
+            for dp in &h.data_points {
+                let p = Point {
+                    time: dp.time_unix_nano,
+                    start: dp.start_time_unix_nano,
+                    flags: dp.flags,
+                    attributes: &dp.attributes,
+                    temporality: Some(temporality(h.aggregation_temporality)),
+                    count: Some(dp.count),
+                    sum: dp.sum,
+                    min: dp.min,
+                    max: dp.max,
+                    bucket_counts: Some(&dp.bucket_counts),
+                    explicit_bounds: Some(&dp.explicit_bounds),
+                    exemplars: &dp.exemplars,
+                    ..Default::default()
+                };
+                f("histogram", p);
+            }
+        }
+        Data::ExponentialHistogram(h) => {
+            for dp in &h.data_points {
+                let p = Point {
+                    time: dp.time_unix_nano,
+                    start: dp.start_time_unix_nano,
+                    flags: dp.flags,
+                    attributes: &dp.attributes,
+                    temporality: Some(temporality(h.aggregation_temporality)),
+                    count: Some(dp.count),
+                    sum: dp.sum,
+                    min: dp.min,
+                    max: dp.max,
+                    scale: Some(dp.scale),
+                    zero_count: Some(dp.zero_count),
+                    zero_threshold: Some(dp.zero_threshold),
+                    positive: dp
+                        .positive
+                        .as_ref()
+                        .map(|b| (b.offset, &b.bucket_counts[..])),
+                    negative: dp
+                        .negative
+                        .as_ref()
+                        .map(|b| (b.offset, &b.bucket_counts[..])),
+                    exemplars: &dp.exemplars,
+                    ..Default::default()
+                };
+                f("exponential_histogram", p);
+            }
+        }
+        Data::Summary(s) => {
+            for dp in &s.data_points {
+                let p = Point {
+                    time: dp.time_unix_nano,
+                    start: dp.start_time_unix_nano,
+                    flags: dp.flags,
+                    attributes: &dp.attributes,
+                    count: Some(dp.count),
+                    sum: Some(dp.sum),
+                    quantiles: Some(&dp.quantile_values),
+                    ..Default::default()
+                };
+                f("summary", p);
+            }
+        }
+    }
+}
+
 pub fn metrics(req: &ExportMetricsServiceRequest) -> Result<Converted> {
-    let mut cols = MetricCols::new();
+    let mut cap = MetricCap::default();
+    for rm in &req.resource_metrics {
+        for sm in &rm.scope_metrics {
+            for m in &sm.metrics {
+                let Some(d) = m.data.as_ref().filter(|_| !m.name.is_empty()) else {
+                    continue;
+                };
+                cap.origin.add_context(
+                    rm.resource.as_ref(),
+                    &rm.schema_url,
+                    sm.scope.as_ref(),
+                    &sm.schema_url,
+                    data_points(d),
+                );
+                points(d, |mtype, p| cap.add(m, mtype, &p));
+            }
+        }
+    }
+    let mut cols = MetricCols::with_capacity(&cap);
     let mut out = Converted {
         signal: Signal::Metrics,
         batch: RecordBatch::new_empty(Signal::Metrics.schema()),
@@ -1164,104 +1311,7 @@ pub fn metrics(req: &ExportMetricsServiceRequest) -> Result<Converted> {
                     None => out.reject(1, || {
                         format!("metric {:?} rejected: it has no data", m.name)
                     }),
-                    Some(Data::Gauge(g)) => {
-                        for dp in &g.data_points {
-                            let (value, value_int) = number(dp.value);
-                            let p = Point {
-                                time: dp.time_unix_nano,
-                                start: dp.start_time_unix_nano,
-                                flags: dp.flags,
-                                attributes: &dp.attributes,
-                                value,
-                                value_int,
-                                exemplars: &dp.exemplars,
-                                ..Default::default()
-                            };
-                            cols.push(&cx, m, "gauge", p, &mut out);
-                        }
-                    }
-                    Some(Data::Sum(s)) => {
-                        for dp in &s.data_points {
-                            let (value, value_int) = number(dp.value);
-                            let p = Point {
-                                time: dp.time_unix_nano,
-                                start: dp.start_time_unix_nano,
-                                flags: dp.flags,
-                                attributes: &dp.attributes,
-                                value,
-                                value_int,
-                                is_monotonic: Some(s.is_monotonic),
-                                temporality: Some(temporality(s.aggregation_temporality)),
-                                exemplars: &dp.exemplars,
-                                ..Default::default()
-                            };
-                            cols.push(&cx, m, "sum", p, &mut out);
-                        }
-                    }
-                    Some(Data::Histogram(h)) => {
-                        for dp in &h.data_points {
-                            let p = Point {
-                                time: dp.time_unix_nano,
-                                start: dp.start_time_unix_nano,
-                                flags: dp.flags,
-                                attributes: &dp.attributes,
-                                temporality: Some(temporality(h.aggregation_temporality)),
-                                count: Some(dp.count),
-                                sum: dp.sum,
-                                min: dp.min,
-                                max: dp.max,
-                                bucket_counts: Some(&dp.bucket_counts),
-                                explicit_bounds: Some(&dp.explicit_bounds),
-                                exemplars: &dp.exemplars,
-                                ..Default::default()
-                            };
-                            cols.push(&cx, m, "histogram", p, &mut out);
-                        }
-                    }
-                    Some(Data::ExponentialHistogram(h)) => {
-                        for dp in &h.data_points {
-                            let p = Point {
-                                time: dp.time_unix_nano,
-                                start: dp.start_time_unix_nano,
-                                flags: dp.flags,
-                                attributes: &dp.attributes,
-                                temporality: Some(temporality(h.aggregation_temporality)),
-                                count: Some(dp.count),
-                                sum: dp.sum,
-                                min: dp.min,
-                                max: dp.max,
-                                scale: Some(dp.scale),
-                                zero_count: Some(dp.zero_count),
-                                zero_threshold: Some(dp.zero_threshold),
-                                positive: dp
-                                    .positive
-                                    .as_ref()
-                                    .map(|b| (b.offset, &b.bucket_counts[..])),
-                                negative: dp
-                                    .negative
-                                    .as_ref()
-                                    .map(|b| (b.offset, &b.bucket_counts[..])),
-                                exemplars: &dp.exemplars,
-                                ..Default::default()
-                            };
-                            cols.push(&cx, m, "exponential_histogram", p, &mut out);
-                        }
-                    }
-                    Some(Data::Summary(s)) => {
-                        for dp in &s.data_points {
-                            let p = Point {
-                                time: dp.time_unix_nano,
-                                start: dp.start_time_unix_nano,
-                                flags: dp.flags,
-                                attributes: &dp.attributes,
-                                count: Some(dp.count),
-                                sum: Some(dp.sum),
-                                quantiles: Some(&dp.quantile_values),
-                                ..Default::default()
-                            };
-                            cols.push(&cx, m, "summary", p, &mut out);
-                        }
-                    }
+                    Some(d) => points(d, |mtype, p| cols.push(&cx, m, mtype, p, &mut out)),
                 }
             }
         }
