@@ -873,12 +873,12 @@ mod sizing_tests {
         };
         let attrs = |rng: &mut Rng| {
             vec![
-                kv("http.route", s(&format!("/api/v{}/items", rng.below(9)))),
-                kv("host", s(&format!("node-{}", rng.below(50)))),
+                kv("http.route", s(format!("/api/v{}/items", rng.below(9)))),
+                kv("host", s(format!("node-{}", rng.below(50)))),
             ]
         };
         let exemplar = |rng: &mut Rng| Exemplar {
-            filtered_attributes: vec![kv("user", s(&format!("u{}", rng.below(1000))))],
+            filtered_attributes: vec![kv("user", s(format!("u{}", rng.below(1000))))],
             time_unix_nano: 1_700_000_000_000_000_000,
             value: Some(exemplar::Value::AsDouble(1.5)),
             span_id: rng.bytes(8),
